@@ -1,0 +1,81 @@
+"""The ``hydra/sweeper=nas`` config schema, registered in Hydra's ConfigStore.
+
+Kept free of torch and mlflow imports: Hydra imports every module here when it discovers plugins.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ObjectiveConf:
+    # The key of the metric dict a trial returns that the search optimises; null when the task
+    # function returns a single number.
+    metric: str | None = None
+    # maximize or minimize
+    direction: str = "maximize"
+
+
+@dataclass
+class MLflowConf:
+    # null: MLflow's own default (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working
+    # directory). Relative SQLite/file paths are made absolute so that jobs in other processes or
+    # other working directories write to the same store.
+    tracking_uri: str | None = None
+    # One experiment per sweep config; every sweep is one parent run in it.
+    experiment: str = "nas"
+    # Name of the sweep's parent run; null: "sweep-<date>-<time>".
+    run_name: str | None = None
+
+
+@dataclass
+class RegistryConf:
+    # Register the best trial's logged model at the end of the sweep.
+    enabled: bool = True
+    # Registered model name; null: the experiment name.
+    model_name: str | None = None
+    # Alias pointing at the newly registered best version.
+    alias: str = "champion"
+
+
+@dataclass
+class NASSweeperConf:
+    _target_: str = "hydra_plugins.nas_plugin_sweeper.nas_sweeper.NASSweeper"
+    defaults: list[Any] = field(
+        default_factory=lambda: [
+            {"strategy": "random"},
+            {"search_space": "custom"},
+            {"estimator": "full"},
+        ]
+    )
+    # How many distinct candidates to evaluate (each is one Hydra job and one MLflow child run).
+    n_trials: int = 10
+    # Candidates handed to the launcher at once (a parallel launcher runs them side by side).
+    batch_size: int = 1
+    # Seeds the strategy: the same seed proposes the same candidates.
+    seed: int = 0
+    # Stop the sweep once more than this many trials have failed; -1 never stops.
+    max_failures: int = 3
+    objective: ObjectiveConf = field(default_factory=ObjectiveConf)
+    # Search space over the app's own config keys, merged with the chosen search_space's params:
+    # {key: [choices]} | {key: {low, high[, step]}} (integers, high included) |
+    # {key: {low, high, log}} (floats) | any of these with when: {other_key: value}.
+    # Hydra sweep syntax works too: choice(a,b), range(1,5) (5 excluded, as in Hydra),
+    # interval(0.1,1.0), tag(log, interval(1e-4,1e-1)).
+    params: dict[str, Any] = field(default_factory=dict)
+    # Chosen from the config groups hydra/sweeper/{strategy,search_space,estimator}.
+    strategy: Any = MISSING
+    search_space: Any = MISSING
+    estimator: Any = MISSING
+    mlflow: MLflowConf = field(default_factory=MLflowConf)
+    registry: RegistryConf = field(default_factory=RegistryConf)
+    # Rows of the leaderboard printed at the end (the CSV artifact has every trial).
+    leaderboard_rows: int = 10
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="nas", node=NASSweeperConf, provider="nas_plugin"
+)

@@ -1,0 +1,33 @@
+"""How a candidate's quality is estimated.
+
+An estimator that trains (``full``, ``low_fidelity``) works through the app's own config keys:
+it adds fixed overrides to every trial (fewer epochs, a fraction of the data, a lower input
+resolution), so it works in any Hydra app whose training loop reads those keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class EstimatorError(ValueError):
+    """An invalid estimator config: names the key, the value and what is allowed."""
+
+
+class Estimator:
+    name: str = ""
+
+    def overrides(self) -> dict[str, Any]:
+        """``{config_key: value}`` applied to every trial."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """Settings logged with every trial as ``estimator.*`` params."""
+        return {"name": self.name}
+
+
+def reject_unknown(name: str, options: Mapping[str, Any], allowed: list[str]) -> None:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise EstimatorError(f"estimator '{name}': unknown option(s) {unknown}; allowed: {allowed}")

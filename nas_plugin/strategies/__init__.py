@@ -1,0 +1,40 @@
+"""Search strategies behind one ask/tell interface; ``make_strategy`` builds one from config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nas_plugin.space import SearchSpace
+from nas_plugin.strategies.base import Strategy, StrategyError, check_options
+from nas_plugin.strategies.evolution import RegularizedEvolution
+from nas_plugin.strategies.grid import GridSearch
+from nas_plugin.strategies.random_search import RandomSearch
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (RandomSearch, GridSearch, RegularizedEvolution)
+}
+
+
+def make_strategy(config: Mapping[str, Any], space: SearchSpace, seed: int) -> Strategy:
+    """Build the strategy named by ``config['name']`` with the rest of ``config`` as options."""
+    options = dict(config)
+    name = options.pop("name", None)
+    if name not in STRATEGIES:
+        raise StrategyError(
+            f"hydra.sweeper.strategy.name={name!r} is unknown; allowed: {sorted(STRATEGIES)}"
+        )
+    cls = STRATEGIES[name]
+    check_options(cls, options)
+    return cls(space, seed=seed, **options)
+
+
+__all__ = [
+    "STRATEGIES",
+    "GridSearch",
+    "RandomSearch",
+    "RegularizedEvolution",
+    "Strategy",
+    "StrategyError",
+    "make_strategy",
+]

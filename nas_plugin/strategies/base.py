@@ -1,0 +1,64 @@
+"""The one interface every search strategy implements: ask for a candidate, tell its score.
+
+A strategy sees encodings and numbers only, never torch, Hydra or MLflow, so it runs in
+milliseconds in tests and can be reused outside Hydra. Scores are "higher is better" (the sweeper
+negates a metric that is minimised); a failed trial is told as ``None``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from abc import ABC, abstractmethod
+from typing import Any
+
+from nas_plugin.space import Encoding, SearchSpace
+
+
+class StrategyError(ValueError):
+    """An invalid strategy config: the message names the key, the value and what is allowed."""
+
+
+class Strategy(ABC):
+    """Base class: subclasses implement :meth:`ask` and usually :meth:`tell`."""
+
+    #: the name used in config (``hydra/sweeper/strategy=<name>``)
+    name: str = ""
+
+    def __init__(self, space: SearchSpace, seed: int = 0) -> None:
+        self.space = space
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.history: list[tuple[Encoding, float | None]] = []
+
+    @abstractmethod
+    def ask(self) -> Encoding | None:
+        """The next candidate to evaluate, or ``None`` once the strategy has nothing new."""
+
+    def tell(self, encoding: Encoding, score: float | None) -> None:
+        """Report a finished candidate: its score (higher is better) or ``None`` if it failed."""
+        self.history.append((encoding, score))
+
+    def best(self) -> tuple[Encoding, float] | None:
+        scored = [(e, s) for e, s in self.history if s is not None]
+        return max(scored, key=lambda pair: pair[1]) if scored else None
+
+
+def check_options(cls: type[Strategy], options: dict[str, Any]) -> None:
+    """Reject option names the strategy's constructor does not take, before any trial runs."""
+    allowed = [
+        name
+        for name in inspect.signature(cls.__init__).parameters
+        if name not in ("self", "space", "seed")
+    ]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise StrategyError(
+            f"strategy '{cls.name}': unknown option(s) {unknown}; allowed: {allowed}"
+        )
+
+
+def positive_int(strategy: str, key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StrategyError(f"strategy '{strategy}': {key}={value!r} must be a positive integer")
+    return value

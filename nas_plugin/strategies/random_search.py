@@ -1,0 +1,24 @@
+"""Random search: sample every decision uniformly; the baseline every NAS paper must beat."""
+
+from __future__ import annotations
+
+from nas_plugin.space import Encoding, SearchSpace
+from nas_plugin.strategies.base import Strategy, positive_int
+
+
+class RandomSearch(Strategy):
+    name = "random"
+
+    def __init__(self, space: SearchSpace, seed: int = 0, max_resamples: int = 1000) -> None:
+        super().__init__(space, seed)
+        # How often to redraw a candidate already proposed before calling the space exhausted.
+        self.max_resamples = positive_int(self.name, "max_resamples", max_resamples)
+        self._proposed: set[Encoding] = set()
+
+    def ask(self) -> Encoding | None:
+        for _ in range(self.max_resamples):
+            candidate = self.space.sample(self.rng)
+            if candidate not in self._proposed:
+                self._proposed.add(candidate)
+                return candidate
+        return None

@@ -1,0 +1,231 @@
+"""Turn the sweeper's config and the command line into a validated sweep plan.
+
+Everything that can be checked without running a trial is checked here, so that bad input stops
+the sweep before the first job starts, with one message that names the key, the value and what
+is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from omegaconf import DictConfig, OmegaConf
+
+from nas_plugin.estimators import Estimator, make_estimator
+from nas_plugin.space import SearchSpace, SearchSpaceError
+from nas_plugin.space.params import FloatRange, Param, parse_param
+from nas_plugin.strategies import make_strategy
+
+DIRECTIONS = ("maximize", "minimize")
+
+
+class SweepConfigError(ValueError):
+    """Invalid sweeper config or command line, found before any trial ran."""
+
+
+@dataclass
+class SweepPlan:
+    space: SearchSpace
+    strategy_config: dict[str, Any]
+    estimator: Estimator
+    metric: str | None
+    direction: str
+    n_trials: int
+    batch_size: int
+    seed: int
+    max_failures: int
+    # Non-sweep command-line overrides, applied to every trial as typed.
+    fixed_overrides: list[str] = field(default_factory=list)
+    # Values the composed job config must hold for the named search space to make sense.
+    requires: dict[str, Any] = field(default_factory=dict)
+    search_space_name: str = "custom"
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric or "objective"
+
+    def score(self, value: float) -> float:
+        """The strategy's view: higher is always better."""
+        return value if self.direction == "maximize" else -value
+
+    def estimator_overrides(self) -> list[str]:
+        return [f"{k}={format_value(v)}" for k, v in self.estimator.overrides().items()]
+
+    def trial_overrides(self, decoded: Mapping[str, Any]) -> list[str]:
+        arch = [f"{key}={format_value(value)}" for key, value in decoded.items()]
+        return [*self.fixed_overrides, *self.estimator_overrides(), *arch]
+
+
+def build_plan(sweeper_cfg: Mapping[str, Any], arguments: list[str]) -> SweepPlan:
+    """Validate the sweeper config plus the command line; raise ``SweepConfigError`` if bad."""
+    cfg = _plain(sweeper_cfg)
+    try:
+        params, fixed = _split_arguments(arguments)
+        space_cfg = cfg.get("search_space") or {}
+        merged: dict[str, Param] = {}
+        for source in (space_cfg.get("params") or {}, cfg.get("params") or {}):
+            for key, spec in source.items():
+                merged[str(key)] = _parse_any(str(key), spec)
+        merged.update(params)
+        space = SearchSpace(list(merged.values()))
+        strategy_cfg = dict(cfg.get("strategy") or {})
+        seed = _int(cfg, "seed", minimum=None)
+        # Building it once checks its options; the sweeper builds its own for the sweep.
+        make_strategy(strategy_cfg, space, seed)
+        estimator = make_estimator(cfg.get("estimator") or {"name": "full"})
+    except (SearchSpaceError, ValueError) as err:
+        if isinstance(err, SweepConfigError):
+            raise
+        raise SweepConfigError(str(err)) from err
+
+    objective = cfg.get("objective") or {}
+    direction = objective.get("direction", "maximize")
+    if direction not in DIRECTIONS:
+        raise SweepConfigError(
+            f"hydra.sweeper.objective.direction={direction!r}; allowed: {list(DIRECTIONS)}"
+        )
+    metric = objective.get("metric")
+    if metric is not None and (not isinstance(metric, str) or not metric):
+        raise SweepConfigError(
+            f"hydra.sweeper.objective.metric={metric!r} must be a metric name or null"
+        )
+    return SweepPlan(
+        space=space,
+        strategy_config=strategy_cfg,
+        estimator=estimator,
+        metric=metric,
+        direction=direction,
+        n_trials=_int(cfg, "n_trials", minimum=1),
+        batch_size=_int(cfg, "batch_size", minimum=1),
+        seed=seed,
+        max_failures=_int(cfg, "max_failures", minimum=-1),
+        fixed_overrides=fixed,
+        requires=dict(space_cfg.get("requires") or {}),
+        search_space_name=str(space_cfg.get("name", "custom")),
+    )
+
+
+def check_against_job_config(plan: SweepPlan, job_cfg: DictConfig) -> None:
+    """Every searched or estimator key must exist in the app's config; ``requires`` must hold."""
+    missing = object()
+    for key, what in [
+        *[(name, "search space key") for name in plan.space.names],
+        *[(name, "estimator key") for name in plan.estimator.overrides()],
+    ]:
+        if OmegaConf.select(job_cfg, key, default=missing, throw_on_missing=False) is missing:
+            top = sorted(str(k) for k in job_cfg.keys())
+            raise SweepConfigError(
+                f"{what} '{key}' is not a key of the app's config; the search space may only "
+                f"name existing keys (top-level keys: {top})"
+            )
+    for key, wanted in plan.requires.items():
+        actual = OmegaConf.select(job_cfg, key, default=None)
+        if actual != wanted:
+            raise SweepConfigError(
+                f"search_space={plan.search_space_name} needs {key}={wanted!r} in the app's "
+                f"config, but it is {actual!r}; select the matching config "
+                f"(in our pipelines: {key.split('.')[0]}={wanted})"
+            )
+
+
+def format_value(value: Any) -> str:
+    """A value in Hydra's override grammar (strings quoted when they need it)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    if _PLAIN_STRING.match(text) and text.lower() not in _RESERVED:
+        return text
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
+
+
+_PLAIN_STRING = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-./]*$")
+_RESERVED = {"true", "false", "null", "nan", "inf"}
+
+
+def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def _int(cfg: Mapping[str, Any], key: str, minimum: int | None) -> int:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SweepConfigError(f"hydra.sweeper.{key}={value!r} must be an integer")
+    if minimum is not None and value < minimum:
+        raise SweepConfigError(f"hydra.sweeper.{key}={value} must be >= {minimum}")
+    return value
+
+
+def _parse_any(key: str, spec: Any) -> Param:
+    """Our YAML form, or Hydra's sweep syntax as a string (``choice(..)``, ``interval(..)``)."""
+    if isinstance(spec, str):
+        override = OverridesParser.create().parse_overrides([f"{key}={spec}"])[0]
+        if not override.is_sweep_override():
+            raise SearchSpaceError(
+                f"search space key '{key}': {spec!r} is a single value, not a search "
+                "dimension; allowed: choice(..), range(..), interval(..), tag(log, interval(..)), "
+                "a list of choices or {low, high}"
+            )
+        return _param_from_override(override)
+    return parse_param(key, spec)
+
+
+def _split_arguments(arguments: list[str]) -> tuple[dict[str, Param], list[str]]:
+    parser = OverridesParser.create()
+    params: dict[str, Param] = {}
+    fixed: list[str] = []
+    for override in parser.parse_overrides(arguments):
+        if override.is_sweep_override():
+            param = _param_from_override(override)
+            params[param.name] = param
+        else:
+            fixed.append(override.input_line)
+    return params, fixed
+
+
+def _param_from_override(override: Override) -> Param:
+    key = override.get_key_element()
+    sweep = override.value()
+    if isinstance(sweep, ChoiceSweep):
+        return parse_param(key, list(sweep.list))
+    if isinstance(sweep, RangeSweep):
+        # Hydra's range() excludes its stop; our IntRange includes its high.
+        start, stop, step = sweep.start, sweep.stop, sweep.step
+        if all(isinstance(v, int) for v in (start, stop, step)):
+            values = list(range(start, stop, step))
+            if not values:
+                raise SearchSpaceError(
+                    f"search space key '{key}': range({start},{stop},{step}) is empty"
+                )
+            return parse_param(key, {"low": values[0], "high": values[-1], "step": step})
+        count = math.ceil((stop - start) / step)
+        return parse_param(key, [start + i * step for i in range(max(count, 0))])
+    if isinstance(sweep, IntervalSweep):
+        param = parse_param(
+            key, {"low": float(sweep.start), "high": float(sweep.end), "log": "log" in sweep.tags}
+        )
+        assert isinstance(param, FloatRange)
+        return param
+    raise SearchSpaceError(f"search space key '{key}': unsupported sweep {override.input_line!r}")

@@ -1,0 +1,313 @@
+"""The NAS sweeper: glue between a strategy, Hydra's launcher and MLflow.
+
+One sweep: validate everything (space, strategy, estimator, the app's config keys, the tracking
+store) -> open the parent run -> repeat {ask the strategy for candidates, launch them as Hydra
+jobs, tell the strategy their scores} -> leaderboard -> register the best model.
+
+The sweeper never trains anything and the jobs never choose architectures.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from nas_plugin.leaderboard import TrialRecord, best_of, progress_line, render
+from nas_plugin.space import Encoding
+from nas_plugin.strategies import Strategy, make_strategy
+from nas_plugin.sweep_config import (
+    SweepConfigError,
+    SweepPlan,
+    build_plan,
+    check_against_job_config,
+)
+from nas_plugin.tracking.sweep_run import SweepRun, open_store, resolve_tracking_uri
+from nas_plugin.tracking.trial import TrackedTask, TrialOutcome
+
+log = logging.getLogger(__name__)
+
+# Consecutive already-seen proposals after which a strategy counts as exhausted.
+MAX_DUPLICATE_PROPOSALS = 100
+
+
+class SweepAbortedError(RuntimeError):
+    """Too many trials failed (``max_failures``); finished trials are kept in MLflow."""
+
+
+class NASSweeperImpl:
+    def __init__(self, **_: Any) -> None:
+        # The sweeper's settings are read from the composed config in setup(), where
+        # interpolations into the app's config (e.g. ${experiment_name}) can still resolve.
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+        self.launcher: Launcher | None = None
+
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+        self.config = config
+
+    # -- the sweep --------------------------------------------------------------------------
+
+    def sweep(self, arguments: list[str]) -> list[TrialRecord]:
+        assert self.config is not None and self.hydra_context is not None
+        sweeper_cfg = OmegaConf.to_container(self.config.hydra.sweeper, resolve=True)
+        assert isinstance(sweeper_cfg, dict)
+        plan = build_plan(sweeper_cfg, arguments)
+        self._check_app_config(plan)
+        strategy = make_strategy(plan.strategy_config, plan.space, plan.seed)
+
+        mlflow_cfg = sweeper_cfg.get("mlflow") or {}
+        uri = resolve_tracking_uri(mlflow_cfg.get("tracking_uri"))
+        sweep_run = SweepRun(open_store(uri), uri, str(mlflow_cfg.get("experiment") or "nas"))
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        sweep_run.start(
+            mlflow_cfg.get("run_name"),
+            params=_parent_params(plan, strategy),
+            files={
+                "search_space.json": json.dumps(plan.space.describe(), indent=2),
+                "sweep_config.yaml": OmegaConf.to_yaml(sweeper_cfg),
+                "command_line_overrides.txt": "\n".join(arguments) + "\n",
+            },
+        )
+        context = sweep_run.trial_context(
+            space_keys=plan.space.names,
+            metric=plan.metric,
+            strategy=strategy.name,
+            estimator=plan.estimator.describe(),
+        )
+        assert self.task_function is not None
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=self.hydra_context,
+            task_function=TrackedTask(self.task_function, context),
+            config=self.config,
+        )
+        log.info(
+            "NAS sweep: %d trials, strategy=%s, search_space=%s (%s candidates), estimator=%s, "
+            "MLflow %s, experiment '%s', parent run %s",
+            plan.n_trials,
+            strategy.name,
+            plan.search_space_name,
+            _size_text(plan.space.size()),
+            plan.estimator.name,
+            uri,
+            sweep_run.experiment_name,
+            sweep_run.run_id,
+        )
+
+        records: list[TrialRecord] = []
+        status, note = "FINISHED", None
+        try:
+            self._run_trials(plan, strategy, sweep_run, records)
+        except SweepAbortedError as err:
+            status, note = "FAILED", str(err)
+            raise
+        except BaseException as err:
+            status, note = "FAILED", f"{type(err).__name__}: {err}"
+            raise
+        finally:
+            self._finish(plan, sweep_run, records, sweeper_cfg, status, note)
+        return records
+
+    def _check_app_config(self, plan: SweepPlan) -> None:
+        """Compose the app's config once with the fixed overrides; check every key we will set."""
+        assert self.hydra_context is not None and self.config is not None
+        base = [*plan.fixed_overrides, *plan.estimator_overrides()]
+        try:
+            job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, base)
+        except Exception as err:
+            raise SweepConfigError(
+                f"the app's config does not compose with the overrides {base}: {err}"
+            ) from err
+        check_against_job_config(plan, job_cfg)
+
+    def _run_trials(
+        self,
+        plan: SweepPlan,
+        strategy: Strategy,
+        sweep_run: SweepRun,
+        records: list[TrialRecord],
+    ) -> None:
+        seen: dict[Encoding, TrialRecord] = {}
+        while len(records) < plan.n_trials:
+            wanted = min(plan.batch_size, plan.n_trials - len(records))
+            batch = self._next_candidates(strategy, seen, wanted, plan)
+            if not batch:
+                log.info(
+                    "The strategy has no new candidates after %d trials: the search space is "
+                    "exhausted.",
+                    len(records),
+                )
+                return
+            new_records = self._launch(plan, batch, len(records), sweep_run, strategy.name)
+            for record in new_records:
+                records.append(record)
+                seen[record.encoding] = record
+                strategy.tell(record.encoding, plan.score(record.value) if record.ok else None)
+                best = best_of(records, plan.direction)
+                log.info(progress_line(record, len(records), plan.n_trials, best, plan.metric_name))
+            failed = sum(1 for r in records if not r.ok)
+            if 0 <= plan.max_failures < failed:
+                last = next(r for r in reversed(records) if not r.ok)
+                raise SweepAbortedError(
+                    f"{failed} trials failed, more than hydra.sweeper.max_failures="
+                    f"{plan.max_failures}; stopping the sweep. Last error (trial {last.number}): "
+                    f"{last.error}"
+                )
+
+    def _next_candidates(
+        self, strategy: Strategy, seen: dict[Encoding, TrialRecord], wanted: int, plan: SweepPlan
+    ) -> list[Encoding]:
+        batch: list[Encoding] = []
+        duplicates = 0
+        while len(batch) < wanted and duplicates < MAX_DUPLICATE_PROPOSALS:
+            candidate = strategy.ask()
+            if candidate is None:
+                break
+            if candidate in seen or candidate in batch:
+                # Identical candidates are never trained twice: the strategy hears the known score.
+                duplicates += 1
+                if candidate in seen:
+                    known = seen[candidate]
+                    strategy.tell(candidate, plan.score(known.value) if known.ok else None)
+                continue
+            duplicates = 0
+            batch.append(candidate)
+        return batch
+
+    def _launch(
+        self,
+        plan: SweepPlan,
+        batch: list[Encoding],
+        first_number: int,
+        sweep_run: SweepRun,
+        strategy_name: str,
+    ) -> list[TrialRecord]:
+        assert self.launcher is not None and self.hydra_context is not None
+        candidates = []
+        rejected = []
+        for encoding in batch:
+            architecture = plan.space.decode(encoding)
+            record = TrialRecord(
+                number=-1,
+                encoding=encoding,
+                architecture=architecture,
+                overrides=plan.trial_overrides(architecture),
+            )
+            try:  # compose up front, as Hydra's validate_batch_is_legal does, one job at a time
+                self.hydra_context.config_loader.load_sweep_config(self.config, record.overrides)
+                candidates.append(record)
+            except Exception as err:  # noqa: BLE001 - recorded as this trial's failure
+                record.status, record.error = "failed", f"config does not compose: {err}"
+                rejected.append(record)
+        for number, record in enumerate([*candidates, *rejected], start=first_number):
+            record.number = number
+        if candidates:
+            returns = self.launcher.launch(
+                [r.overrides for r in candidates], initial_job_idx=first_number
+            )
+            for record, job in zip(candidates, returns, strict=True):
+                _read_job_return(record, job)
+        for record in [*candidates, *rejected]:
+            if record.status == "failed" and record.run_id is None:
+                record.run_id = sweep_run.record_unstarted_failure(record, strategy_name)
+        return sorted([*candidates, *rejected], key=lambda r: r.number)
+
+    def _finish(
+        self,
+        plan: SweepPlan,
+        sweep_run: SweepRun,
+        records: list[TrialRecord],
+        sweeper_cfg: dict[str, Any],
+        status: str,
+        note: str | None,
+    ) -> None:
+        rows = int(sweeper_cfg.get("leaderboard_rows") or 10)
+        table = render(records, plan.direction, plan.metric_name, rows)
+        print(table, flush=True)
+        sweep_run.finish(records, plan.direction, plan.metric_name, table, status, note)
+        best = best_of(records, plan.direction)
+        registry = sweeper_cfg.get("registry") or {}
+        if best is not None:
+            log.info(
+                "Best: trial %d, %s=%.4g, run %s",
+                best.number,
+                plan.metric_name,
+                best.value,
+                best.run_id,
+            )
+            if registry.get("enabled", True):
+                name = registry.get("model_name") or sweep_run.experiment_name
+                alias = registry.get("alias") or "champion"
+                registered = sweep_run.register_best(best, name, alias, plan.metric_name)
+                if registered:
+                    log.info(
+                        "Registered the best model as '%s' version %s, alias '%s': "
+                        "mlflow.pyfunc.load_model('models:/%s@%s')",
+                        name,
+                        registered[1],
+                        alias,
+                        name,
+                        alias,
+                    )
+                else:
+                    log.info(
+                        "The best trial logged no model, so none was registered; call "
+                        "nas_plugin.log_model(model, input_example) in the task function."
+                    )
+        log.info(
+            "Compare the trials in the MLflow UI: mlflow ui --backend-store-uri %s  then open "
+            "http://127.0.0.1:5000/#/experiments/%s/runs/%s",
+            sweep_run.uri,
+            sweep_run.experiment_id,
+            sweep_run.run_id,
+        )
+
+
+def _read_job_return(record: TrialRecord, job: JobReturn) -> None:
+    # JobReturn.return_value re-raises a failed job's exception; _return_value does not.
+    value = job._return_value
+    if job.status == JobStatus.COMPLETED and isinstance(value, TrialOutcome):
+        record.status, record.value = "ok", value.value
+        record.metrics, record.run_id, record.seconds = value.metrics, value.run_id, value.seconds
+        return
+    record.status = "failed"
+    if isinstance(value, BaseException):
+        record.error = f"{type(value).__name__}: {value}"
+        record.run_id = getattr(value, "nas_run_id", None)
+    else:
+        record.error = f"job ended with status {job.status} and returned {value!r}"
+
+
+def _parent_params(plan: SweepPlan, strategy: Strategy) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "n_trials": plan.n_trials,
+        "batch_size": plan.batch_size,
+        "seed": plan.seed,
+        "max_failures": plan.max_failures,
+        "objective.metric": plan.metric_name,
+        "objective.direction": plan.direction,
+        "search_space": plan.search_space_name,
+        "search_space.size": _size_text(plan.space.size()),
+        "strategy": strategy.name,
+    }
+    params.update({f"strategy.{k}": v for k, v in plan.strategy_config.items() if k != "name"})
+    params.update({f"estimator.{k}": v for k, v in plan.estimator.describe().items()})
+    return params
+
+
+def _size_text(size: float) -> str:
+    return "infinite" if size == float("inf") else str(int(size))

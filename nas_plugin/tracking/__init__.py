@@ -1,0 +1,1 @@
+"""MLflow: trial runs (job side); parent run, leaderboard and registry (sweeper side)."""

@@ -1,0 +1,169 @@
+"""The sweeper side of MLflow: the store, the sweep's parent run, its summary and the registry."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+from nas_plugin.leaderboard import TrialRecord, best_of, to_csv
+from nas_plugin.tracking.trial import TAG_ENCODING, TAG_STATUS, TAG_TRIAL, TrialContext
+
+TAG_SWEEP = "nas.sweep"
+TAG_BEST_RUN = "nas.best_run_id"
+TAG_BEST_TRIAL = "nas.best_trial"
+TAG_REGISTERED = "nas.registered_model"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; raised before any trial is launched."""
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """The configured URI, else MLflow's default, with relative local paths made absolute."""
+    uri = configured or mlflow.get_tracking_uri()
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = uri[len("sqlite:///") :]
+        if path and path != ":memory:" and not path.startswith("/"):
+            return f"sqlite:///{Path(path).resolve()}"
+        return uri
+    if parsed.scheme in ("", "file"):
+        local = parsed.path if parsed.scheme == "file" else uri
+        return Path(local).resolve().as_uri()
+    return uri
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client for ``uri`` that has answered once, or a ``TrackingError`` that says why not."""
+    client = MlflowClient(uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - any failure here means "unusable store"
+        raise TrackingError(
+            f"MLflow tracking store {uri!r} (hydra.sweeper.mlflow.tracking_uri) cannot be "
+            f"reached: {type(err).__name__}: {err}"
+        ) from err
+    return client
+
+
+class SweepRun:
+    """The parent run of one sweep: created at the start, summarised at the end."""
+
+    def __init__(self, client: MlflowClient, uri: str, experiment: str) -> None:
+        self.client = client
+        self.uri = uri
+        self.experiment_name = experiment
+        existing = client.get_experiment_by_name(experiment)
+        self.experiment_id = (
+            existing.experiment_id if existing else client.create_experiment(experiment)
+        )
+        self.run_id = ""
+
+    def start(self, run_name: str | None, params: dict[str, Any], files: dict[str, str]) -> str:
+        name = run_name or time.strftime("sweep-%Y%m%d-%H%M%S")
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={MLFLOW_RUN_NAME: name, TAG_SWEEP: "parent"},
+        )
+        self.run_id = run.info.run_id
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # log_batch takes at most 100 params a call
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+        for path, text in files.items():
+            self.client.log_text(self.run_id, text, path)
+        return self.run_id
+
+    def trial_context(self, **kwargs: Any) -> TrialContext:
+        return TrialContext(
+            tracking_uri=self.uri,
+            experiment_id=self.experiment_id,
+            parent_run_id=self.run_id,
+            **kwargs,
+        )
+
+    def record_unstarted_failure(self, record: TrialRecord, strategy: str) -> str:
+        """A FAILED child run for a trial that died before it could open its own run."""
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{record.number:03d}",
+            tags={
+                "mlflow.parentRunId": self.run_id,
+                MLFLOW_RUN_NAME: f"trial-{record.number:03d}",
+                TAG_TRIAL: str(record.number),
+                TAG_STATUS: "failed",
+                "nas.strategy": strategy,
+                "nas.error": (record.error or "")[:5000],
+                TAG_ENCODING: json.dumps(record.architecture, default=str)[:5000],
+            },
+        )
+        self.client.log_batch(
+            run.info.run_id,
+            params=[Param(k, str(v)[:6000]) for k, v in record.architecture.items()][:100],
+        )
+        self.client.log_text(
+            run.info.run_id, "\n".join(record.overrides) + "\n", "trial/overrides.txt"
+        )
+        self.client.set_terminated(run.info.run_id, "FAILED")
+        return run.info.run_id
+
+    def finish(
+        self,
+        records: list[TrialRecord],
+        direction: str,
+        metric: str,
+        leaderboard_text: str,
+        status: str,
+        note: str | None = None,
+    ) -> None:
+        self.client.log_text(self.run_id, to_csv(records, direction, metric), "leaderboard.csv")
+        self.client.log_text(self.run_id, leaderboard_text, "leaderboard.txt")
+        now = int(time.time() * 1000)
+        ok = [r for r in records if r.ok]
+        metrics = [
+            Metric("trials_finished", len(ok), now, 0),
+            Metric("trials_failed", len(records) - len(ok), now, 0),
+        ]
+        tags = []
+        best = best_of(records, direction)
+        if best is not None:
+            metrics.append(Metric(f"best_{metric}", best.value, now, 0))
+            tags += [
+                RunTag(TAG_BEST_RUN, best.run_id or ""),
+                RunTag(TAG_BEST_TRIAL, str(best.number)),
+            ]
+        if note:
+            tags.append(RunTag("nas.note", note[:5000]))
+        self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
+        self.client.set_terminated(self.run_id, status)
+
+    def register_best(
+        self, best: TrialRecord, model_name: str, alias: str, metric: str
+    ) -> tuple[str, str] | None:
+        """Register the best trial's logged model; ``(name, version)`` or None if it has none."""
+        model_uri = self.client.get_run(best.run_id).data.tags.get("nas.model_uri")
+        if not model_uri:
+            return None
+        # register_model resolves logged-model URIs (models:/m-...) through the global store.
+        mlflow.set_tracking_uri(self.uri)
+        version = mlflow.register_model(model_uri, model_name)
+        self.client.set_registered_model_alias(model_name, alias, version.version)
+        tags = {
+            "run_id": best.run_id,
+            "trial": str(best.number),
+            "objective": metric,
+            "architecture": json.dumps(best.architecture, default=str)[:5000],
+            **{f"metric.{k}": str(v) for k, v in best.metrics.items()},
+        }
+        for key, value in tags.items():
+            self.client.set_model_version_tag(model_name, version.version, key, value)
+        self.client.set_tag(self.run_id, TAG_REGISTERED, f"{model_name}/{version.version}")
+        return model_name, str(version.version)

@@ -1,0 +1,213 @@
+"""The job side of a trial: one MLflow child run around the user's task function.
+
+The sweeper hands the launcher a :class:`TrackedTask` in place of the app's task function. It is
+picklable and carries everything the job needs (tracking URI, parent run, search-space keys), so
+it behaves the same in the sweeper's process, in a joblib worker or on a remote machine. While
+the task function runs, the trial's run is MLflow's active run: ``mlflow.log_metric`` and
+:func:`nas_plugin.log_model` inside the app land in the trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from omegaconf import DictConfig, OmegaConf
+
+# Tag names shared by the job side and the sweeper side.
+TAG_TRIAL = "nas.trial"
+TAG_STATUS = "nas.status"
+TAG_STRATEGY = "nas.strategy"
+TAG_ESTIMATOR = "nas.estimator"
+TAG_ENCODING = "nas.encoding"
+TAG_ERROR = "nas.error"
+TAG_MODEL_URI = "nas.model_uri"
+STATUS_RUNNING, STATUS_OK, STATUS_FAILED = "running", "ok", "failed"
+
+
+class TrialResultError(ValueError):
+    """The task function returned something the sweep cannot rank (NaN, not a number...)."""
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every job of one sweep needs to know; built by the sweeper, pickled to the jobs."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    space_keys: tuple[str, ...]
+    metric: str | None
+    strategy: str
+    estimator: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrialOutcome:
+    """What a finished job returns to the sweeper."""
+
+    run_id: str
+    metrics: dict[str, float]
+    value: float
+    seconds: float
+
+
+class TrackedTask:
+    """Wraps an app's task function so every call is one MLflow child run of the sweep."""
+
+    def __init__(self, task_function: Callable[[DictConfig], Any], context: TrialContext) -> None:
+        self.task_function = task_function
+        self.context = context
+
+    def __call__(self, cfg: DictConfig) -> TrialOutcome:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+        trial = int(hydra_cfg.job.num)
+        overrides = list(hydra_cfg.overrides.task)
+        ctx = self.context
+        mlflow.set_tracking_uri(ctx.tracking_uri)
+        client = MlflowClient(ctx.tracking_uri)
+        architecture = active_architecture(cfg, ctx.space_keys, overrides)
+        run = client.create_run(
+            ctx.experiment_id,
+            run_name=f"trial-{trial:03d}",
+            tags={
+                MLFLOW_PARENT_RUN_ID: ctx.parent_run_id,
+                MLFLOW_RUN_NAME: f"trial-{trial:03d}",
+                TAG_TRIAL: str(trial),
+                TAG_STATUS: STATUS_RUNNING,
+                TAG_STRATEGY: ctx.strategy,
+                TAG_ESTIMATOR: str(ctx.estimator.get("name", "")),
+                TAG_ENCODING: json.dumps(architecture, default=str)[:5000],
+            },
+        )
+        run_id = run.info.run_id
+        params = {**architecture, **{f"estimator.{k}": v for k, v in ctx.estimator.items()}}
+        client.log_batch(run_id, params=[Param(k, _param_text(v)) for k, v in params.items()])
+        _log_trial_files(client, run_id, cfg, overrides, architecture)
+        started = time.perf_counter()
+        try:
+            # Leaving the block ends the run as FINISHED, or FAILED if the task raised.
+            with mlflow.start_run(run_id=run_id):
+                returned = self.task_function(cfg)
+                metrics, value = parse_result(returned, ctx.metric)
+        except BaseException as err:
+            _record_failure(client, run_id, err)
+            # Lets the sweeper find the run even when the exception crossed a process boundary.
+            err.nas_run_id = run_id  # type: ignore[attr-defined]
+            raise
+        seconds = time.perf_counter() - started
+        now = int(time.time() * 1000)
+        final = {**metrics, "trial_seconds": seconds}
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in final.items()],
+            tags=[RunTag(TAG_STATUS, STATUS_OK)],
+        )
+        return TrialOutcome(run_id=run_id, metrics=metrics, value=value, seconds=seconds)
+
+
+def active_architecture(
+    cfg: DictConfig, space_keys: tuple[str, ...], overrides: list[str]
+) -> dict[str, Any]:
+    """The searched keys this trial set (inactive conditional keys are not overridden)."""
+    overridden = {line.split("=", 1)[0].lstrip("+~") for line in overrides}
+    architecture = {}
+    for key in space_keys:
+        if key in overridden:
+            value = OmegaConf.select(cfg, key)
+            if isinstance(value, DictConfig | list) or OmegaConf.is_config(value):
+                value = OmegaConf.to_container(value)
+            architecture[key] = value
+    return architecture
+
+
+def parse_result(returned: Any, metric: str | None) -> tuple[dict[str, float], float]:
+    """``(all metrics, the objective's value)`` from what a task function returned."""
+    name = metric or "objective"
+    if isinstance(returned, Mapping):
+        metrics = {}
+        for key, value in returned.items():
+            number = _as_float(value)
+            if number is not None:
+                metrics[str(key)] = number
+        if metric is None:
+            raise TrialResultError(
+                f"the task function returned a dict with keys {sorted(map(str, returned))}; set "
+                "hydra.sweeper.objective.metric to the key to optimise"
+            )
+        if metric not in returned:
+            raise TrialResultError(
+                f"the task function's result has no metric '{metric}' "
+                f"(hydra.sweeper.objective.metric); it returned keys {sorted(map(str, returned))}"
+            )
+        value = _as_float(returned[metric])
+        if value is None:
+            raise TrialResultError(
+                f"metric '{metric}' is {returned[metric]!r}, which is not a number"
+            )
+    else:
+        value = _as_float(returned)
+        if value is None:
+            raise TrialResultError(
+                f"the task function returned {returned!r} ({type(returned).__name__}); return a "
+                "number or a dict of metrics"
+            )
+        metrics = {name: value}
+    if not math.isfinite(value):
+        raise TrialResultError(f"the trial's {name} is {value}, not a finite number")
+    return metrics, value
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    item = getattr(value, "item", None)  # numpy scalars and one-element tensors
+    if callable(item):
+        try:
+            number = item()
+        except (ValueError, RuntimeError):
+            return None
+        return float(number) if isinstance(number, int | float) else None
+    return None
+
+
+def _param_text(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return text[:6000]  # MLflow's limit on a param value
+
+
+def _log_trial_files(
+    client: MlflowClient,
+    run_id: str,
+    cfg: DictConfig,
+    overrides: list[str],
+    architecture: dict[str, Any],
+) -> None:
+    client.log_text(run_id, OmegaConf.to_yaml(cfg), "trial/config.yaml")
+    client.log_text(run_id, "\n".join(overrides) + "\n", "trial/overrides.txt")
+    client.log_dict(run_id, architecture, "trial/architecture.json")
+
+
+def _record_failure(client: MlflowClient, run_id: str, err: BaseException) -> None:
+    message = f"{type(err).__name__}: {err}"
+    try:
+        client.log_text(run_id, "".join(traceback.format_exception(err)), "trial/error.txt")
+        client.log_batch(
+            run_id, tags=[RunTag(TAG_STATUS, STATUS_FAILED), RunTag(TAG_ERROR, message[:5000])]
+        )
+        client.set_terminated(run_id, "FAILED")
+    except Exception:  # noqa: BLE001 - the trial's own error is the one to report
+        pass
