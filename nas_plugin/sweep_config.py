@@ -15,6 +15,7 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
 from nas_plugin.estimators import Estimator, make_estimator
@@ -25,8 +26,11 @@ from nas_plugin.strategies import make_strategy
 DIRECTIONS = ("maximize", "minimize")
 
 
-class SweepConfigError(ValueError):
-    """Invalid sweeper config or command line, found before any trial ran."""
+class SweepConfigError(CompactHydraException, ValueError):
+    """Invalid sweeper config or command line, found before any trial ran.
+
+    A CompactHydraException: Hydra prints its message alone, without a stack trace.
+    """
 
 
 @dataclass

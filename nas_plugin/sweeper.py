@@ -16,6 +16,7 @@ from typing import Any
 
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import CompactHydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 MAX_DUPLICATE_PROPOSALS = 100
 
 
-class SweepAbortedError(RuntimeError):
+class SweepAbortedError(CompactHydraException, RuntimeError):
     """Too many trials failed (``max_failures``); finished trials are kept in MLflow."""
 
 
@@ -125,14 +126,16 @@ class NASSweeperImpl:
     def _check_app_config(self, plan: SweepPlan) -> None:
         """Compose the app's config once with the fixed overrides; check every key we will set."""
         assert self.hydra_context is not None and self.config is not None
-        base = [*plan.fixed_overrides, *plan.estimator_overrides()]
-        try:
-            job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config, base)
-        except Exception as err:
-            raise SweepConfigError(
-                f"the app's config does not compose with the overrides {base}: {err}"
-            ) from err
-        check_against_job_config(plan, job_cfg)
+        loader = self.hydra_context.config_loader
+        # Keys first (a clearer message than Hydra's), then whether the values compose.
+        for overrides in (plan.fixed_overrides, plan.trial_overrides({})):
+            try:
+                job_cfg = loader.load_sweep_config(self.config, list(overrides))
+            except Exception as err:
+                raise SweepConfigError(
+                    f"the app's config does not compose with the overrides {overrides}: {err}"
+                ) from err
+            check_against_job_config(plan, job_cfg)
 
     def _run_trials(
         self,

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
+from hydra.errors import CompactHydraException
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
@@ -22,7 +23,7 @@ TAG_BEST_TRIAL = "nas.best_trial"
 TAG_REGISTERED = "nas.registered_model"
 
 
-class TrackingError(RuntimeError):
+class TrackingError(CompactHydraException, RuntimeError):
     """The tracking store cannot be used; raised before any trial is launched."""
 
 

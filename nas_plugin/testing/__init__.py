@@ -1,0 +1,1 @@
+"""Reusable test suites: subclass them to check a new strategy against the shared contract."""

@@ -1,0 +1,76 @@
+"""Shared helpers: run a Hydra app as a real subprocess and read back what MLflow stored."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class AppRun:
+    cwd: Path
+    proc: subprocess.CompletedProcess
+
+    @property
+    def output(self) -> str:
+        return self.proc.stdout + self.proc.stderr
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.cwd / 'mlflow.db'}"
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.tracking_uri)
+
+    def runs(self, experiment: str):
+        """(parent run, child runs sorted by trial number) of the experiment's only sweep."""
+        client = self.client()
+        exp = client.get_experiment_by_name(experiment)
+        assert exp is not None, f"experiment {experiment!r} missing; output:\n{self.output}"
+        runs = client.search_runs([exp.experiment_id], max_results=1000)
+        parents = [r for r in runs if r.data.tags.get("nas.sweep") == "parent"]
+        assert len(parents) == 1, [r.data.tags for r in runs]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+        children.sort(key=lambda r: int(r.data.tags["nas.trial"]))
+        return parents[0], children
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["HYDRA_FULL_ERROR"] = "0"
+    env.setdefault("PYTHONHASHSEED", "0")
+    return env
+
+
+def run_app(cwd: Path, script: str, *args: str, timeout: int = 600) -> AppRun:
+    proc = subprocess.run(
+        [sys.executable, script, *args],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return AppRun(cwd, proc)
+
+
+@pytest.fixture
+def write_app(tmp_path: Path):
+    """Write a foreign Hydra app (``train.py`` + ``config.yaml``) into a fresh temp dir."""
+
+    def write(code: str, config: str) -> Path:
+        (tmp_path / "train.py").write_text(textwrap.dedent(code))
+        (tmp_path / "config.yaml").write_text(textwrap.dedent(config))
+        return tmp_path
+
+    return write
