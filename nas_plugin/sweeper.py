@@ -51,6 +51,7 @@ class NASSweeperImpl:
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
         self.launcher: Launcher | None = None
+        self._composed_pairs: set[tuple[str, Any]] = set()
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -210,8 +211,8 @@ class NASSweeperImpl:
                 architecture=architecture,
                 overrides=plan.trial_overrides(architecture),
             )
-            try:  # compose up front, as Hydra's validate_batch_is_legal does, one job at a time
-                self.hydra_context.config_loader.load_sweep_config(self.config, record.overrides)
+            try:
+                self._check_composes(record)
                 candidates.append(record)
             except Exception as err:  # noqa: BLE001 - recorded as this trial's failure
                 record.status, record.error = "failed", f"config does not compose: {err}"
@@ -228,6 +229,17 @@ class NASSweeperImpl:
             if record.status == "failed" and record.run_id is None:
                 record.run_id = sweep_run.record_unstarted_failure(record, strategy_name)
         return sorted([*candidates, *rejected], key=lambda r: r.number)
+
+    def _check_composes(self, record: TrialRecord) -> None:
+        """Compose a candidate's config before launching it, as Hydra's validate_batch_is_legal
+        does, but only while it holds a (key, value) not composed before: composing costs tens
+        of milliseconds, and the launcher composes every job again anyway."""
+        assert self.hydra_context is not None
+        pairs = {(k, _value_kind(v)) for k, v in record.encoding}
+        if pairs <= self._composed_pairs:
+            return
+        self.hydra_context.config_loader.load_sweep_config(self.config, list(record.overrides))
+        self._composed_pairs |= pairs
 
     def _finish(
         self,
@@ -293,6 +305,14 @@ def _read_job_return(record: TrialRecord, job: JobReturn) -> None:
         record.run_id = getattr(value, "nas_run_id", None)
     else:
         record.error = f"job ended with status {job.status} and returned {value!r}"
+
+
+def _value_kind(value: Any) -> Any:
+    # OmegaConf checks a number or a bool by its type only (no range validators), so one
+    # composition per type suffices; a string may be an enum member, so each string counts.
+    if isinstance(value, bool | int | float):
+        return (type(value).__name__,)
+    return value
 
 
 def _parent_params(plan: SweepPlan, strategy: Strategy) -> dict[str, Any]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -196,9 +198,13 @@ def _log_trial_files(
     overrides: list[str],
     architecture: dict[str, Any],
 ) -> None:
-    client.log_text(run_id, OmegaConf.to_yaml(cfg), "trial/config.yaml")
-    client.log_text(run_id, "\n".join(overrides) + "\n", "trial/overrides.txt")
-    client.log_dict(run_id, architecture, "trial/architecture.json")
+    # One artifact upload for the three files: each upload is a round trip to the store.
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        (root / "overrides.txt").write_text("\n".join(overrides) + "\n")
+        (root / "architecture.json").write_text(json.dumps(architecture, indent=2, default=str))
+        client.log_artifacts(run_id, folder, "trial")
 
 
 def _record_failure(client: MlflowClient, run_id: str, err: BaseException) -> None:

@@ -1,0 +1,35 @@
+"""Developer sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s demo``, ``nox -s bench``.
+
+Sessions run in the current environment (``pip install -e '.[dev]'`` first): torch is a
+multi-GB install that must match torchvision, so we do not rebuild it per session.
+"""
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "tests"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite (unit, integration, end-to-end multiruns)."""
+    session.run("python", "-m", "pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The README's demo: a real architecture search on digits, into ./mlflow.db."""
+    session.run("python", "pipelines/vision.py", "-m", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks that print tables: sweeper overhead vs Hydra's basic sweeper; the demo."""
+    session.run("python", "tests/benchmarks/overhead.py", *session.posargs)
+    session.run("python", "tests/benchmarks/demo.py")
