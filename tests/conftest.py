@@ -40,7 +40,9 @@ class AppRun:
         runs = client.search_runs([exp.experiment_id], max_results=1000)
         parents = [r for r in runs if r.data.tags.get("nas.sweep") == "parent"]
         assert len(parents) == 1, [r.data.tags for r in runs]
-        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+        children = [
+            r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
+        ]
         children.sort(key=lambda r: int(r.data.tags["nas.trial"]))
         return parents[0], children
 

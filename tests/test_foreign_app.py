@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import clean_env, run_app
 
 pytestmark = pytest.mark.e2e
@@ -75,10 +74,20 @@ SEARCH = """\
 """
 
 
-def config(params: str = SEARCH, n_trials: int = 5, seed: int = 0, max_failures: int = 3,
-           log_model: bool = False) -> str:
-    return CONFIG.format(params=params, n_trials=n_trials, seed=seed, max_failures=max_failures,
-                         log_model=str(log_model).lower())
+def config(
+    params: str = SEARCH,
+    n_trials: int = 5,
+    seed: int = 0,
+    max_failures: int = 3,
+    log_model: bool = False,
+) -> str:
+    return CONFIG.format(
+        params=params,
+        n_trials=n_trials,
+        seed=seed,
+        max_failures=max_failures,
+        log_model=str(log_model).lower(),
+    )
 
 
 def test_foreign_app_trials_land_in_mlflow_and_best_model_is_registered(write_app):
@@ -132,16 +141,21 @@ def test_foreign_app_trials_land_in_mlflow_and_best_model_is_registered(write_ap
         "m = mlflow.pyfunc.load_model('models:/foreign-best@champion');"
         "print(np.asarray(m.predict(np.ones((5, 4), dtype=np.float32))).shape)"
     )
-    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
-                         env=clean_env(), cwd=cwd, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", check],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=cwd,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("(5, 3)")
 
 
 def test_failing_nan_and_non_numeric_trials_are_recorded_and_the_sweep_goes_on(write_app):
     params = "      model.act: [relu, crash, nan, text, gelu]\n"
-    cwd = write_app(APP, config(params=params, n_trials=5, max_failures=3)
-                    .replace("hydra:\n  sweeper:\n", "hydra:\n  sweeper:\n    strategy: {name: grid}\n"))
+    cwd = write_app(APP, config(params=params, n_trials=5, max_failures=3))
     result = run_app(cwd, "train.py", "-m", "hydra/sweeper/strategy=grid")
     assert result.proc.returncode == 0, result.output
     parent, children = result.runs("foreign")
@@ -149,9 +163,11 @@ def test_failing_nan_and_non_numeric_trials_are_recorded_and_the_sweep_goes_on(w
     assert set(by_act) == {"relu", "crash", "nan", "text", "gelu"}
     for act in ("relu", "gelu"):
         assert by_act[act].data.tags["nas.status"] == "ok"
-    for act, message in [("crash", "RuntimeError: the model exploded"),
-                         ("nan", "score is nan"),
-                         ("text", "returned 'not a metric'")]:
+    for act, message in [
+        ("crash", "RuntimeError: the model exploded"),
+        ("nan", "score is nan"),
+        ("text", "returned 'not a metric'"),
+    ]:
         run = by_act[act]
         assert run.info.status == "FAILED"
         assert run.data.tags["nas.status"] == "failed"
@@ -184,10 +200,15 @@ def test_a_space_smaller_than_the_budget_is_not_trained_twice(write_app):
 def test_same_seed_same_candidates_other_seed_other_candidates(write_app):
     def candidates(seed: int, experiment: str) -> list[str]:
         cwd = write_app(APP, config(seed=seed).replace("foreign}", experiment + "}"))
-        result = run_app(cwd, "train.py", "-m", "model.width=range(4,64,4)",
-                         "hydra/sweeper/strategy=evolution",
-                         "hydra.sweeper.strategy.population_size=2",
-                         "hydra.sweeper.strategy.sample_size=1")
+        result = run_app(
+            cwd,
+            "train.py",
+            "-m",
+            "model.width=range(4,64,4)",
+            "hydra/sweeper/strategy=evolution",
+            "hydra.sweeper.strategy.population_size=2",
+            "hydra.sweeper.strategy.sample_size=1",
+        )
         assert result.proc.returncode == 0, result.output
         _, children = result.runs(experiment)
         return [c.data.tags["nas.encoding"] for c in children]
@@ -202,18 +223,36 @@ def test_same_seed_same_candidates_other_seed_other_candidates(write_app):
     [
         ("      model.act: []\n", [], "search space key 'model.act': choices=[]; need a non-empty"),
         ("      model.width: {low: 64, high: 8}\n", [], "'model.width': low=64 > high=8"),
-        ("      optim.lr: {low: 0.0, high: 0.1, log: true}\n", [],
-         "'optim.lr': log scale needs low > 0, got low=0.0"),
-        ("      model.widht: [8, 16]\n", [],
-         "search space key 'model.widht' is not a key of the app's config"),
-        ("      model.depth: {low: 1, high: 3, when: {model.kind: mlp}}\n", [],
-         "its condition names 'model.kind', which is not a parameter of this space"),
-        (SEARCH, ["hydra.sweeper.strategy.name=annealing"],
-         "hydra.sweeper.strategy.name='annealing' is unknown"),
-        (SEARCH, ["hydra.sweeper.objective.direction=up"],
-         "hydra.sweeper.objective.direction='up'; allowed: ['maximize', 'minimize']"),
-        (SEARCH, ["hydra/sweeper/estimator=low_fidelity"],
-         "estimator key 'train.epochs' is not a key of the app's config"),
+        (
+            "      optim.lr: {low: 0.0, high: 0.1, log: true}\n",
+            [],
+            "'optim.lr': log scale needs low > 0, got low=0.0",
+        ),
+        (
+            "      model.widht: [8, 16]\n",
+            [],
+            "search space key 'model.widht' is not a key of the app's config",
+        ),
+        (
+            "      model.depth: {low: 1, high: 3, when: {model.kind: mlp}}\n",
+            [],
+            "its condition names 'model.kind', which is not a parameter of this space",
+        ),
+        (
+            SEARCH,
+            ["hydra.sweeper.strategy.name=annealing"],
+            "hydra.sweeper.strategy.name='annealing' is unknown",
+        ),
+        (
+            SEARCH,
+            ["hydra.sweeper.objective.direction=up"],
+            "hydra.sweeper.objective.direction='up'; allowed: ['maximize', 'minimize']",
+        ),
+        (
+            SEARCH,
+            ["hydra/sweeper/estimator=low_fidelity"],
+            "estimator key 'train.epochs' is not a key of the app's config",
+        ),
     ],
 )
 def test_invalid_input_stops_before_any_trial(write_app, params, args, message):
@@ -231,3 +270,28 @@ def test_invalid_input_stops_before_any_trial(write_app, params, args, message):
 
 def test_nan_is_not_finite():  # guards the NaN case above against a float parsing change
     assert not math.isfinite(float("nan"))
+
+
+def test_trials_in_other_processes_log_the_same_way(write_app):
+    """joblib runs each trial in a worker process: nothing may live only in the sweeper."""
+    cwd = write_app(APP, config(n_trials=4, log_model=True))
+    result = run_app(
+        cwd,
+        "train.py",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.batch_size=2",
+    )
+    assert result.proc.returncode == 0, result.output
+    parent, children = result.runs("foreign")
+    assert len(children) == 4
+    sweeper = parent.data.tags["nas.worker"]
+    workers = {c.data.tags["nas.worker"] for c in children}
+    assert sweeper not in workers
+    for child in children:
+        assert child.data.tags["nas.status"] == "ok"
+        assert "model.family" in child.data.params and "score" in child.data.metrics
+    best = max(children, key=lambda c: c.data.metrics["score"])
+    version = result.client().get_model_version_by_alias("foreign-best", "champion")
+    assert version.tags["run_id"] == best.info.run_id

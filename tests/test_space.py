@@ -63,8 +63,9 @@ def test_invalid_parameters_name_key_value_and_what_is_allowed(key, spec, messag
 
 def test_condition_on_a_missing_parameter_is_rejected():
     with pytest.raises(SearchSpaceError, match="condition names 'model.family', which is not"):
-        SearchSpace.from_dict({"model.resnet.depth": {"low": 1, "high": 3,
-                                                      "when": {"model.family": "resnet"}}})
+        SearchSpace.from_dict(
+            {"model.resnet.depth": {"low": 1, "high": 3, "when": {"model.family": "resnet"}}}
+        )
 
 
 def test_condition_value_the_parent_can_never_take_is_rejected():
@@ -96,8 +97,10 @@ def conditional_space():
             # Declared child-first on purpose: the space orders parents before children.
             "model.resnet.depth": {"low": 1, "high": 3, "when": {"model.family": "resnet"}},
             "model.family": ["resnet", "mobilenetv3"],
-            "model.mobilenetv3.size": {"choices": ["small", "large"],
-                                       "when": {"model.family": "mobilenetv3"}},
+            "model.mobilenetv3.size": {
+                "choices": ["small", "large"],
+                "when": {"model.family": "mobilenetv3"},
+            },
             "train.lr": {"low": 1e-4, "high": 1e-1, "log": True},
         }
     )
@@ -128,8 +131,12 @@ def test_space_size_counts_conditional_branches():
 
 def test_encodings_are_canonical_hashable_and_json_round_trip(conditional_space):
     encoding = conditional_space.encode(
-        {"train.lr": 0.01, "model.family": "resnet", "model.resnet.depth": 2,
-         "model.mobilenetv3.size": "small"}  # inactive: dropped
+        {
+            "train.lr": 0.01,
+            "model.family": "resnet",
+            "model.resnet.depth": 2,
+            "model.mobilenetv3.size": "small",
+        }  # inactive: dropped
     )
     assert encoding == (("model.family", "resnet"), ("model.resnet.depth", 2), ("train.lr", 0.01))
     assert hash(encoding) == hash(conditional_space.encode(dict(encoding)))
@@ -172,8 +179,11 @@ def test_neighbours_differ_in_one_decision():
     space = SearchSpace.from_dict({"a": [1, 2, 3], "b": ["x", "y"]})
     start = space.encode({"a": 1, "b": "x"})
     assert sorted(space.neighbours(start)) == sorted(
-        [space.encode({"a": 2, "b": "x"}), space.encode({"a": 3, "b": "x"}),
-         space.encode({"a": 1, "b": "y"})]
+        [
+            space.encode({"a": 2, "b": "x"}),
+            space.encode({"a": 3, "b": "x"}),
+            space.encode({"a": 1, "b": "y"}),
+        ]
     )
 
 

@@ -85,8 +85,9 @@ def _best_after(strategy, score, budget: int) -> float:
 def test_evolution_finds_better_candidates_than_random_search():
     space, score = _needle_space_and_score()
     evolution = [
-        _best_after(RegularizedEvolution(space, seed=s, population_size=20, sample_size=5),
-                    score, 300)
+        _best_after(
+            RegularizedEvolution(space, seed=s, population_size=20, sample_size=5), score, 300
+        )
         for s in range(8)
     ]
     randoms = [_best_after(RandomSearch(space, seed=s), score, 300) for s in range(8)]

@@ -74,14 +74,20 @@ def test_hydra_syntax_is_accepted_inside_params_too():
         ({"objective": {"metric": "acc", "direction": "best"}}, "direction='best'; allowed"),
         ({"params": {"train.lr": "0.1"}}, "'train.lr': '0.1' is a single value, not a search"),
         ({"estimator": {"name": "oracle"}}, "estimator.name='oracle' is unknown; allowed"),
-        ({"estimator": {"name": "low_fidelity", "data_fraction": 1.5}},
-         "data_fraction=1.5 must be in (0, 1]"),
+        (
+            {"estimator": {"name": "low_fidelity", "data_fraction": 1.5}},
+            "data_fraction=1.5 must be in (0, 1]",
+        ),
         ({"estimator": {"name": "low_fidelity", "epochs": 0}}, "epochs=0 must be a positive"),
-        ({"estimator": {"name": "low_fidelity", "epochs": None}},
-         "epochs, data_fraction and resolution are all null"),
+        (
+            {"estimator": {"name": "low_fidelity", "epochs": None}},
+            "epochs, data_fraction and resolution are all null",
+        ),
         ({"estimator": {"name": "full", "epochs": 3}}, "estimator 'full': unknown option(s)"),
-        ({"strategy": {"name": "evolution", "population_size": "big"}},
-         "population_size='big' must be a positive integer"),
+        (
+            {"strategy": {"name": "evolution", "population_size": "big"}},
+            "population_size='big' must be a positive integer",
+        ),
         ({"params": {}}, "the search space is empty"),
     ],
 )

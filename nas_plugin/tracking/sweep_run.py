@@ -15,7 +15,14 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from nas_plugin.leaderboard import TrialRecord, best_of, to_csv
-from nas_plugin.tracking.trial import TAG_ENCODING, TAG_STATUS, TAG_TRIAL, TrialContext
+from nas_plugin.tracking.trial import (
+    TAG_ENCODING,
+    TAG_STATUS,
+    TAG_TRIAL,
+    TAG_WORKER,
+    TrialContext,
+    worker_name,
+)
 
 TAG_SWEEP = "nas.sweep"
 TAG_BEST_RUN = "nas.best_run_id"
@@ -73,7 +80,7 @@ class SweepRun:
         run = self.client.create_run(
             self.experiment_id,
             run_name=name,
-            tags={MLFLOW_RUN_NAME: name, TAG_SWEEP: "parent"},
+            tags={MLFLOW_RUN_NAME: name, TAG_SWEEP: "parent", TAG_WORKER: worker_name()},
         )
         self.run_id = run.info.run_id
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import tempfile
 import time
 import traceback
@@ -33,6 +35,7 @@ TAG_ESTIMATOR = "nas.estimator"
 TAG_ENCODING = "nas.encoding"
 TAG_ERROR = "nas.error"
 TAG_MODEL_URI = "nas.model_uri"
+TAG_WORKER = "nas.worker"
 STATUS_RUNNING, STATUS_OK, STATUS_FAILED = "running", "ok", "failed"
 
 
@@ -91,6 +94,7 @@ class TrackedTask:
                 TAG_STRATEGY: ctx.strategy,
                 TAG_ESTIMATOR: str(ctx.estimator.get("name", "")),
                 TAG_ENCODING: json.dumps(architecture, default=str)[:5000],
+                TAG_WORKER: worker_name(),
             },
         )
         run_id = run.info.run_id
@@ -117,6 +121,11 @@ class TrackedTask:
             tags=[RunTag(TAG_STATUS, STATUS_OK)],
         )
         return TrialOutcome(run_id=run_id, metrics=metrics, value=value, seconds=seconds)
+
+
+def worker_name() -> str:
+    """``host:pid`` of this process: which machine and process ran a trial (or the sweep)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def active_architecture(

@@ -35,8 +35,9 @@ def wall(cwd: Path, args: list[str]) -> float:
     for leftover in ("mlflow.db", "mlruns", "multirun"):
         subprocess.run(["rm", "-rf", str(cwd / leftover)], check=True)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "app.py", "-m", *args], cwd=cwd,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "app.py", "-m", *args], cwd=cwd, capture_output=True, text=True
+    )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"sweep failed: {args}\n{proc.stderr[-3000:]}")
@@ -47,8 +48,11 @@ def sweeps(n: int) -> dict[str, list[str]]:
     return {
         "hydra basic sweeper": [f"x=range(0,{n})"],
         "nas sweeper + MLflow": [
-            "hydra/sweeper=nas", f"x=range(0,{n})", f"hydra.sweeper.n_trials={n}",
-            "hydra/sweeper/strategy=grid", "hydra.sweeper.registry.enabled=false",
+            "hydra/sweeper=nas",
+            f"x=range(0,{n})",
+            f"hydra.sweeper.n_trials={n}",
+            "hydra/sweeper/strategy=grid",
+            "hydra.sweeper.registry.enabled=false",
         ],
     }
 
@@ -71,14 +75,17 @@ def main() -> None:
                 per_trial[name].append((t_long - t_short) / (args.long - args.short))
     base = statistics.median(per_trial["hydra basic sweeper"])
     ours = statistics.median(per_trial["nas sweeper + MLflow"])
-    print(f"\nPer-trial time, trivial task, median of {args.rounds} rounds "
-          f"(slope between {args.short} and {args.long} trials)\n")
-    print(f"| sweeper | ms per trial | ratio to basic |")
-    print(f"| --- | ---: | ---: |")
+    print(
+        f"\nPer-trial time, trivial task, median of {args.rounds} rounds "
+        f"(slope between {args.short} and {args.long} trials)\n"
+    )
+    print("| sweeper | ms per trial | ratio to basic |")
+    print("| --- | ---: | ---: |")
     print(f"| hydra basic sweeper | {base * 1000:.1f} | 1.00 |")
     print(f"| nas sweeper + MLflow | {ours * 1000:.1f} | {ours / base:.2f} |")
-    print(f"\nadded per trial: {(ours - base) * 1000:.1f} ms "
-          f"(targets: ratio <= 1.5, added < 100 ms)")
+    print(
+        f"\nadded per trial: {(ours - base) * 1000:.1f} ms (targets: ratio <= 1.5, added < 100 ms)"
+    )
 
 
 if __name__ == "__main__":
