@@ -116,7 +116,15 @@ def build_plan(sweeper_cfg: Mapping[str, Any], arguments: list[str]) -> SweepPla
 
 
 def check_against_job_config(plan: SweepPlan, job_cfg: DictConfig) -> None:
-    """Every searched or estimator key must exist in the app's config; ``requires`` must hold."""
+    """``requires`` must hold; every searched or estimator key must exist in the app's config."""
+    for key, wanted in plan.requires.items():
+        actual = OmegaConf.select(job_cfg, key, default=None)
+        if actual != wanted:
+            raise SweepConfigError(
+                f"search_space={plan.search_space_name} needs {key}={wanted!r} in the app's "
+                f"config, but it is {actual!r}; select the matching config "
+                f"(in our pipelines: {key.split('.')[0]}={wanted})"
+            )
     missing = object()
     for key, what in [
         *[(name, "search space key") for name in plan.space.names],
@@ -127,14 +135,6 @@ def check_against_job_config(plan: SweepPlan, job_cfg: DictConfig) -> None:
             raise SweepConfigError(
                 f"{what} '{key}' is not a key of the app's config; the search space may only "
                 f"name existing keys (top-level keys: {top})"
-            )
-    for key, wanted in plan.requires.items():
-        actual = OmegaConf.select(job_cfg, key, default=None)
-        if actual != wanted:
-            raise SweepConfigError(
-                f"search_space={plan.search_space_name} needs {key}={wanted!r} in the app's "
-                f"config, but it is {actual!r}; select the matching config "
-                f"(in our pipelines: {key.split('.')[0]}={wanted})"
             )
 
 

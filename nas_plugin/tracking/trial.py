@@ -113,14 +113,30 @@ class TrackedTask:
             err.nas_run_id = run_id  # type: ignore[attr-defined]
             raise
         seconds = time.perf_counter() - started
-        now = int(time.time() * 1000)
-        final = {**metrics, "trial_seconds": seconds}
         client.log_batch(
             run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in final.items()],
+            metrics=_final_metrics(client, run_id, {**metrics, "trial_seconds": seconds}),
             tags=[RunTag(TAG_STATUS, STATUS_OK)],
         )
         return TrialOutcome(run_id=run_id, metrics=metrics, value=value, seconds=seconds)
+
+
+def _final_metrics(client: MlflowClient, run_id: str, returned: dict[str, float]) -> list[Metric]:
+    """The returned metrics the run does not already show as its latest values.
+
+    A task that logged ``val_accuracy`` per epoch keeps a clean history; a returned value that
+    differs from the last logged one goes after it, so the run's latest value is the result.
+    """
+    now = int(time.time() * 1000)
+    latest = client.get_run(run_id).data.metrics
+    out = []
+    for key, value in returned.items():
+        if key not in latest:
+            out.append(Metric(key, value, now, 0))
+        elif latest[key] != value:
+            last_step = max(m.step for m in client.get_metric_history(run_id, key))
+            out.append(Metric(key, value, now, last_step + 1))
+    return out
 
 
 def worker_name() -> str:
