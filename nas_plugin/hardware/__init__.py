@@ -1,0 +1,1 @@
+"""Hardware cost of a built model: params, FLOPs, CPU latency, peak memory."""

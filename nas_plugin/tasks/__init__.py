@@ -1,0 +1,1 @@
+"""Tasks: data, model building and the training loop of one trial."""
