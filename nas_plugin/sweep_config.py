@@ -38,6 +38,7 @@ class SweepPlan:
     space: SearchSpace
     strategy_config: dict[str, Any]
     estimator: Estimator
+    estimator_config: dict[str, Any]
     metric: str | None
     direction: str
     n_trials: int
@@ -82,7 +83,8 @@ def build_plan(sweeper_cfg: Mapping[str, Any], arguments: list[str]) -> SweepPla
         seed = _int(cfg, "seed", minimum=None)
         # Building it once checks its options; the sweeper builds its own for the sweep.
         make_strategy(strategy_cfg, space, seed)
-        estimator = make_estimator(cfg.get("estimator") or {"name": "full"})
+        estimator_config = dict(cfg.get("estimator") or {"name": "full"})
+        estimator = make_estimator(estimator_config)
     except (SearchSpaceError, ValueError) as err:
         if isinstance(err, SweepConfigError):
             raise
@@ -103,6 +105,7 @@ def build_plan(sweeper_cfg: Mapping[str, Any], arguments: list[str]) -> SweepPla
         space=space,
         strategy_config=strategy_cfg,
         estimator=estimator,
+        estimator_config=estimator_config,
         metric=metric,
         direction=direction,
         n_trials=_int(cfg, "n_trials", minimum=1),

@@ -90,6 +90,7 @@ class NASSweeperImpl:
             metric=plan.metric,
             strategy=strategy.name,
             estimator=plan.estimator.describe(),
+            estimator_config=plan.estimator_config,
         )
         assert self.task_function is not None
         self.launcher = Plugins.instance().instantiate_launcher(

@@ -7,7 +7,7 @@ resolution), so it works in any Hydra app whose training loop reads those keys.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -17,6 +17,12 @@ class EstimatorError(ValueError):
 
 class Estimator:
     name: str = ""
+
+    def run_job(self, cfg: Any, task_function: Callable[[Any], Any]) -> Any:
+        """The body of one trial's job (in the job's process): by default the app's own task
+        function. An estimator that does not train (a table look-up, a zero-cost proxy)
+        replaces it."""
+        return task_function(cfg)
 
     def overrides(self) -> dict[str, Any]:
         """``{config_key: value}`` applied to every trial."""

@@ -1,9 +1,9 @@
 """The contract every strategy keeps, as a pytest class to subclass (like Optuna's sampler suite).
 
-    class TestMyStrategy(StrategyContract):
-        @pytest.fixture
-        def make_strategy(self):
-            return lambda space, seed: MyStrategy(space, seed=seed)
+class TestMyStrategy(StrategyContract):
+    @pytest.fixture
+    def make_strategy(self):
+        return lambda space, seed: MyStrategy(space, seed=seed)
 """
 
 from __future__ import annotations

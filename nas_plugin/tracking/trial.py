@@ -27,6 +27,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig, OmegaConf
 
+from nas_plugin.estimators import make_estimator
+
 # Tag names shared by the job side and the sweeper side.
 TAG_TRIAL = "nas.trial"
 TAG_STATUS = "nas.status"
@@ -53,7 +55,10 @@ class TrialContext:
     space_keys: tuple[str, ...]
     metric: str | None
     strategy: str
+    # What the trial logs about its estimator (``Estimator.describe()``).
     estimator: dict[str, Any] = field(default_factory=dict)
+    # The estimator's config: the job rebuilds it to run the trial's body.
+    estimator_config: dict[str, Any] = field(default_factory=lambda: {"name": "full"})
 
 
 @dataclass
@@ -105,7 +110,8 @@ class TrackedTask:
         try:
             # Leaving the block ends the run as FINISHED, or FAILED if the task raised.
             with mlflow.start_run(run_id=run_id):
-                returned = self.task_function(cfg)
+                estimator = make_estimator(ctx.estimator_config)
+                returned = estimator.run_job(cfg, self.task_function)
                 metrics, value = parse_result(returned, ctx.metric)
         except BaseException as err:
             _record_failure(client, run_id, err)
