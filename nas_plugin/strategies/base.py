@@ -2,7 +2,8 @@
 
 A strategy sees encodings and numbers only, never torch, Hydra or MLflow, so it runs in
 milliseconds in tests and can be reused outside Hydra. Scores are "higher is better" (the sweeper
-negates a metric that is minimised); a failed trial is told as ``None``.
+negates a metric that is minimised); a failed trial is told as ``None``. A multi-objective
+strategy (``multi_objective = True``) is told a tuple of such scores, one per objective.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from typing import Any
 from nas_plugin.space import Encoding, SearchSpace
 
 
+# One float, or one per objective for a multi-objective strategy; always higher is better.
+Score = float | tuple[float, ...]
+
+
 class StrategyError(ValueError):
     """An invalid strategy config: the message names the key, the value and what is allowed."""
 
@@ -24,23 +29,26 @@ class Strategy(ABC):
 
     #: the name used in config (``hydra/sweeper/strategy=<name>``)
     name: str = ""
+    #: told a tuple of scores (one per objective) instead of one float
+    multi_objective: bool = False
 
     def __init__(self, space: SearchSpace, seed: int = 0) -> None:
         self.space = space
         self.seed = seed
         self.rng = random.Random(seed)
-        self.history: list[tuple[Encoding, float | None]] = []
+        self.history: list[tuple[Encoding, Score | None]] = []
 
     @abstractmethod
     def ask(self) -> Encoding | None:
         """The next candidate to evaluate, or ``None`` once the strategy has nothing new."""
 
-    def tell(self, encoding: Encoding, score: float | None) -> None:
+    def tell(self, encoding: Encoding, score: Score | None) -> None:
         """Report a finished candidate: its score (higher is better) or ``None`` if it failed."""
         self.history.append((encoding, score))
 
     def best(self) -> tuple[Encoding, float] | None:
-        scored = [(e, s) for e, s in self.history if s is not None]
+        """The best single-objective result told so far."""
+        scored = [(e, s) for e, s in self.history if isinstance(s, int | float)]
         return max(scored, key=lambda pair: pair[1]) if scored else None
 
 
