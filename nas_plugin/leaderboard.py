@@ -8,10 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from nas_plugin.objective import Objective
 from nas_plugin.space import Encoding
-
-# Hardware metrics shown beside the objective when the trial reported them.
-COST_COLUMNS = ("params", "flops", "latency_ms", "peak_memory_mb")
 
 
 @dataclass
@@ -21,7 +19,9 @@ class TrialRecord:
     architecture: dict[str, Any]
     overrides: list[str]
     status: str = "running"  # ok | failed
-    value: float | None = None
+    value: float | None = None  # the primary objective metric, as the trial reported it
+    score: float | tuple[float, ...] | None = None  # the strategy's view: higher is better
+    pareto_rank: int | None = None  # multi-objective sweeps: 0 = on the Pareto front
     metrics: dict[str, float] = field(default_factory=dict)
     run_id: str | None = None
     error: str | None = None
@@ -32,28 +32,36 @@ class TrialRecord:
         return self.status == "ok" and self.value is not None
 
 
-def ranked(records: list[TrialRecord], direction: str) -> list[TrialRecord]:
-    """Successful trials, best first (ties: the earlier trial first)."""
-    sign = -1.0 if direction == "maximize" else 1.0
-    return sorted((r for r in records if r.ok), key=lambda r: (sign * r.value, r.number))
+def ranked(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Successful trials, best first: by Pareto rank (multi-objective), then by score on the
+    first objective; ties go to the earlier trial."""
+    done = [r for r in records if r.ok and r.score is not None]
+    return sorted(done, key=lambda r: (r.pareto_rank or 0, -_first(r.score), r.number))
 
 
-def best_of(records: list[TrialRecord], direction: str) -> TrialRecord | None:
-    order = ranked(records, direction)
+def best_of(records: list[TrialRecord]) -> TrialRecord | None:
+    order = ranked(records)
     return order[0] if order else None
 
 
+def _first(score: float | tuple[float, ...] | None) -> float:
+    return score[0] if isinstance(score, tuple) else float(score or 0.0)
+
+
 def summarize(architecture: dict[str, Any], width: int = 60) -> str:
-    """A short ``k=v`` line; keys shortened to their last two parts (``s2.kernel=5``)."""
-    parts = []
-    for key, value in architecture.items():
-        short = ".".join(key.split(".")[-2:])
-        parts.append(f"{short}={json.dumps(value) if isinstance(value, list) else value}")
-    text = " ".join(parts)
+    """A short ``k=v`` line: a first key part all keys share is dropped (``model.``), and keys
+    keep their last two parts (``s2.kernel=5``)."""
+    split = [key.split(".") for key in architecture]
+    shared = len({parts[0] for parts in split}) == 1 and all(len(p) > 1 for p in split)
+    items = []
+    for parts, value in zip(split, architecture.values(), strict=True):
+        short = ".".join((parts[1:] if shared else parts)[-2:])
+        items.append(f"{short}={json.dumps(value) if isinstance(value, list) else value}")
+    text = " ".join(items)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def to_csv(records: list[TrialRecord], direction: str, metric: str) -> str:
+def to_csv(records: list[TrialRecord], metric: str) -> str:
     """Every trial: ranked successes first, then failures, with full architecture columns."""
     keys: list[str] = []
     for record in records:
@@ -63,8 +71,21 @@ def to_csv(records: list[TrialRecord], direction: str, metric: str) -> str:
         metric_keys.extend(k for k in record.metrics if k not in metric_keys and k != metric)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["rank", "trial", "status", metric, *metric_keys, *keys, "run_id", "error"])
-    order = ranked(records, direction)
+    writer.writerow(
+        [
+            "rank",
+            "trial",
+            "status",
+            metric,
+            "pareto_rank",
+            "score",
+            *metric_keys,
+            *keys,
+            "run_id",
+            "error",
+        ]
+    )
+    order = ranked(records)
     failed = [r for r in records if not r.ok]
     for rank, record in enumerate([*order, *failed], start=1):
         writer.writerow(
@@ -73,6 +94,8 @@ def to_csv(records: list[TrialRecord], direction: str, metric: str) -> str:
                 record.number,
                 record.status,
                 record.value if record.value is not None else "",
+                "" if record.pareto_rank is None else record.pareto_rank,
+                _cell(record.score) if record.score is not None else "",
                 *[record.metrics.get(k, "") for k in metric_keys],
                 *[_cell(record.architecture.get(k, "")) for k in keys],
                 record.run_id or "",
@@ -83,26 +106,34 @@ def to_csv(records: list[TrialRecord], direction: str, metric: str) -> str:
 
 
 def _cell(value: Any) -> Any:
-    return json.dumps(value) if isinstance(value, list | dict) else value
+    return json.dumps(value) if isinstance(value, list | dict | tuple) else value
 
 
-def render(records: list[TrialRecord], direction: str, metric: str, rows: int) -> str:
+def render(records: list[TrialRecord], objective: Objective, rows: int) -> str:
     """The leaderboard as a table for the terminal (rich)."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"NAS leaderboard ({metric}, {direction})")
-    for column in ("rank", "trial", "architecture", metric, "params", "latency_ms"):
+    metrics = list(objective.metrics) or [objective.primary]
+    extra = [m for m in ("params", "latency_ms") if m not in metrics]
+    title = ", ".join(f"{m} {d}" for m, d in zip(metrics, objective.directions, strict=False))
+    table = Table(title=f"NAS leaderboard ({title})")
+    columns = ["rank", "trial", "architecture", *metrics]
+    if objective.multi:
+        columns.append("front")
+    if objective.reward is not None:
+        columns.append("reward")
+    for column in [*columns, *extra]:
         table.add_column(column, justify="left" if column == "architecture" else "right")
-    for rank, record in enumerate(ranked(records, direction)[:rows], start=1):
-        table.add_row(
-            str(rank),
-            str(record.number),
-            summarize(record.architecture),
-            f"{record.value:.4g}",
-            _fmt(record.metrics.get("params")),
-            _fmt(record.metrics.get("latency_ms")),
-        )
+    for rank, record in enumerate(ranked(records)[:rows], start=1):
+        cells = [str(rank), str(record.number), summarize(record.architecture)]
+        cells += [_fmt(record.metrics.get(m)) for m in metrics]
+        if objective.multi:
+            cells.append("*" if record.pareto_rank == 0 else "")
+        if objective.reward is not None:
+            cells.append(f"{_first(record.score):.4g}")
+        cells += [_fmt(record.metrics.get(m)) for m in extra]
+        table.add_row(*cells)
     failed = sum(1 for r in records if not r.ok)
     buffer = io.StringIO()
     console = Console(file=buffer, width=140, force_terminal=False)
@@ -115,7 +146,7 @@ def render(records: list[TrialRecord], direction: str, metric: str, rows: int) -
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{int(value):,}" if float(value).is_integer() else f"{value:.3g}"
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:.4g}"
 
 
 def progress_line(

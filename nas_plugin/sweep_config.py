@@ -19,11 +19,18 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf
 
 from nas_plugin.estimators import Estimator, make_estimator
+from nas_plugin.objective import (
+    Constraint,
+    Objective,
+    ObjectiveError,
+    parse_constraint,
+    parse_objective,
+)
 from nas_plugin.space import SearchSpace, SearchSpaceError
 from nas_plugin.space.params import FloatRange, Param, parse_param
-from nas_plugin.strategies import make_strategy
+from nas_plugin.strategies import STRATEGIES, make_strategy
 
-DIRECTIONS = ("maximize", "minimize")
+PARETO_MODES = ("best", "front")
 
 
 class SweepConfigError(CompactHydraException, ValueError):
@@ -39,8 +46,7 @@ class SweepPlan:
     strategy_config: dict[str, Any]
     estimator: Estimator
     estimator_config: dict[str, Any]
-    metric: str | None
-    direction: str
+    objective: Objective
     n_trials: int
     batch_size: int
     seed: int
@@ -50,14 +56,13 @@ class SweepPlan:
     # Values the composed job config must hold for the named search space to make sense.
     requires: dict[str, Any] = field(default_factory=dict)
     search_space_name: str = "custom"
+    # Registration: only trials that satisfy the constraint; a Pareto front's best or all of it.
+    constraint: Constraint | None = None
+    pareto: str = "best"
 
     @property
     def metric_name(self) -> str:
-        return self.metric or "objective"
-
-    def score(self, value: float) -> float:
-        """The strategy's view: higher is always better."""
-        return value if self.direction == "maximize" else -value
+        return self.objective.primary
 
     def estimator_overrides(self) -> list[str]:
         return [f"{k}={format_value(v)}" for k, v in self.estimator.overrides().items()]
@@ -90,24 +95,38 @@ def build_plan(sweeper_cfg: Mapping[str, Any], arguments: list[str]) -> SweepPla
             raise
         raise SweepConfigError(str(err)) from err
 
-    objective = cfg.get("objective") or {}
-    direction = objective.get("direction", "maximize")
-    if direction not in DIRECTIONS:
+    try:
+        objective = parse_objective(cfg.get("objective") or {})
+        registry = cfg.get("registry") or {}
+        constraint = parse_constraint(registry.get("constraint"))
+    except ObjectiveError as err:
+        raise SweepConfigError(str(err)) from err
+    pareto = registry.get("pareto", "best")
+    if pareto not in PARETO_MODES:
         raise SweepConfigError(
-            f"hydra.sweeper.objective.direction={direction!r}; allowed: {list(DIRECTIONS)}"
+            f"hydra.sweeper.registry.pareto={pareto!r}; allowed: {list(PARETO_MODES)}"
         )
-    metric = objective.get("metric")
-    if metric is not None and (not isinstance(metric, str) or not metric):
+    strategy_cls = STRATEGIES[strategy_cfg["name"]]
+    if objective.multi and not strategy_cls.multi_objective:
+        multi = sorted(n for n, c in STRATEGIES.items() if c.multi_objective)
         raise SweepConfigError(
-            f"hydra.sweeper.objective.metric={metric!r} must be a metric name or null"
+            f"hydra.sweeper.objective.metric={list(objective.metrics)} are several objectives: "
+            f"pick a multi-objective strategy {multi}, not '{strategy_cls.name}' (or optimise "
+            "one metric, or one MnasNet reward via objective.reward)"
+        )
+    if strategy_cls.multi_objective and not objective.multi:
+        raise SweepConfigError(
+            f"strategy '{strategy_cls.name}' is multi-objective: give hydra.sweeper.objective."
+            "metric a list of metrics and objective.direction one direction per metric"
         )
     return SweepPlan(
         space=space,
         strategy_config=strategy_cfg,
         estimator=estimator,
         estimator_config=estimator_config,
-        metric=metric,
-        direction=direction,
+        objective=objective,
+        constraint=constraint,
+        pareto=pareto,
         n_trials=_int(cfg, "n_trials", minimum=1),
         batch_size=_int(cfg, "batch_size", minimum=1),
         seed=seed,

@@ -21,7 +21,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from nas_plugin.leaderboard import TrialRecord, best_of, progress_line, render
+from nas_plugin.leaderboard import TrialRecord, best_of, progress_line, ranked, render
 from nas_plugin.space import Encoding
 from nas_plugin.strategies import Strategy, make_strategy
 from nas_plugin.sweep_config import (
@@ -87,7 +87,8 @@ class NASSweeperImpl:
         )
         context = sweep_run.trial_context(
             space_keys=plan.space.names,
-            metric=plan.metric,
+            metric=plan.objective.metrics[0] if len(plan.objective.metrics) == 1 else None,
+            required_metrics=plan.objective.required,
             strategy=strategy.name,
             estimator=plan.estimator.describe(),
             estimator_config=plan.estimator_config,
@@ -161,8 +162,12 @@ class NASSweeperImpl:
             for record in new_records:
                 records.append(record)
                 seen[record.encoding] = record
-                strategy.tell(record.encoding, plan.score(record.value) if record.ok else None)
-                best = best_of(records, plan.direction)
+                if record.ok:
+                    record.score = plan.objective.score(record.metrics)
+                strategy.tell(record.encoding, record.score)
+                if plan.objective.multi:
+                    _update_pareto_ranks(records)
+                best = best_of(records)
                 log.info(progress_line(record, len(records), plan.n_trials, best, plan.metric_name))
             failed = sum(1 for r in records if not r.ok)
             if 0 <= plan.max_failures < failed:
@@ -187,7 +192,7 @@ class NASSweeperImpl:
                 duplicates += 1
                 if candidate in seen:
                     known = seen[candidate]
-                    strategy.tell(candidate, plan.score(known.value) if known.ok else None)
+                    strategy.tell(candidate, known.score)
                 continue
             duplicates = 0
             batch.append(candidate)
@@ -242,6 +247,61 @@ class NASSweeperImpl:
         self.hydra_context.config_loader.load_sweep_config(self.config, list(record.overrides))
         self._composed_pairs |= pairs
 
+    def _register(
+        self,
+        plan: SweepPlan,
+        sweep_run: SweepRun,
+        records: list[TrialRecord],
+        registry: dict[str, Any],
+    ) -> None:
+        """Register the best trial (or every Pareto-front member) that meets the constraint."""
+        name = registry.get("model_name") or sweep_run.experiment_name
+        alias = registry.get("alias") or "champion"
+        eligible = [
+            r
+            for r in ranked(records)
+            if plan.constraint is None or plan.constraint.holds(r.metrics)
+        ]
+        if plan.objective.multi and plan.pareto == "front":
+            chosen = [r for r in eligible if r.pareto_rank == 0]
+        else:
+            chosen = eligible[:1]
+        if not chosen:
+            log.info(
+                "No trial satisfies the registry constraint '%s'; nothing registered.",
+                plan.constraint,
+            )
+            return
+        versions = []
+        for position, record in enumerate(chosen):
+            version = sweep_run.register(
+                record,
+                name,
+                alias if position == 0 else None,
+                plan.objective,
+                note=str(plan.constraint) if plan.constraint else None,
+            )
+            if version is None:
+                log.info(
+                    "Trial %d logged no model, so it was not registered; call "
+                    "nas_plugin.log_model(model, input_example) in the task function.",
+                    record.number,
+                )
+                continue
+            versions.append(version)
+        if versions:
+            log.info(
+                "Registered %s as '%s' version(s) %s, alias '%s' on version %s: "
+                "mlflow.pyfunc.load_model('models:/%s@%s')",
+                "the Pareto front" if len(chosen) > 1 else "the best model",
+                name,
+                ", ".join(versions),
+                alias,
+                versions[0],
+                name,
+                alias,
+            )
+
     def _finish(
         self,
         plan: SweepPlan,
@@ -252,11 +312,10 @@ class NASSweeperImpl:
         note: str | None,
     ) -> None:
         rows = int(sweeper_cfg.get("leaderboard_rows") or 10)
-        table = render(records, plan.direction, plan.metric_name, rows)
+        table = render(records, plan.objective, rows)
         print(table, flush=True)
-        sweep_run.finish(records, plan.direction, plan.metric_name, table, status, note)
-        best = best_of(records, plan.direction)
-        registry = sweeper_cfg.get("registry") or {}
+        sweep_run.finish(records, plan.objective, table, status, note)
+        best = best_of(records)
         if best is not None:
             log.info(
                 "Best: trial %d, %s=%.4g, run %s",
@@ -265,25 +324,16 @@ class NASSweeperImpl:
                 best.value,
                 best.run_id,
             )
+            if plan.objective.multi:
+                front = sum(1 for r in records if r.pareto_rank == 0)
+                log.info(
+                    "Pareto front: %d trials (tag nas.pareto_front=true, "
+                    "artifact pareto_front.csv)",
+                    front,
+                )
+            registry = sweeper_cfg.get("registry") or {}
             if registry.get("enabled", True):
-                name = registry.get("model_name") or sweep_run.experiment_name
-                alias = registry.get("alias") or "champion"
-                registered = sweep_run.register_best(best, name, alias, plan.metric_name)
-                if registered:
-                    log.info(
-                        "Registered the best model as '%s' version %s, alias '%s': "
-                        "mlflow.pyfunc.load_model('models:/%s@%s')",
-                        name,
-                        registered[1],
-                        alias,
-                        name,
-                        alias,
-                    )
-                else:
-                    log.info(
-                        "The best trial logged no model, so none was registered; call "
-                        "nas_plugin.log_model(model, input_example) in the task function."
-                    )
+                self._register(plan, sweep_run, records, registry)
         log.info(
             "Compare the trials in the MLflow UI: mlflow ui --backend-store-uri %s  then open "
             "http://127.0.0.1:5000/#/experiments/%s/runs/%s",
@@ -291,6 +341,15 @@ class NASSweeperImpl:
             sweep_run.experiment_id,
             sweep_run.run_id,
         )
+
+
+def _update_pareto_ranks(records: list[TrialRecord]) -> None:
+    from nas_plugin.pareto import non_dominated_sort
+
+    done = [r for r in records if r.ok and isinstance(r.score, tuple)]
+    for rank, front in enumerate(non_dominated_sort([r.score for r in done])):
+        for index in front:
+            done[index].pareto_rank = rank
 
 
 def _read_job_return(record: TrialRecord, job: JobReturn) -> None:
@@ -322,8 +381,7 @@ def _parent_params(plan: SweepPlan, strategy: Strategy) -> dict[str, Any]:
         "batch_size": plan.batch_size,
         "seed": plan.seed,
         "max_failures": plan.max_failures,
-        "objective.metric": plan.metric_name,
-        "objective.direction": plan.direction,
+        **plan.objective.describe(),
         "search_space": plan.search_space_name,
         "search_space.size": _size_text(plan.space.size()),
         "strategy": strategy.name,

@@ -13,10 +13,14 @@ from omegaconf import MISSING
 @dataclass
 class ObjectiveConf:
     # The key of the metric dict a trial returns that the search optimises; null when the task
-    # function returns a single number.
-    metric: str | None = None
-    # maximize or minimize
-    direction: str = "maximize"
+    # function returns a single number. A list of keys makes the sweep multi-objective (a
+    # Pareto front; use a multi-objective strategy such as nsga2).
+    metric: Any = None
+    # maximize or minimize; for several metrics, one or a list with one per metric.
+    direction: Any = "maximize"
+    # MnasNet's reward metric * (cost / target) ** weight as the one objective, e.g.
+    # {cost: latency_ms, target: 2.0, weight: -0.07}; null: the metric itself.
+    reward: Any = None
 
 
 @dataclass
@@ -39,6 +43,11 @@ class RegistryConf:
     model_name: str | None = None
     # Alias pointing at the newly registered best version.
     alias: str = "champion"
+    # Only trials meeting this may be registered, e.g. "latency_ms <= 5"; null: any trial.
+    constraint: str | None = None
+    # Multi-objective sweeps: "best" registers the front member best on the first metric;
+    # "front" registers every Pareto-front member as its own version (alias on the best).
+    pareto: str = "best"
 
 
 @dataclass

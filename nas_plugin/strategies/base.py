@@ -15,7 +15,6 @@ from typing import Any
 
 from nas_plugin.space import Encoding, SearchSpace
 
-
 # One float, or one per objective for a multi-objective strategy; always higher is better.
 Score = float | tuple[float, ...]
 

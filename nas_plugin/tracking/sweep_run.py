@@ -15,8 +15,10 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from nas_plugin.leaderboard import TrialRecord, best_of, to_csv
+from nas_plugin.objective import Objective
 from nas_plugin.tracking.trial import (
     TAG_ENCODING,
+    TAG_MODEL_URI,
     TAG_STATUS,
     TAG_TRIAL,
     TAG_WORKER,
@@ -28,6 +30,7 @@ TAG_SWEEP = "nas.sweep"
 TAG_BEST_RUN = "nas.best_run_id"
 TAG_BEST_TRIAL = "nas.best_trial"
 TAG_REGISTERED = "nas.registered_model"
+TAG_PARETO = "nas.pareto_front"
 
 
 class TrackingError(CompactHydraException, RuntimeError):
@@ -126,13 +129,13 @@ class SweepRun:
     def finish(
         self,
         records: list[TrialRecord],
-        direction: str,
-        metric: str,
+        objective: Objective,
         leaderboard_text: str,
         status: str,
         note: str | None = None,
     ) -> None:
-        self.client.log_text(self.run_id, to_csv(records, direction, metric), "leaderboard.csv")
+        metric = objective.primary
+        self.client.log_text(self.run_id, to_csv(records, metric), "leaderboard.csv")
         self.client.log_text(self.run_id, leaderboard_text, "leaderboard.txt")
         now = int(time.time() * 1000)
         ok = [r for r in records if r.ok]
@@ -141,37 +144,57 @@ class SweepRun:
             Metric("trials_failed", len(records) - len(ok), now, 0),
         ]
         tags = []
-        best = best_of(records, direction)
+        best = best_of(records)
         if best is not None:
             metrics.append(Metric(f"best_{metric}", best.value, now, 0))
             tags += [
                 RunTag(TAG_BEST_RUN, best.run_id or ""),
                 RunTag(TAG_BEST_TRIAL, str(best.number)),
             ]
+        if objective.multi:
+            front = [r for r in ok if r.pareto_rank == 0]
+            metrics.append(Metric("pareto_front_size", len(front), now, 0))
+            self.client.log_text(self.run_id, to_csv(front, metric), "pareto_front.csv")
+            for record in front:
+                self.client.set_tag(record.run_id, TAG_PARETO, "true")
         if note:
             tags.append(RunTag("nas.note", note[:5000]))
         self.client.log_batch(self.run_id, metrics=metrics, tags=tags)
         self.client.set_terminated(self.run_id, status)
 
-    def register_best(
-        self, best: TrialRecord, model_name: str, alias: str, metric: str
-    ) -> tuple[str, str] | None:
-        """Register the best trial's logged model; ``(name, version)`` or None if it has none."""
-        model_uri = self.client.get_run(best.run_id).data.tags.get("nas.model_uri")
+    def register(
+        self,
+        record: TrialRecord,
+        model_name: str,
+        alias: str | None,
+        objective: Objective,
+        note: str | None = None,
+    ) -> str | None:
+        """Register a trial's logged model; its version, or None if the trial logged none."""
+        model_uri = self.client.get_run(record.run_id).data.tags.get(TAG_MODEL_URI)
         if not model_uri:
             return None
         # register_model resolves logged-model URIs (models:/m-...) through the global store.
         mlflow.set_tracking_uri(self.uri)
-        version = mlflow.register_model(model_uri, model_name)
-        self.client.set_registered_model_alias(model_name, alias, version.version)
+        version = str(mlflow.register_model(model_uri, model_name).version)
+        if alias:
+            self.client.set_registered_model_alias(model_name, alias, version)
         tags = {
-            "run_id": best.run_id,
-            "trial": str(best.number),
-            "objective": metric,
-            "architecture": json.dumps(best.architecture, default=str)[:5000],
-            **{f"metric.{k}": str(v) for k, v in best.metrics.items()},
+            "run_id": record.run_id,
+            "trial": str(record.number),
+            "objective": ",".join(objective.metrics) or objective.primary,
+            "architecture": json.dumps(record.architecture, default=str)[:5000],
+            **{f"metric.{k}": str(v) for k, v in record.metrics.items()},
         }
+        if record.pareto_rank is not None:
+            tags["pareto_front"] = str(record.pareto_rank == 0).lower()
+        if note:
+            tags["constraint"] = note
         for key, value in tags.items():
-            self.client.set_model_version_tag(model_name, version.version, key, value)
-        self.client.set_tag(self.run_id, TAG_REGISTERED, f"{model_name}/{version.version}")
-        return model_name, str(version.version)
+            self.client.set_model_version_tag(model_name, version, key, value)
+        registered = self.client.get_run(self.run_id).data.tags.get(TAG_REGISTERED)
+        entry = f"{model_name}/{version}"
+        self.client.set_tag(
+            self.run_id, TAG_REGISTERED, f"{registered},{entry}" if registered else entry
+        )
+        return version

@@ -53,12 +53,15 @@ class TrialContext:
     experiment_id: str
     parent_run_id: str
     space_keys: tuple[str, ...]
+    # The metric a plain-number result is named by; null: "objective".
     metric: str | None
     strategy: str
     # What the trial logs about its estimator (``Estimator.describe()``).
     estimator: dict[str, Any] = field(default_factory=dict)
     # The estimator's config: the job rebuilds it to run the trial's body.
     estimator_config: dict[str, Any] = field(default_factory=lambda: {"name": "full"})
+    # Metrics a successful trial must report as finite numbers (objectives and reward cost).
+    required_metrics: tuple[str, ...] = ()
 
 
 @dataclass
@@ -112,7 +115,7 @@ class TrackedTask:
             with mlflow.start_run(run_id=run_id):
                 estimator = make_estimator(ctx.estimator_config)
                 returned = estimator.run_job(cfg, self.task_function)
-                metrics, value = parse_result(returned, ctx.metric)
+                metrics, value = parse_result(returned, ctx.metric, ctx.required_metrics)
         except BaseException as err:
             _record_failure(client, run_id, err)
             # Lets the sweeper find the run even when the exception crossed a process boundary.
@@ -165,8 +168,13 @@ def active_architecture(
     return architecture
 
 
-def parse_result(returned: Any, metric: str | None) -> tuple[dict[str, float], float]:
-    """``(all metrics, the objective's value)`` from what a task function returned."""
+def parse_result(
+    returned: Any, metric: str | None, required: tuple[str, ...] = ()
+) -> tuple[dict[str, float], float]:
+    """``(all metrics, the primary objective's value)`` from what a task function returned.
+
+    ``required`` metrics (every objective, a reward's cost) must be there and finite.
+    """
     name = metric or "objective"
     if isinstance(returned, Mapping):
         metrics = {}
@@ -179,16 +187,16 @@ def parse_result(returned: Any, metric: str | None) -> tuple[dict[str, float], f
                 f"the task function returned a dict with keys {sorted(map(str, returned))}; set "
                 "hydra.sweeper.objective.metric to the key to optimise"
             )
-        if metric not in returned:
-            raise TrialResultError(
-                f"the task function's result has no metric '{metric}' "
-                f"(hydra.sweeper.objective.metric); it returned keys {sorted(map(str, returned))}"
-            )
-        value = _as_float(returned[metric])
-        if value is None:
-            raise TrialResultError(
-                f"metric '{metric}' is {returned[metric]!r}, which is not a number"
-            )
+        for key in dict.fromkeys((metric, *required)):
+            if key not in returned:
+                raise TrialResultError(
+                    f"the task function's result has no metric '{key}' (needed by "
+                    f"hydra.sweeper.objective); it returned keys {sorted(map(str, returned))}"
+                )
+            if key not in metrics:
+                raise TrialResultError(
+                    f"metric '{key}' is {returned[key]!r}, which is not a number"
+                )
     else:
         value = _as_float(returned)
         if value is None:
@@ -196,10 +204,16 @@ def parse_result(returned: Any, metric: str | None) -> tuple[dict[str, float], f
                 f"the task function returned {returned!r} ({type(returned).__name__}); return a "
                 "number or a dict of metrics"
             )
+        if [k for k in required if k != name]:
+            raise TrialResultError(
+                f"the task function returned one number, but hydra.sweeper.objective needs the "
+                f"metrics {list(required)}: return a dict"
+            )
         metrics = {name: value}
-    if not math.isfinite(value):
-        raise TrialResultError(f"the trial's {name} is {value}, not a finite number")
-    return metrics, value
+    for key in dict.fromkeys((name, *required)):
+        if not math.isfinite(metrics[key]):
+            raise TrialResultError(f"the trial's {key} is {metrics[key]}, not a finite number")
+    return metrics, metrics[name]
 
 
 def _as_float(value: Any) -> float | None:
