@@ -22,6 +22,9 @@ class TrialRecord:
     value: float | None = None  # the primary objective metric, as the trial reported it
     score: float | tuple[float, ...] | None = None  # the strategy's view: higher is better
     pareto_rank: int | None = None  # multi-objective sweeps: 0 = on the Pareto front
+    budget: float | None = None  # multi-fidelity sweeps: the budget it was trained with
+    rung: int | None = None
+    bracket: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     run_id: str | None = None
     error: str | None = None
@@ -33,10 +36,13 @@ class TrialRecord:
 
 
 def ranked(records: list[TrialRecord]) -> list[TrialRecord]:
-    """Successful trials, best first: by Pareto rank (multi-objective), then by score on the
-    first objective; ties go to the earlier trial."""
+    """Successful trials, best first: by Pareto rank (multi-objective), then by budget
+    (multi-fidelity: fully trained before cheaply trained), then by score on the first
+    objective; ties go to the earlier trial."""
     done = [r for r in records if r.ok and r.score is not None]
-    return sorted(done, key=lambda r: (r.pareto_rank or 0, -_first(r.score), r.number))
+    return sorted(
+        done, key=lambda r: (r.pareto_rank or 0, -(r.budget or 0), -_first(r.score), r.number)
+    )
 
 
 def best_of(records: list[TrialRecord]) -> TrialRecord | None:
@@ -158,5 +164,7 @@ def progress_line(
     else:
         result = f"FAILED ({record.error})"
     took = f" ({record.seconds:.1f}s)" if record.seconds is not None else ""
+    if record.budget is not None:
+        took += f" [budget {record.budget:g}, rung {record.rung}]"
     best_text = f"best {best.value:.4g} (trial {best.number})" if best else "best -"
     return f"[{done}/{total}] trial {record.number} {result}{took} | {best_text}"

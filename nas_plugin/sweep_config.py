@@ -150,7 +150,7 @@ def check_against_job_config(plan: SweepPlan, job_cfg: DictConfig) -> None:
     missing = object()
     for key, what in [
         *[(name, "search space key") for name in plan.space.names],
-        *[(name, "estimator key") for name in plan.estimator.overrides()],
+        *[(name, "estimator key") for name in plan.estimator.config_keys()],
     ]:
         if OmegaConf.select(job_cfg, key, default=missing, throw_on_missing=False) is missing:
             top = sorted(str(k) for k in job_cfg.keys())

@@ -21,6 +21,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from nas_plugin.estimators.hyperband import Hyperband, promote
 from nas_plugin.leaderboard import TrialRecord, best_of, progress_line, ranked, render
 from nas_plugin.space import Encoding
 from nas_plugin.strategies import Strategy, make_strategy
@@ -29,6 +30,7 @@ from nas_plugin.sweep_config import (
     SweepPlan,
     build_plan,
     check_against_job_config,
+    format_value,
 )
 from nas_plugin.tracking.sweep_run import SweepRun, open_store, resolve_tracking_uri
 from nas_plugin.tracking.trial import TrackedTask, TrialOutcome
@@ -114,8 +116,9 @@ class NASSweeperImpl:
 
         records: list[TrialRecord] = []
         status, note = "FINISHED", None
+        run = self._run_hyperband if isinstance(plan.estimator, Hyperband) else self._run_trials
         try:
-            self._run_trials(plan, strategy, sweep_run, records)
+            run(plan, strategy, sweep_run, records)
         except SweepAbortedError as err:
             status, note = "FAILED", str(err)
             raise
@@ -152,31 +155,82 @@ class NASSweeperImpl:
             wanted = min(plan.batch_size, plan.n_trials - len(records))
             batch = self._next_candidates(strategy, seen, wanted, plan)
             if not batch:
-                log.info(
-                    "The strategy has no new candidates after %d trials: the search space is "
-                    "exhausted.",
-                    len(records),
-                )
+                _log_exhausted(records)
                 return
             new_records = self._launch(plan, batch, len(records), sweep_run, strategy.name)
             for record in new_records:
-                records.append(record)
                 seen[record.encoding] = record
-                if record.ok:
-                    record.score = plan.objective.score(record.metrics)
                 strategy.tell(record.encoding, record.score)
-                if plan.objective.multi:
-                    _update_pareto_ranks(records)
-                best = best_of(records)
-                log.info(progress_line(record, len(records), plan.n_trials, best, plan.metric_name))
-            failed = sum(1 for r in records if not r.ok)
-            if 0 <= plan.max_failures < failed:
-                last = next(r for r in reversed(records) if not r.ok)
-                raise SweepAbortedError(
-                    f"{failed} trials failed, more than hydra.sweeper.max_failures="
-                    f"{plan.max_failures}; stopping the sweep. Last error (trial {last.number}): "
-                    f"{last.error}"
-                )
+            self._accept(plan, records, new_records)
+
+    def _run_hyperband(
+        self,
+        plan: SweepPlan,
+        strategy: Strategy,
+        sweep_run: SweepRun,
+        records: list[TrialRecord],
+    ) -> None:
+        """Successive halving brackets: new candidates at a small budget, the best promoted.
+
+        The strategy hears each candidate once, when its climb ends (not promoted, or at the
+        top rung), with the score at the largest budget it reached.
+        """
+        hyperband = plan.estimator
+        assert isinstance(hyperband, Hyperband)
+        seen: dict[Encoding, TrialRecord] = {}
+        for bracket, rungs in hyperband.cycle():
+            wanted = min(rungs[0].candidates, plan.n_trials - len(records))
+            climbing = self._next_candidates(strategy, seen, wanted, plan)
+            if not climbing:
+                _log_exhausted(records)
+                return
+            for level, rung in enumerate(rungs):
+                results: list[TrialRecord] = []
+                for start in range(0, len(climbing), plan.batch_size):
+                    if len(records) >= plan.n_trials:
+                        break
+                    chunk = climbing[start : start + plan.batch_size]
+                    chunk = chunk[: plan.n_trials - len(records)]
+                    budget = {hyperband.budget_key: rung.budget}
+                    new_records = self._launch(
+                        plan, chunk, len(records), sweep_run, strategy.name, extra=budget
+                    )
+                    for record in new_records:
+                        record.budget, record.rung, record.bracket = rung.budget, level, bracket
+                        sweep_run.tag_rung(record, hyperband.budget_key)
+                    self._accept(plan, records, new_records)
+                    results += new_records
+                last_rung = level == len(rungs) - 1 or len(records) >= plan.n_trials
+                keep = 0 if last_rung else rungs[level + 1].candidates
+                promoted = promote([(r.encoding, _first(r.score)) for r in results], keep)
+                for record in results:
+                    seen[record.encoding] = record
+                    if record.encoding not in promoted:
+                        strategy.tell(record.encoding, record.score)
+                climbing = promoted
+                if not climbing:
+                    break
+            if len(records) >= plan.n_trials:
+                return
+
+    def _accept(
+        self, plan: SweepPlan, records: list[TrialRecord], new_records: list[TrialRecord]
+    ) -> None:
+        """Book finished trials: scores, Pareto ranks, progress lines, the failure limit."""
+        for record in new_records:
+            records.append(record)
+            if plan.objective.multi:
+                _update_pareto_ranks(records)
+            best = best_of(records)
+            log.info(progress_line(record, len(records), plan.n_trials, best, plan.metric_name))
+        failed = sum(1 for r in records if not r.ok)
+        if 0 <= plan.max_failures < failed:
+            last = next(r for r in reversed(records) if not r.ok)
+            raise SweepAbortedError(
+                f"{failed} trials failed, more than hydra.sweeper.max_failures="
+                f"{plan.max_failures}; stopping the sweep. Last error (trial {last.number}): "
+                f"{last.error}"
+            )
 
     def _next_candidates(
         self, strategy: Strategy, seen: dict[Encoding, TrialRecord], wanted: int, plan: SweepPlan
@@ -205,17 +259,20 @@ class NASSweeperImpl:
         first_number: int,
         sweep_run: SweepRun,
         strategy_name: str,
+        extra: dict[str, Any] | None = None,
     ) -> list[TrialRecord]:
+        """Launch one batch; ``extra`` overrides (a budget) are set on every trial in it."""
         assert self.launcher is not None and self.hydra_context is not None
         candidates = []
         rejected = []
+        extra_overrides = [f"{k}={format_value(v)}" for k, v in (extra or {}).items()]
         for encoding in batch:
             architecture = plan.space.decode(encoding)
             record = TrialRecord(
                 number=-1,
                 encoding=encoding,
                 architecture=architecture,
-                overrides=plan.trial_overrides(architecture),
+                overrides=[*plan.trial_overrides(architecture), *extra_overrides],
             )
             try:
                 self._check_composes(record)
@@ -231,6 +288,8 @@ class NASSweeperImpl:
             )
             for record, job in zip(candidates, returns, strict=True):
                 _read_job_return(record, job)
+                if record.ok:
+                    record.score = plan.objective.score(record.metrics)
         for record in [*candidates, *rejected]:
             if record.status == "failed" and record.run_id is None:
                 record.run_id = sweep_run.record_unstarted_failure(record, strategy_name)
@@ -341,6 +400,17 @@ class NASSweeperImpl:
             sweep_run.experiment_id,
             sweep_run.run_id,
         )
+
+
+def _log_exhausted(records: list[TrialRecord]) -> None:
+    log.info(
+        "The strategy has no new candidates after %d trials: the search space is exhausted.",
+        len(records),
+    )
+
+
+def _first(score: float | tuple[float, ...] | None) -> float | None:
+    return score[0] if isinstance(score, tuple) else score
 
 
 def _update_pareto_ranks(records: list[TrialRecord]) -> None:

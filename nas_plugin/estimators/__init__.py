@@ -7,9 +7,13 @@ from typing import Any
 
 from nas_plugin.estimators.base import Estimator, EstimatorError
 from nas_plugin.estimators.full import FullTraining
+from nas_plugin.estimators.hyperband import Hyperband
 from nas_plugin.estimators.low_fidelity import LowFidelity
+from nas_plugin.estimators.tabular import TabularEstimator
 
-ESTIMATORS = {cls.name: cls for cls in (FullTraining, LowFidelity)}
+ESTIMATORS = {
+    cls.name: cls for cls in (FullTraining, LowFidelity, Hyperband, TabularEstimator)
+}
 
 
 def make_estimator(config: Mapping[str, Any]) -> Estimator:

@@ -28,6 +28,10 @@ class Estimator:
         """``{config_key: value}`` applied to every trial."""
         return {}
 
+    def config_keys(self) -> list[str]:
+        """Keys of the app's config this estimator sets; checked to exist before the sweep."""
+        return list(self.overrides())
+
     def describe(self) -> dict[str, Any]:
         """Settings logged with every trial as ``estimator.*`` params."""
         return {"name": self.name}

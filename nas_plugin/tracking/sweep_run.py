@@ -126,6 +126,16 @@ class SweepRun:
         self.client.set_terminated(run.info.run_id, "FAILED")
         return run.info.run_id
 
+    def tag_rung(self, record: TrialRecord, budget_key: str) -> None:
+        """A multi-fidelity trial's budget (param), rung and bracket (tags)."""
+        if record.run_id is None:
+            return
+        self.client.log_batch(
+            record.run_id,
+            params=[Param("budget", str(record.budget)), Param("budget_key", budget_key)],
+            tags=[RunTag("nas.rung", str(record.rung)), RunTag("nas.bracket", str(record.bracket))],
+        )
+
     def finish(
         self,
         records: list[TrialRecord],
