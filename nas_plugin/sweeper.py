@@ -89,7 +89,7 @@ class NASSweeperImpl:
         )
         context = sweep_run.trial_context(
             space_keys=plan.space.names,
-            metric=plan.objective.metrics[0] if len(plan.objective.metrics) == 1 else None,
+            metric=plan.objective.metrics[0] if plan.objective.metrics else None,
             required_metrics=plan.objective.required,
             strategy=strategy.name,
             estimator=plan.estimator.describe(),
@@ -119,11 +119,11 @@ class NASSweeperImpl:
         run = self._run_hyperband if isinstance(plan.estimator, Hyperband) else self._run_trials
         try:
             run(plan, strategy, sweep_run, records)
-        except SweepAbortedError as err:
-            status, note = "FAILED", str(err)
-            raise
         except BaseException as err:
-            status, note = "FAILED", f"{type(err).__name__}: {err}"
+            status = "FAILED"
+            note = (
+                str(err) if isinstance(err, SweepAbortedError) else f"{type(err).__name__}: {err}"
+            )
             raise
         finally:
             self._finish(plan, sweep_run, records, sweeper_cfg, status, note)
