@@ -250,6 +250,12 @@ def test_same_seed_same_candidates_other_seed_other_candidates(write_app):
         ),
         (
             SEARCH,
+            ["hydra.sweeper.mlflow.tracking_uri=http://127.0.0.1:9"],
+            "MLflow tracking store 'http://127.0.0.1:9' (hydra.sweeper.mlflow.tracking_uri) "
+            "cannot be reached",
+        ),
+        (
+            SEARCH,
             ["hydra/sweeper/estimator=low_fidelity"],
             "estimator key 'train.epochs' is not a key of the app's config",
         ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -56,6 +57,10 @@ def open_store(uri: str) -> MlflowClient:
     """A client for ``uri`` that has answered once, or a ``TrackingError`` that says why not."""
     client = MlflowClient(uri)
     try:
+        if urlparse(uri).scheme in ("http", "https"):
+            # One quick probe: MLflow's own client retries an absent server for minutes.
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10):
+                pass
         client.search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - any failure here means "unusable store"
         raise TrackingError(
