@@ -53,8 +53,13 @@ class BenchmarkTable:
                     f"columns are {header}"
                 )
             rows: dict[str, dict[str, float]] = {}
-            for record in reader:
+            for line, record in enumerate(reader, start=2):
                 key = record.pop(key_column)
+                if key in rows:
+                    raise TableError(
+                        f"benchmark table {str(path)!r}: {key_column}={key!r} appears twice "
+                        f"(again on line {line}); each architecture needs one row"
+                    )
                 rows[key] = {name: _number(value) for name, value in record.items()}
         if not rows:
             raise TableError(f"benchmark table {str(path)!r} has no rows")

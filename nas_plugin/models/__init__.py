@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from nas_plugin.models.mbconv import build_mbconv
+from nas_plugin.models.nb201 import build_nb201
 from nas_plugin.models.timm_family import build_timm, build_timm_family
 
 Builder = Callable[[Mapping[str, Any], int, int], nn.Module]
@@ -16,6 +17,7 @@ BUILDERS: dict[str, Builder] = {
     "mbconv": build_mbconv,
     "timm_family": build_timm_family,
     "timm": build_timm,
+    "nb201": build_nb201,
 }
 
 

@@ -76,7 +76,10 @@ def arch_str_from_values(values: Mapping[str, object], prefix: str = DEFAULT_PRE
 
 def arch_str_from_cell(cell: Mapping[str, object]) -> str:
     """The string of a cell config ``{edge_j_i: op}`` (e.g. ``cfg.model.cell``)."""
-    return arch_str_from_values({f"c.{k}": v for k, v in cell.items()}, prefix="c")
+    try:
+        return to_arch_str([str(cell[key]) for key in EDGE_KEYS])
+    except KeyError as err:
+        raise SearchSpaceError(f"NB201 cell is missing edge {err.args[0]!r}") from err
 
 
 def all_arch_strs() -> Iterator[str]:
