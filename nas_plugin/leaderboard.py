@@ -115,21 +115,26 @@ def _cell(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, list | dict | tuple) else value
 
 
-def render(records: list[TrialRecord], objective: Objective, rows: int) -> str:
-    """The leaderboard as a table for the terminal (rich)."""
+def render(
+    records: list[TrialRecord],
+    objective: Objective,
+    rows: int,
+    columns: tuple[str, ...] = ("params", "latency_ms"),
+) -> str:
+    """The leaderboard as a table for the terminal (rich); ``columns``: extra metrics shown."""
     from rich.console import Console
     from rich.table import Table
 
     metrics = list(objective.metrics) or [objective.primary]
-    extra = [m for m in ("params", "latency_ms") if m not in metrics]
+    extra = [m for m in columns if m not in metrics]
     title = ", ".join(f"{m} {d}" for m, d in zip(metrics, objective.directions, strict=False))
     table = Table(title=f"NAS leaderboard ({title})")
-    columns = ["rank", "trial", "architecture", *metrics]
+    headers = ["rank", "trial", "architecture", *metrics]
     if objective.multi:
-        columns.append("front")
+        headers.append("front")
     if objective.reward is not None:
-        columns.append("reward")
-    for column in [*columns, *extra]:
+        headers.append("reward")
+    for column in [*headers, *extra]:
         table.add_column(column, justify="left" if column == "architecture" else "right")
     for rank, record in enumerate(ranked(records)[:rows], start=1):
         cells = [str(rank), str(record.number), summarize(record.architecture)]

@@ -371,7 +371,8 @@ class NASSweeperImpl:
         note: str | None,
     ) -> None:
         rows = int(sweeper_cfg.get("leaderboard_rows") or 10)
-        table = render(records, plan.objective, rows)
+        columns = tuple(sweeper_cfg.get("leaderboard_columns") or ())
+        table = render(records, plan.objective, rows, columns)
         print(table, flush=True)
         sweep_run.finish(records, plan.objective, table, status, note)
         best = best_of(records)

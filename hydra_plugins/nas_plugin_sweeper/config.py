@@ -83,6 +83,8 @@ class NASSweeperConf:
     registry: RegistryConf = field(default_factory=RegistryConf)
     # Rows of the leaderboard printed at the end (the CSV artifact has every trial).
     leaderboard_rows: int = 10
+    # Metrics shown beside the objective in the printed leaderboard (hardware cost, say).
+    leaderboard_columns: list[str] = field(default_factory=lambda: ["params", "latency_ms"])
 
 
 ConfigStore.instance().store(
