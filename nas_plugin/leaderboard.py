@@ -62,9 +62,10 @@ def summarize(architecture: dict[str, Any], width: int = 60) -> str:
     items = []
     for parts, value in zip(split, architecture.values(), strict=True):
         short = ".".join((parts[1:] if shared else parts)[-2:])
-        items.append(f"{short}={json.dumps(value) if isinstance(value, list) else value}")
-    text = " ".join(items)
-    return text if len(text) <= width else text[: width - 1] + "…"
+        text = value if isinstance(value, str) else json.dumps(value)  # true, not True
+        items.append(f"{short}={text}")
+    line = " ".join(items)
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def to_csv(records: list[TrialRecord], metric: str) -> str:

@@ -107,8 +107,8 @@ def parse_objective(config: Mapping[str, Any]) -> Objective:
                 f"hydra.sweeper.objective.direction={direction!r}; allowed: {list(DIRECTIONS)} "
                 "(or a list of them, one per metric)"
             )
-    if len(metrics) > 1 and len(directions) == 1:
-        directions = directions * len(metrics)
+    if len(metrics) > 1 and isinstance(direction, str):
+        directions = directions * len(metrics)  # one direction for every metric
     if len(metrics) > 1 and len(directions) != len(metrics):
         raise ObjectiveError(
             f"hydra.sweeper.objective.direction={direction!r} has {len(directions)} entries for "

@@ -47,7 +47,7 @@ def test_grid_visits_every_candidate_once_in_order():
 @pytest.mark.parametrize(
     "config, message",
     [
-        ({"name": "annealing"}, "strategy.name='annealing' is unknown; allowed: ['evolution'"),
+        ({"name": "annealing"}, "strategy.name='annealing' is unknown; allowed: ["),
         ({"name": "evolution", "popsize": 4}, "unknown option(s) ['popsize']; allowed: "),
         ({"name": "evolution", "population_size": 0}, "population_size=0 must be a positive"),
         ({"name": "evolution", "population_size": 3, "sample_size": 5}, "sample_size=5 >"),
