@@ -7,6 +7,7 @@ is allowed.
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 from collections.abc import Mapping
@@ -55,6 +56,10 @@ class SweepPlan:
     fixed_overrides: list[str] = field(default_factory=list)
     # Values the composed job config must hold for the named search space to make sense.
     requires: dict[str, Any] = field(default_factory=dict)
+    # "module:function" a named space may give to check itself against the app's config before
+    # any trial (e.g. options that make no sense for a model type); called as f(space, job_cfg)
+    # and raising ValueError with a clear message.
+    validator: str | None = None
     search_space_name: str = "custom"
     # Registration: only trials that satisfy the constraint; a Pareto front's best or all of it.
     constraint: Constraint | None = None
@@ -133,6 +138,7 @@ def build_plan(sweeper_cfg: Mapping[str, Any], arguments: list[str]) -> SweepPla
         max_failures=_int(cfg, "max_failures", minimum=-1),
         fixed_overrides=fixed,
         requires=dict(space_cfg.get("requires") or {}),
+        validator=space_cfg.get("validate"),
         search_space_name=str(space_cfg.get("name", "custom")),
     )
 
@@ -147,6 +153,8 @@ def check_against_job_config(plan: SweepPlan, job_cfg: DictConfig) -> None:
                 f"config, but it is {actual!r}; select the matching config "
                 f"(in our pipelines: {key.split('.')[0]}={wanted})"
             )
+    if plan.validator:
+        _run_validator(plan, job_cfg)
     missing = object()
     for key, what in [
         *[(name, "search space key") for name in plan.space.names],
@@ -158,6 +166,21 @@ def check_against_job_config(plan: SweepPlan, job_cfg: DictConfig) -> None:
                 f"{what} '{key}' is not a key of the app's config; the search space may only "
                 f"name existing keys (top-level keys: {top})"
             )
+
+
+def _run_validator(plan: SweepPlan, job_cfg: DictConfig) -> None:
+    module_name, _, function_name = str(plan.validator).partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as err:
+        raise SweepConfigError(
+            f"search_space={plan.search_space_name}: validate={plan.validator!r} cannot be "
+            f"imported ({err}); expected 'package.module:function'"
+        ) from err
+    try:
+        function(plan.space, job_cfg)
+    except ValueError as err:
+        raise SweepConfigError(f"search_space={plan.search_space_name}: {err}") from err
 
 
 def format_value(value: Any) -> str:
