@@ -32,6 +32,7 @@ from nas_plugin.sweep_config import (
     check_against_job_config,
     format_value,
 )
+from nas_plugin.tracking.secrets import mask_override, mask_secrets
 from nas_plugin.tracking.sweep_run import SweepRun, open_store, resolve_tracking_uri
 from nas_plugin.tracking.trial import TrackedTask, TrialOutcome
 
@@ -83,8 +84,8 @@ class NASSweeperImpl:
             params=_parent_params(plan, strategy),
             files={
                 "search_space.json": json.dumps(plan.space.describe(), indent=2),
-                "sweep_config.yaml": OmegaConf.to_yaml(sweeper_cfg),
-                "command_line_overrides.txt": "\n".join(arguments) + "\n",
+                "sweep_config.yaml": OmegaConf.to_yaml(mask_secrets(sweeper_cfg)),
+                "command_line_overrides.txt": "\n".join(map(mask_override, arguments)) + "\n",
             },
         )
         context = sweep_run.trial_context(

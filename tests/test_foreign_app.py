@@ -301,3 +301,27 @@ def test_trials_in_other_processes_log_the_same_way(write_app):
     best = max(children, key=lambda c: c.data.metrics["score"])
     version = result.client().get_model_version_by_alias("foreign-best", "champion")
     assert version.tags["run_id"] == best.info.run_id
+
+
+def test_credentials_in_the_config_never_reach_mlflow(write_app):
+    secrets_config = config(n_trials=2).replace(
+        "log_model: false", "log_model: false\ndb: {host: h, password: hunter2, api_key: k-123}"
+    )
+    cwd = write_app(APP, secrets_config)
+    result = run_app(cwd, "train.py", "-m", "db.password=from-cli-42")
+    assert result.proc.returncode == 0, result.output
+    parent, children = result.runs("foreign")
+    client = result.client()
+    texts = [
+        open(client.download_artifacts(parent.info.run_id, name)).read()
+        for name in ("sweep_config.yaml", "command_line_overrides.txt")
+    ]
+    for child in children:
+        for name in ("trial/config.yaml", "trial/overrides.txt"):
+            texts.append(open(client.download_artifacts(child.info.run_id, name)).read())
+        texts.append(json.dumps(child.data.params))
+    blob = "\n".join(texts)
+    for secret in ("hunter2", "k-123", "from-cli-42"):
+        assert secret not in blob
+    assert "password: '***'" in blob and "db.password=***" in blob
+    assert "host: h" in blob  # ordinary settings stay readable

@@ -28,6 +28,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig, OmegaConf
 
 from nas_plugin.estimators import make_estimator
+from nas_plugin.tracking.secrets import is_secret_key, mask_override, mask_secrets
 
 # Tag names shared by the job side and the sweeper side.
 TAG_TRIAL = "nas.trial"
@@ -107,6 +108,7 @@ class TrackedTask:
         )
         run_id = run.info.run_id
         params = {**architecture, **{f"estimator.{k}": v for k, v in ctx.estimator.items()}}
+        params = {k: ("***" if is_secret_key(k) else v) for k, v in params.items()}
         client.log_batch(run_id, params=[Param(k, _param_text(v)) for k, v in params.items()])
         _log_trial_files(client, run_id, cfg, overrides, architecture)
         started = time.perf_counter()
@@ -246,8 +248,9 @@ def _log_trial_files(
     # One artifact upload for the three files: each upload is a round trip to the store.
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        (root / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-        (root / "overrides.txt").write_text("\n".join(overrides) + "\n")
+        plain = OmegaConf.to_container(cfg, resolve=False)
+        (root / "config.yaml").write_text(OmegaConf.to_yaml(mask_secrets(plain)))
+        (root / "overrides.txt").write_text("\n".join(map(mask_override, overrides)) + "\n")
         (root / "architecture.json").write_text(json.dumps(architecture, indent=2, default=str))
         client.log_artifacts(run_id, folder, "trial")
 
