@@ -32,12 +32,14 @@ from nas_plugin.sweep_config import (
     check_against_job_config,
     format_value,
 )
+from nas_plugin.tracking.resume import Replay, find_unfinished, fingerprint, load_replay
 from nas_plugin.tracking.secrets import mask_override, mask_secrets
 from nas_plugin.tracking.sweep_run import SweepRun, open_store, resolve_tracking_uri
 from nas_plugin.tracking.trial import TrackedTask, TrialOutcome
 
 log = logging.getLogger(__name__)
 
+RESUME_MODES = ("auto", "never", "must")
 # Consecutive already-seen proposals after which a strategy counts as exhausted.
 MAX_DUPLICATE_PROPOSALS = 100
 
@@ -55,6 +57,7 @@ class NASSweeperImpl:
         self.task_function: TaskFunction | None = None
         self.launcher: Launcher | None = None
         self._composed_pairs: set[tuple[str, Any]] = set()
+        self._replay: Replay | None = None
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -70,7 +73,12 @@ class NASSweeperImpl:
         sweeper_cfg = OmegaConf.to_container(self.config.hydra.sweeper, resolve=True)
         assert isinstance(sweeper_cfg, dict)
         plan = build_plan(sweeper_cfg, arguments)
-        self._check_app_config(plan)
+        job_cfg = self._check_app_config(plan)
+        resume = sweeper_cfg.get("resume", "auto")
+        if resume not in RESUME_MODES:
+            raise SweepConfigError(
+                f"hydra.sweeper.resume={resume!r}; allowed: {list(RESUME_MODES)}"
+            )
         strategy = make_strategy(plan.strategy_config, plan.space, plan.seed)
 
         mlflow_cfg = sweeper_cfg.get("mlflow") or {}
@@ -79,15 +87,41 @@ class NASSweeperImpl:
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        sweep_run.start(
-            mlflow_cfg.get("run_name"),
-            params=_parent_params(plan, strategy),
-            files={
-                "search_space.json": json.dumps(plan.space.describe(), indent=2),
-                "sweep_config.yaml": OmegaConf.to_yaml(mask_secrets(sweeper_cfg)),
-                "command_line_overrides.txt": "\n".join(map(mask_override, arguments)) + "\n",
-            },
-        )
+        # The hydra node is run-specific (times, output dirs): not part of the sweep's identity.
+        app_cfg = {k: v for k, v in OmegaConf.to_container(job_cfg).items() if k != "hydra"}
+        identity = fingerprint(sweeper_cfg, arguments, app_cfg)
+        unfinished = None
+        if resume != "never":
+            unfinished = find_unfinished(sweep_run.client, sweep_run.experiment_id, identity)
+        if unfinished is None and resume == "must":
+            raise SweepConfigError(
+                "hydra.sweeper.resume=must, but no unfinished sweep with the same config and "
+                f"command line is in experiment '{sweep_run.experiment_name}'"
+            )
+        if unfinished is not None:
+            sweep_run.attach(unfinished)
+            self._replay = load_replay(
+                sweep_run.client, sweep_run.experiment_id, unfinished, plan.space, plan.objective
+            )
+            log.info(
+                "Resuming the unfinished sweep (parent run %s): %d finished trials are replayed "
+                "to the strategy, %d interrupted ones run again (hydra.sweeper.resume=never "
+                "starts afresh).",
+                unfinished,
+                len(self._replay.finished),
+                len(self._replay.interrupted),
+            )
+        else:
+            sweep_run.start(
+                mlflow_cfg.get("run_name"),
+                params=_parent_params(plan, strategy),
+                files={
+                    "search_space.json": json.dumps(plan.space.describe(), indent=2),
+                    "sweep_config.yaml": OmegaConf.to_yaml(mask_secrets(sweeper_cfg)),
+                    "command_line_overrides.txt": "\n".join(map(mask_override, arguments)) + "\n",
+                },
+                fingerprint=identity,
+            )
         context = sweep_run.trial_context(
             space_keys=plan.space.names,
             metric=plan.objective.metrics[0] if plan.objective.metrics else None,
@@ -130,8 +164,10 @@ class NASSweeperImpl:
             self._finish(plan, sweep_run, records, sweeper_cfg, status, note)
         return records
 
-    def _check_app_config(self, plan: SweepPlan) -> None:
-        """Compose the app's config once with the fixed overrides; check every key we will set."""
+    def _check_app_config(self, plan: SweepPlan) -> DictConfig:
+        """Compose the app's config once with the fixed overrides; check every key we will set.
+
+        Returns the composed config of a trial with no searched key set."""
         assert self.hydra_context is not None and self.config is not None
         loader = self.hydra_context.config_loader
         # Keys first (a clearer message than Hydra's), then whether the values compose.
@@ -143,6 +179,7 @@ class NASSweeperImpl:
                     f"the app's config does not compose with the overrides {overrides}: {err}"
                 ) from err
             check_against_job_config(plan, job_cfg)
+        return job_cfg
 
     def _run_trials(
         self,
@@ -283,18 +320,36 @@ class NASSweeperImpl:
                 rejected.append(record)
         for number, record in enumerate([*candidates, *rejected], start=first_number):
             record.number = number
-        if candidates:
+        to_launch = [r for r in candidates if not self._replayed(r)]
+        for group in _consecutive(to_launch):
             returns = self.launcher.launch(
-                [r.overrides for r in candidates], initial_job_idx=first_number
+                [r.overrides for r in group], initial_job_idx=group[0].number
             )
-            for record, job in zip(candidates, returns, strict=True):
+            for record, job in zip(group, returns, strict=True):
                 _read_job_return(record, job)
                 if record.ok:
                     record.score = plan.objective.score(record.metrics)
+        for record in rejected:
+            self._replayed(record)
         for record in [*candidates, *rejected]:
             if record.status == "failed" and record.run_id is None:
                 record.run_id = sweep_run.record_unstarted_failure(record, strategy_name)
         return sorted([*candidates, *rejected], key=lambda r: r.number)
+
+    def _replayed(self, record: TrialRecord) -> bool:
+        """Fill ``record`` from the resumed sweep's finished trial of the same number, if any."""
+        known = self._replay.finished.get(record.number) if self._replay else None
+        if known is None:
+            return False
+        if known.encoding != record.encoding:
+            raise SweepAbortedError(
+                f"cannot resume exactly: trial {record.number} was {known.architecture}, but the "
+                f"strategy now proposes {record.architecture}; run with "
+                "hydra.sweeper.resume=never to start a new sweep"
+            )
+        for name in ("status", "value", "score", "metrics", "run_id", "error", "seconds"):
+            setattr(record, name, getattr(known, name))
+        return True
 
     def _check_composes(self, record: TrialRecord) -> None:
         """Compose a candidate's config before launching it, as Hydra's validate_batch_is_legal
@@ -402,6 +457,17 @@ class NASSweeperImpl:
             sweep_run.experiment_id,
             sweep_run.run_id,
         )
+
+
+def _consecutive(records: list[TrialRecord]) -> list[list[TrialRecord]]:
+    """Runs of consecutive trial numbers: each is one launch (job indices are contiguous)."""
+    groups: list[list[TrialRecord]] = []
+    for record in records:
+        if groups and groups[-1][-1].number + 1 == record.number:
+            groups[-1].append(record)
+        else:
+            groups.append([record])
+    return groups
 
 
 def _log_exhausted(records: list[TrialRecord]) -> None:

@@ -68,6 +68,10 @@ class NASSweeperConf:
     seed: int = 0
     # Stop the sweep once more than this many trials have failed; -1 never stops.
     max_failures: int = 3
+    # Exact resume of a killed sweep: "auto" continues the unfinished sweep with the same config
+    # and command line if there is one (its finished trials are replayed, the interrupted ones
+    # run again); "never" always starts afresh; "must" fails if there is nothing to resume.
+    resume: str = "auto"
     objective: ObjectiveConf = field(default_factory=ObjectiveConf)
     # Search space over the app's own config keys, merged with the chosen search_space's params:
     # {key: [choices]} | {key: {low, high[, step]}} (integers, high included) |

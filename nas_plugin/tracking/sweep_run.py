@@ -17,6 +17,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from nas_plugin.leaderboard import TrialRecord, best_of, to_csv
 from nas_plugin.objective import Objective
+from nas_plugin.tracking.resume import TAG_FINGERPRINT
 from nas_plugin.tracking.trial import (
     TAG_ENCODING,
     TAG_MODEL_URI,
@@ -83,12 +84,23 @@ class SweepRun:
         )
         self.run_id = ""
 
-    def start(self, run_name: str | None, params: dict[str, Any], files: dict[str, str]) -> str:
+    def start(
+        self,
+        run_name: str | None,
+        params: dict[str, Any],
+        files: dict[str, str],
+        fingerprint: str,
+    ) -> str:
         name = run_name or time.strftime("sweep-%Y%m%d-%H%M%S")
         run = self.client.create_run(
             self.experiment_id,
             run_name=name,
-            tags={MLFLOW_RUN_NAME: name, TAG_SWEEP: "parent", TAG_WORKER: worker_name()},
+            tags={
+                MLFLOW_RUN_NAME: name,
+                TAG_SWEEP: "parent",
+                TAG_WORKER: worker_name(),
+                TAG_FINGERPRINT: fingerprint,
+            },
         )
         self.run_id = run.info.run_id
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
@@ -97,6 +109,15 @@ class SweepRun:
         for path, text in files.items():
             self.client.log_text(self.run_id, text, path)
         return self.run_id
+
+    def attach(self, run_id: str) -> None:
+        """Continue an unfinished sweep's parent run (exact resume)."""
+        self.run_id = run_id
+        resumes = self.client.get_run(run_id).data.tags.get("nas.resumed", "0")
+        self.client.log_batch(
+            run_id,
+            tags=[RunTag("nas.resumed", str(int(resumes) + 1)), RunTag(TAG_WORKER, worker_name())],
+        )
 
     def trial_context(self, **kwargs: Any) -> TrialContext:
         return TrialContext(
