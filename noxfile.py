@@ -30,6 +30,8 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks that print tables: sweeper overhead vs Hydra's basic sweeper; the demo."""
+    """Benchmarks that print tables: sweeper overhead vs Hydra's basic sweeper, parallel
+    throughput, the demo, and strategies on NAS-Bench-201."""
     session.run("python", "tests/benchmarks/overhead.py", *session.posargs)
+    session.run("python", "tests/benchmarks/throughput.py")
     session.run("python", "tests/benchmarks/demo.py")
