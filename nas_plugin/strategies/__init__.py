@@ -7,13 +7,21 @@ from typing import Any
 
 from nas_plugin.space import SearchSpace
 from nas_plugin.strategies.base import Strategy, StrategyError, check_options
+from nas_plugin.strategies.bo import BayesianOptimization
 from nas_plugin.strategies.evolution import RegularizedEvolution
 from nas_plugin.strategies.grid import GridSearch
+from nas_plugin.strategies.local_search import LocalSearch
+from nas_plugin.strategies.nsga2 import NSGA2
 from nas_plugin.strategies.random_search import RandomSearch
+from nas_plugin.strategies.reinforce import Reinforce
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (RandomSearch, GridSearch, RegularizedEvolution)
 }
+STRATEGIES[LocalSearch.name] = LocalSearch
+STRATEGIES[BayesianOptimization.name] = BayesianOptimization
+STRATEGIES[Reinforce.name] = Reinforce
+STRATEGIES[NSGA2.name] = NSGA2
 
 
 def make_strategy(config: Mapping[str, Any], space: SearchSpace, seed: int) -> Strategy:
@@ -31,9 +39,13 @@ def make_strategy(config: Mapping[str, Any], space: SearchSpace, seed: int) -> S
 
 __all__ = [
     "STRATEGIES",
+    "BayesianOptimization",
     "GridSearch",
+    "LocalSearch",
+    "NSGA2",
     "RandomSearch",
     "RegularizedEvolution",
+    "Reinforce",
     "Strategy",
     "StrategyError",
     "make_strategy",
