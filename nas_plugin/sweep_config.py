@@ -52,6 +52,7 @@ class SweepPlan:
     batch_size: int
     seed: int
     max_failures: int
+    trial_timeout: float | None
     # Non-sweep command-line overrides, applied to every trial as typed.
     fixed_overrides: list[str] = field(default_factory=list)
     # Values the composed job config must hold for the named search space to make sense.
@@ -136,6 +137,7 @@ def build_plan(sweeper_cfg: Mapping[str, Any], arguments: list[str]) -> SweepPla
         batch_size=_int(cfg, "batch_size", minimum=1),
         seed=seed,
         max_failures=_int(cfg, "max_failures", minimum=-1),
+        trial_timeout=_timeout(cfg.get("trial_timeout")),
         fixed_overrides=fixed,
         requires=dict(space_cfg.get("requires") or {}),
         validator=space_cfg.get("validate"),
@@ -225,6 +227,16 @@ def _int(cfg: Mapping[str, Any], key: str, minimum: int | None) -> int:
     if minimum is not None and value < minimum:
         raise SweepConfigError(f"hydra.sweeper.{key}={value} must be >= {minimum}")
     return value
+
+
+def _timeout(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise SweepConfigError(
+            f"hydra.sweeper.trial_timeout={value!r} must be a number of seconds > 0, or null"
+        )
+    return float(value)
 
 
 def _parse_any(key: str, spec: Any) -> Param:

@@ -32,10 +32,16 @@ from nas_plugin.sweep_config import (
     check_against_job_config,
     format_value,
 )
-from nas_plugin.tracking.resume import Replay, find_unfinished, fingerprint, load_replay
+from nas_plugin.tracking.resume import (
+    Replay,
+    find_unfinished,
+    fingerprint,
+    load_replay,
+    record_from_run,
+)
 from nas_plugin.tracking.secrets import mask_override, mask_secrets
 from nas_plugin.tracking.sweep_run import SweepRun, open_store, resolve_tracking_uri
-from nas_plugin.tracking.trial import TrackedTask, TrialOutcome
+from nas_plugin.tracking.trial import TAG_STATUS, TrackedTask, TrialOutcome
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +135,7 @@ class NASSweeperImpl:
             strategy=strategy.name,
             estimator=plan.estimator.describe(),
             estimator_config=plan.estimator_config,
+            timeout_s=plan.trial_timeout,
         )
         assert self.task_function is not None
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -322,9 +329,13 @@ class NASSweeperImpl:
             record.number = number
         to_launch = [r for r in candidates if not self._replayed(r)]
         for group in _consecutive(to_launch):
-            returns = self.launcher.launch(
-                [r.overrides for r in group], initial_job_idx=group[0].number
-            )
+            try:
+                returns = self.launcher.launch(
+                    [r.overrides for r in group], initial_job_idx=group[0].number
+                )
+            except Exception as err:  # noqa: BLE001 - a dead worker must not end the sweep
+                self._recover_lost_batch(plan, sweep_run, group, err)
+                continue
             for record, job in zip(group, returns, strict=True):
                 _read_job_return(record, job)
                 if record.ok:
@@ -335,6 +346,26 @@ class NASSweeperImpl:
             if record.status == "failed" and record.run_id is None:
                 record.run_id = sweep_run.record_unstarted_failure(record, strategy_name)
         return sorted([*candidates, *rejected], key=lambda r: r.number)
+
+    def _recover_lost_batch(
+        self, plan: SweepPlan, sweep_run: SweepRun, group: list[TrialRecord], err: Exception
+    ) -> None:
+        """The launcher raised (e.g. a joblib worker was killed): keep what finished in MLflow,
+        record the rest as failed with the cause, and let the sweep go on."""
+        cause = f"the job was lost ({type(err).__name__}: {err})"
+        log.warning("A batch of %d trial(s) ended abnormally: %s", len(group), cause)
+        for record in group:
+            run = sweep_run.trial_run(record.number)
+            finished = run is not None and run.data.tags.get(TAG_STATUS) == "ok"
+            if finished and run.info.status == "FINISHED":
+                known = record_from_run(run, record.number, plan.space, plan.objective)
+                for name in ("status", "value", "score", "metrics", "run_id", "seconds"):
+                    setattr(record, name, getattr(known, name))
+                continue
+            record.status, record.error = "failed", cause
+            if run is not None:
+                record.run_id = run.info.run_id
+                sweep_run.mark_lost(run.info.run_id, cause)
 
     def _replayed(self, record: TrialRecord) -> bool:
         """Fill ``record`` from the resumed sweep's finished trial of the same number, if any."""

@@ -68,6 +68,8 @@ class NASSweeperConf:
     seed: int = 0
     # Stop the sweep once more than this many trials have failed; -1 never stops.
     max_failures: int = 3
+    # Seconds a trial may run before it is stopped and recorded as failed; null: no limit.
+    trial_timeout: float | None = None
     # Exact resume of a killed sweep: "auto" continues the unfinished sweep with the same config
     # and command line if there is one (its finished trials are replayed, the interrupted ones
     # run again); "never" always starts afresh; "must" fails if there is nothing to resume.

@@ -84,7 +84,7 @@ def load_replay(
         number = int(tags[TAG_TRIAL])
         status = tags.get(TAG_STATUS)
         if status in ("ok", "failed") and run.info.status in ("FINISHED", "FAILED"):
-            replay.finished[number] = _record(run, number, space, objective)
+            replay.finished[number] = record_from_run(run, number, space, objective)
         elif status != STATUS_INTERRUPTED:
             # Killed mid-trial: keep the run for the record, but it counts for nothing.
             client.log_batch(run.info.run_id, tags=[RunTag(TAG_STATUS, STATUS_INTERRUPTED)])
@@ -93,7 +93,8 @@ def load_replay(
     return replay
 
 
-def _record(run: Any, number: int, space: SearchSpace, objective: Objective) -> TrialRecord:
+def record_from_run(run: Any, number: int, space: SearchSpace, objective: Objective) -> TrialRecord:
+    """A finished trial as the sweeper books it, read back from its MLflow run."""
     tags, metrics, params = run.data.tags, dict(run.data.metrics), run.data.params
     architecture = json.loads(tags[TAG_ENCODING])
     record = TrialRecord(

@@ -152,6 +152,24 @@ class SweepRun:
         self.client.set_terminated(run.info.run_id, "FAILED")
         return run.info.run_id
 
+    def trial_run(self, number: int) -> Any | None:
+        """The newest run of trial ``number`` in this sweep, if the job got to create one."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}' and "
+            f"tags.`{TAG_TRIAL}` = '{number}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return runs[0] if runs else None
+
+    def mark_lost(self, run_id: str, error: str) -> None:
+        """A trial whose job died without reporting (a killed worker): FAILED, with the cause."""
+        self.client.log_batch(
+            run_id, tags=[RunTag(TAG_STATUS, "failed"), RunTag("nas.error", error[:5000])]
+        )
+        self.client.set_terminated(run_id, "FAILED")
+
     def tag_rung(self, record: TrialRecord, budget_key: str) -> None:
         """A multi-fidelity trial's budget (param), rung and bracket (tags)."""
         if record.run_id is None:

@@ -9,14 +9,18 @@ the task function runs, the trial's run is MLflow's active run: ``mlflow.log_met
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import socket
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +50,39 @@ class TrialResultError(ValueError):
     """The task function returned something the sweep cannot rank (NaN, not a number...)."""
 
 
+class TrialTimeoutError(TimeoutError):
+    """A trial ran past ``hydra.sweeper.trial_timeout``."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise ``TrialTimeoutError`` in the trial once ``seconds`` have passed.
+
+    Uses SIGALRM, so it works where jobs run in a process's main thread (the basic, joblib and
+    submitit launchers); elsewhere the limit is not enforced and a warning says so.
+    """
+    if not seconds:
+        yield
+        return
+    if threading.current_thread() is not threading.main_thread():
+        warnings.warn(
+            "trial_timeout needs the job to run in a main thread; not enforced", stacklevel=2
+        )
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TrialTimeoutError(f"the trial ran past hydra.sweeper.trial_timeout={seconds:g}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @dataclass(frozen=True)
 class TrialContext:
     """What every job of one sweep needs to know; built by the sweeper, pickled to the jobs."""
@@ -63,6 +100,8 @@ class TrialContext:
     estimator_config: dict[str, Any] = field(default_factory=lambda: {"name": "full"})
     # Metrics a successful trial must report as finite numbers (objectives and reward cost).
     required_metrics: tuple[str, ...] = ()
+    # Seconds a trial may run before it is stopped and recorded as failed; None: no limit.
+    timeout_s: float | None = None
 
 
 @dataclass
@@ -114,7 +153,7 @@ class TrackedTask:
         started = time.perf_counter()
         try:
             # Leaving the block ends the run as FINISHED, or FAILED if the task raised.
-            with mlflow.start_run(run_id=run_id):
+            with mlflow.start_run(run_id=run_id), time_limit(ctx.timeout_s):
                 estimator = make_estimator(ctx.estimator_config)
                 returned = estimator.run_job(cfg, self.task_function)
                 metrics, value = parse_result(returned, ctx.metric, ctx.required_metrics)

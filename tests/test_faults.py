@@ -1,0 +1,98 @@
+"""Fault injection: each fault ends as a recorded failed trial (the sweep goes on) and no
+finished trial's result is lost."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import run_app
+
+pytestmark = pytest.mark.e2e
+
+APP = """
+import os
+import signal
+import time
+
+import hydra
+
+
+@hydra.main(version_base="1.3", config_path=".", config_name="config")
+def main(cfg):
+    if cfg.fault == "hang":
+        time.sleep(600)  # stands for a stuck data loader or a deadlock
+    if cfg.fault == "oom":
+        bytearray(1 << 50)  # a guarded allocation of 1 PiB: MemoryError, not a dead machine
+    if cfg.fault == "die":
+        os.kill(os.getpid(), signal.SIGKILL)  # the worker process is killed mid-trial
+    if cfg.fault == "raise":
+        raise ValueError("bad batch")
+    return {"score": float(len(cfg.fault))}
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+CONFIG = """
+defaults:
+  - override hydra/sweeper: nas
+  - override hydra/sweeper/strategy: grid
+  - _self_
+fault: none
+hydra:
+  sweeper:
+    max_failures: -1
+    trial_timeout: 5
+    objective: {metric: score}
+    mlflow: {experiment: faults}
+"""
+
+
+def _outcomes(result) -> dict[str, tuple[str, str, str]]:
+    _, children = result.runs("faults")
+    return {
+        c.data.params["fault"]: (
+            c.info.status,
+            c.data.tags["nas.status"],
+            c.data.tags.get("nas.error", ""),
+        )
+        for c in children
+    }
+
+
+def test_hang_oom_and_exceptions_fail_their_trial_only(write_app):
+    cwd = write_app(APP, CONFIG)
+    result = run_app(
+        cwd, "train.py", "-m", "fault=choice(none,hang,oom,raise,after)", "hydra.sweeper.n_trials=5"
+    )
+    assert result.proc.returncode == 0, result.output
+    outcomes = _outcomes(result)
+    assert outcomes["none"][:2] == ("FINISHED", "ok")
+    assert outcomes["after"][:2] == ("FINISHED", "ok")  # the sweep went on after the faults
+    assert outcomes["hang"][:2] == ("FAILED", "failed")
+    assert "ran past hydra.sweeper.trial_timeout=5s" in outcomes["hang"][2]
+    assert outcomes["oom"][:2] == ("FAILED", "failed")
+    assert "MemoryError" in outcomes["oom"][2]
+    assert "ValueError: bad batch" in outcomes["raise"][2]
+
+
+def test_a_killed_worker_fails_its_trial_and_keeps_its_neighbours(write_app):
+    cwd = write_app(APP, CONFIG)
+    result = run_app(
+        cwd,
+        "train.py",
+        "-m",
+        "fault=choice(none,die,after,late)",
+        "hydra.sweeper.n_trials=4",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.batch_size=2",
+    )
+    assert result.proc.returncode == 0, result.output
+    outcomes = _outcomes(result)
+    assert outcomes["die"][:2] == ("FAILED", "failed")
+    assert "the job was lost" in outcomes["die"][2]
+    # The trial that shared the dead worker's batch finished: its result is kept.
+    assert outcomes["none"][:2] == ("FINISHED", "ok")
+    assert outcomes["after"][:2] == ("FINISHED", "ok")
+    assert outcomes["late"][:2] == ("FINISHED", "ok")
