@@ -278,17 +278,18 @@ def test_nan_is_not_finite():  # guards the NaN case above against a float parsi
     assert not math.isfinite(float("nan"))
 
 
-def test_trials_in_other_processes_log_the_same_way(write_app):
-    """joblib runs each trial in a worker process: nothing may live only in the sweeper."""
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"],
+    ],
+    ids=["joblib", "submitit_local"],
+)
+def test_trials_in_other_processes_log_the_same_way(write_app, launcher):
+    """Trials run in worker processes: nothing the job needs may live only in the sweeper."""
     cwd = write_app(APP, config(n_trials=4, log_model=True))
-    result = run_app(
-        cwd,
-        "train.py",
-        "-m",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "hydra.sweeper.batch_size=2",
-    )
+    result = run_app(cwd, "train.py", "-m", *launcher, "hydra.sweeper.batch_size=2")
     assert result.proc.returncode == 0, result.output
     parent, children = result.runs("foreign")
     assert len(children) == 4
