@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from nas_plugin.tracking.trial import TAG_STATUS, TrackedTask, TrialOutcome
 log = logging.getLogger(__name__)
 
 RESUME_MODES = ("auto", "never", "must")
+REFILL_MODES = ("auto", "async", "batch")
 # Consecutive already-seen proposals after which a strategy counts as exhausted.
 MAX_DUPLICATE_PROPOSALS = 100
 
@@ -158,7 +160,12 @@ class NASSweeperImpl:
 
         records: list[TrialRecord] = []
         status, note = "FINISHED", None
-        run = self._run_hyperband if isinstance(plan.estimator, Hyperband) else self._run_trials
+        if isinstance(plan.estimator, Hyperband):
+            run = self._run_hyperband
+        elif self._refill_async(plan, sweeper_cfg):
+            run = self._run_trials_async
+        else:
+            run = self._run_trials
         try:
             run(plan, strategy, sweep_run, records)
         except BaseException as err:
@@ -170,6 +177,25 @@ class NASSweeperImpl:
         finally:
             self._finish(plan, sweep_run, records, sweeper_cfg, status, note)
         return records
+
+    def _refill_async(self, plan: SweepPlan, sweeper_cfg: dict[str, Any]) -> bool:
+        """Whether trials start as soon as a worker frees up (no batch barrier)."""
+        refill = sweeper_cfg.get("refill", "auto")
+        if refill not in REFILL_MODES:
+            raise SweepConfigError(
+                f"hydra.sweeper.refill={refill!r}; allowed: {list(REFILL_MODES)}"
+            )
+        if refill == "batch" or plan.batch_size == 1:
+            return False
+        # The basic launcher runs jobs in this process, through Hydra's global state: one at a
+        # time. Launchers that run jobs elsewhere take concurrent launches.
+        in_process = type(self.launcher).__name__ == "BasicLauncher"
+        if refill == "async" and in_process:
+            raise SweepConfigError(
+                "hydra.sweeper.refill=async needs a launcher that runs jobs in other processes "
+                "(joblib, submitit, ray); the basic launcher runs one job at a time"
+            )
+        return not in_process
 
     def _check_app_config(self, plan: SweepPlan) -> DictConfig:
         """Compose the app's config once with the fixed overrides; check every key we will set.
@@ -207,6 +233,47 @@ class NASSweeperImpl:
                 seen[record.encoding] = record
                 strategy.tell(record.encoding, record.score)
             self._accept(plan, records, new_records)
+
+    def _run_trials_async(
+        self,
+        plan: SweepPlan,
+        strategy: Strategy,
+        sweep_run: SweepRun,
+        records: list[TrialRecord],
+    ) -> None:
+        """No batch barrier: up to ``batch_size`` trials in flight, one launch each; when one
+        finishes, the strategy hears it and the next candidate starts at once."""
+        seen: dict[Encoding, TrialRecord] = {}
+        in_flight: dict[Future, list[TrialRecord]] = {}
+        next_number, exhausted = 0, False
+        with ThreadPoolExecutor(max_workers=plan.batch_size) as pool:
+            while True:
+                while (
+                    not exhausted
+                    and len(in_flight) < plan.batch_size
+                    and (next_number < plan.n_trials)
+                ):
+                    pending = {r.encoding for batch in in_flight.values() for r in batch}
+                    batch = self._next_candidates(strategy, seen, 1, plan, pending)
+                    if not batch:
+                        exhausted = True
+                        _log_exhausted(records)
+                        break
+                    prepared = self._prepare(plan, batch, next_number)
+                    next_number += 1
+                    future = pool.submit(self._execute, plan, sweep_run, prepared)
+                    in_flight[future] = prepared
+                if not in_flight:
+                    return
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                # Several may finish together: tell them in trial order, not set order.
+                for future in sorted(done, key=lambda f: in_flight[f][0].number):
+                    future.result()  # _execute records failures itself; this re-raises bugs
+                    finished = self._settle(sweep_run, in_flight.pop(future), strategy.name)
+                    for record in finished:
+                        seen[record.encoding] = record
+                        strategy.tell(record.encoding, record.score)
+                    self._accept(plan, records, finished)
 
     def _run_hyperband(
         self,
@@ -278,15 +345,21 @@ class NASSweeperImpl:
             )
 
     def _next_candidates(
-        self, strategy: Strategy, seen: dict[Encoding, TrialRecord], wanted: int, plan: SweepPlan
+        self,
+        strategy: Strategy,
+        seen: dict[Encoding, TrialRecord],
+        wanted: int,
+        plan: SweepPlan,
+        running: set[Encoding] | None = None,
     ) -> list[Encoding]:
         batch: list[Encoding] = []
         duplicates = 0
+        running = running or set()
         while len(batch) < wanted and duplicates < MAX_DUPLICATE_PROPOSALS:
             candidate = strategy.ask()
             if candidate is None:
                 break
-            if candidate in seen or candidate in batch:
+            if candidate in seen or candidate in batch or candidate in running:
                 # Identical candidates are never trained twice: the strategy hears the known score.
                 duplicates += 1
                 if candidate in seen:
@@ -307,9 +380,20 @@ class NASSweeperImpl:
         extra: dict[str, Any] | None = None,
     ) -> list[TrialRecord]:
         """Launch one batch; ``extra`` overrides (a budget) are set on every trial in it."""
-        assert self.launcher is not None and self.hydra_context is not None
-        candidates = []
-        rejected = []
+        records = self._prepare(plan, batch, first_number, extra)
+        self._execute(plan, sweep_run, records)
+        return self._settle(sweep_run, records, strategy_name)
+
+    def _prepare(
+        self,
+        plan: SweepPlan,
+        batch: list[Encoding],
+        first_number: int,
+        extra: dict[str, Any] | None = None,
+    ) -> list[TrialRecord]:
+        """Number the candidates and compose their configs (sweeper thread only: Hydra's config
+        loader is not thread-safe); fill those a resumed sweep already finished."""
+        candidates, rejected = [], []
         extra_overrides = [f"{k}={format_value(v)}" for k, v in (extra or {}).items()]
         for encoding in batch:
             architecture = plan.space.decode(encoding)
@@ -325,10 +409,17 @@ class NASSweeperImpl:
             except Exception as err:  # noqa: BLE001 - recorded as this trial's failure
                 record.status, record.error = "failed", f"config does not compose: {err}"
                 rejected.append(record)
-        for number, record in enumerate([*candidates, *rejected], start=first_number):
+        records = [*candidates, *rejected]
+        for number, record in enumerate(records, start=first_number):
             record.number = number
-        to_launch = [r for r in candidates if not self._replayed(r)]
-        for group in _consecutive(to_launch):
+            self._replayed(record)
+        return records
+
+    def _execute(self, plan: SweepPlan, sweep_run: SweepRun, records: list[TrialRecord]) -> None:
+        """Run the trials still undecided, one launch per run of consecutive numbers."""
+        assert self.launcher is not None
+        pending = [r for r in records if r.status == "running"]
+        for group in _consecutive(pending):
             try:
                 returns = self.launcher.launch(
                     [r.overrides for r in group], initial_job_idx=group[0].number
@@ -340,12 +431,14 @@ class NASSweeperImpl:
                 _read_job_return(record, job)
                 if record.ok:
                     record.score = plan.objective.score(record.metrics)
-        for record in rejected:
-            self._replayed(record)
-        for record in [*candidates, *rejected]:
+
+    def _settle(
+        self, sweep_run: SweepRun, records: list[TrialRecord], strategy_name: str
+    ) -> list[TrialRecord]:
+        for record in records:
             if record.status == "failed" and record.run_id is None:
                 record.run_id = sweep_run.record_unstarted_failure(record, strategy_name)
-        return sorted([*candidates, *rejected], key=lambda r: r.number)
+        return sorted(records, key=lambda r: r.number)
 
     def _recover_lost_batch(
         self, plan: SweepPlan, sweep_run: SweepRun, group: list[TrialRecord], err: Exception

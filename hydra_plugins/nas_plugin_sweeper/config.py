@@ -64,6 +64,11 @@ class NASSweeperConf:
     n_trials: int = 10
     # Candidates handed to the launcher at once (a parallel launcher runs them side by side).
     batch_size: int = 1
+    # "auto": with a launcher that runs jobs in other processes (joblib, submitit, ray) and
+    # batch_size > 1, keep batch_size trials in flight and start the next candidate as soon as
+    # one finishes (no batch barrier); "batch": launch in batches and wait for each (needed for
+    # exact resume, since the order results arrive in then does not depend on timing).
+    refill: str = "auto"
     # Seeds the strategy: the same seed proposes the same candidates.
     seed: int = 0
     # Stop the sweep once more than this many trials have failed; -1 never stops.
