@@ -229,10 +229,7 @@ class NASSweeperImpl:
                 _log_exhausted(records)
                 return
             new_records = self._launch(plan, batch, len(records), sweep_run, strategy.name)
-            for record in new_records:
-                seen[record.encoding] = record
-                strategy.tell(record.encoding, record.score)
-            self._accept(plan, records, new_records)
+            self._conclude(plan, strategy, seen, records, new_records)
 
     def _run_trials_async(
         self,
@@ -270,10 +267,7 @@ class NASSweeperImpl:
                 for future in sorted(done, key=lambda f: in_flight[f][0].number):
                     future.result()  # _execute records failures itself; this re-raises bugs
                     finished = self._settle(sweep_run, in_flight.pop(future), strategy.name)
-                    for record in finished:
-                        seen[record.encoding] = record
-                        strategy.tell(record.encoding, record.score)
-                    self._accept(plan, records, finished)
+                    self._conclude(plan, strategy, seen, records, finished)
 
     def _run_hyperband(
         self,
@@ -324,6 +318,20 @@ class NASSweeperImpl:
                     break
             if len(records) >= plan.n_trials:
                 return
+
+    def _conclude(
+        self,
+        plan: SweepPlan,
+        strategy: Strategy,
+        seen: dict[Encoding, TrialRecord],
+        records: list[TrialRecord],
+        finished: list[TrialRecord],
+    ) -> None:
+        """Tell the strategy about finished trials, then book them."""
+        for record in finished:
+            seen[record.encoding] = record
+            strategy.tell(record.encoding, record.score)
+        self._accept(plan, records, finished)
 
     def _accept(
         self, plan: SweepPlan, records: list[TrialRecord], new_records: list[TrialRecord]
