@@ -1,7 +1,7 @@
 """Vision NAS pipeline: one trial = build a timm model from the config, train it, score it.
 
-    python pipelines/vision.py -m          # a real architecture search (see conf/vision.yaml)
-    python pipelines/vision.py             # train the config's single architecture once
+python pipelines/vision.py -m          # a real architecture search (see conf/vision.yaml)
+python pipelines/vision.py             # train the config's single architecture once
 """
 
 from __future__ import annotations

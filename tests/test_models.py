@@ -117,7 +117,7 @@ def test_invalid_stage_values_name_the_key(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"kind": "transformer"}, "model.kind = 'transformer' is not allowed: expected one of "),
+        ({"kind": "rnn"}, "model.kind = 'rnn' is not allowed: expected one of "),
         ({"activation": "tanh"}, "model.activation = 'tanh' is not allowed"),
         ({"width_mult": 0}, "model.width_mult = 0 is not allowed"),
         ({"stages": {}}, "model.stages = {} is not allowed"),

@@ -10,6 +10,7 @@ from torch import nn
 from nas_plugin.models.mbconv import build_mbconv
 from nas_plugin.models.nb201 import build_nb201
 from nas_plugin.models.timm_family import build_timm, build_timm_family
+from nas_plugin.models.transformer import build_transformer
 
 Builder = Callable[[Mapping[str, Any], int, int], nn.Module]
 
@@ -18,6 +19,7 @@ BUILDERS: dict[str, Builder] = {
     "timm_family": build_timm_family,
     "timm": build_timm,
     "nb201": build_nb201,
+    "transformer": build_transformer,
 }
 
 

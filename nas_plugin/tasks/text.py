@@ -1,0 +1,327 @@
+"""The text classification trial: tokenize, build the config's transformer, train it, score it.
+
+The tokenizer comes from ``nas_plugin.tasks.tokenizer`` (pretrained where available, else trained
+on the training split and cached), the model from ``nas_plugin.models.transformer``. Texts are
+truncated to ``model.max_length`` tokens and padded per batch to the longest text in it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import mlflow
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from sklearn.metrics import f1_score
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from nas_plugin.hardware.cost import measure_cost
+from nas_plugin.models.transformer import build_transformer, resolve_architecture
+from nas_plugin.tasks.text_data import TextSplit, load_text_data
+from nas_plugin.tasks.tokenizer import LoadedTokenizer, load_tokenizer
+from nas_plugin.tracking.text_model import log_text_model
+
+OPTIMIZERS = ("adamw", "sgd")
+EVAL_BATCH_SIZE = 256
+INPUT_EXAMPLE_SIZE = 3
+MIN_SEQ_LENGTH = 1
+
+
+class EncodedSplit:
+    """Token ids of one split (truncated, not padded) and its label ids."""
+
+    def __init__(self, ids: list[list[int]], labels: np.ndarray) -> None:
+        self.ids = ids
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batches(
+        self, batch_size: int, pad_id: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(input_ids, attention_mask, labels) batches, shuffled when a generator is given."""
+        order = (
+            torch.randperm(len(self), generator=generator)
+            if generator is not None
+            else torch.arange(len(self))
+        )
+        for start in range(0, len(self), batch_size):
+            index = order[start : start + batch_size].tolist()
+            rows = [self.ids[i] for i in index]
+            width = max(len(row) for row in rows)
+            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, row in enumerate(rows):
+                input_ids[i, : len(row)] = torch.as_tensor(row)
+                mask[i, : len(row)] = 1
+            yield input_ids, mask, self.labels[index]
+
+
+class RandomTokenClassifier(nn.Module):
+    """Adapter for ``measure_cost``, which feeds one float tensor of uniform values in [0, 1).
+
+    It maps them to token ids of a full-length sequence (all positions attended), so the cost
+    is that of classifying one text of ``seq_length`` tokens, and returns the logits.
+    """
+
+    def __init__(self, model: nn.Module, vocab_size: int) -> None:
+        super().__init__()
+        self.model = model
+        self.vocab_size = vocab_size
+
+    def forward(self, uniform: torch.Tensor) -> torch.Tensor:
+        ids = (uniform * self.vocab_size).long().clamp_(0, self.vocab_size - 1)
+        return self.model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+
+
+def run_text_trial(cfg: DictConfig) -> dict[str, float]:
+    """Train ``cfg.model`` (``kind: transformer``) on ``cfg.task`` and return scores and cost.
+
+    Per epoch, ``train_loss``, ``val_loss``, ``val_accuracy`` and ``val_macro_f1`` are logged at
+    step = epoch (1-based) to the active MLflow run, if there is one; no run is started here.
+    With an active run the resolved architecture (derived head count and FFN size included) is
+    logged as ``arch.*`` params and the tokenizer as ``tokenizer.*`` tags; with ``log_model`` too,
+    the trained model and its tokenizer are logged with
+    ``nas_plugin.tracking.text_model.log_text_model`` (raw text in, label names out).
+
+    Returns floats: ``val_accuracy``, ``val_loss``, ``val_macro_f1``, the same three for
+    ``test_``, ``train_loss`` (mean over the last epoch), ``params``, ``flops``, ``latency_ms``,
+    ``peak_memory_mb`` (one text of ``hardware.seq_length`` tokens, default ``model.max_length``,
+    at batch 1; only ``params`` when ``hardware.measure`` is false), ``train_seconds`` and
+    ``epochs``.
+
+    Raises:
+        FloatingPointError: the training loss became NaN or infinite.
+        ValueError: a bad config value, named in the message.
+    """
+    seed = int(cfg.seed)
+    _seed_everything(seed)
+    train_cfg = cfg.train
+    epochs, batch_size, lr = int(train_cfg.epochs), int(train_cfg.batch_size), float(train_cfg.lr)
+    if epochs < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(
+            f"train.epochs = {epochs}, train.batch_size = {batch_size}, train.lr = {lr}: "
+            "expected epochs >= 1, batch_size >= 1 and lr > 0"
+        )
+    if cfg.model.get("kind") != "transformer":
+        raise ValueError(
+            f"model.kind = {cfg.model.get('kind')!r}: the text task trains transformer encoders; "
+            "select model=transformer"
+        )
+    arch = resolve_architecture(cfg.model)
+    torch.set_num_threads(int(train_cfg.get("num_threads", 1)))
+
+    data = load_text_data(cfg.task, float(train_cfg.get("train_fraction", 1.0)), seed)
+    loaded = load_tokenizer(cfg.task.get("tokenizer") or {}, data.train.texts)
+    tokenizer = loaded.tokenizer
+    model = build_transformer(
+        cfg.model,
+        data.num_classes,
+        len(tokenizer),
+        pad_token_id=int(tokenizer.pad_token_id),
+        labels=data.class_names,
+    )
+    splits = {
+        name: _encode(tokenizer, split, arch.max_length)
+        for name, split in (("train", data.train), ("val", data.val), ("test", data.test))
+    }
+
+    results: dict[str, float] = {}
+    hardware = cfg.get("hardware") or {}
+    if hardware.get("measure", True):
+        seq_length = int(hardware.get("seq_length") or arch.max_length)
+        if not MIN_SEQ_LENGTH <= seq_length <= arch.max_length:
+            raise ValueError(
+                f"hardware.seq_length = {seq_length} is not allowed: expected {MIN_SEQ_LENGTH} to "
+                f"model.max_length = {arch.max_length}"
+            )
+        with _frozen(model):
+            cost = measure_cost(
+                RandomTokenClassifier(model, len(tokenizer)),
+                (seq_length,),
+                latency_repeats=int(hardware.get("latency_repeats", 30)),
+                warmup=int(hardware.get("latency_warmup", 5)),
+            )
+        results.update(cost)
+    else:
+        results["params"] = float(sum(p.numel() for p in model.parameters()))
+
+    active = mlflow.active_run() is not None
+    if active:
+        mlflow.log_params(arch.as_params())
+        mlflow.set_tags(_tokenizer_tags(loaded))
+
+    pad_id = int(tokenizer.pad_token_id)
+    train_loss, val, seconds = _train(model, splits, train_cfg, seed, pad_id, active)
+    test = _evaluate(model, splits["test"], pad_id)
+    results.update(
+        val_accuracy=val["accuracy"],
+        val_loss=val["loss"],
+        val_macro_f1=val["macro_f1"],
+        test_accuracy=test["accuracy"],
+        test_loss=test["loss"],
+        test_macro_f1=test["macro_f1"],
+        train_loss=train_loss,
+        train_seconds=seconds,
+        epochs=float(epochs),
+    )
+
+    if cfg.get("log_model", False) and active:
+        example = data.val.texts[:INPUT_EXAMPLE_SIZE]
+        log_text_model(model, tokenizer, arch.max_length, example)
+    return results
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, split: TextSplit, max_length: int) -> EncodedSplit:
+    encoded = tokenizer(split.texts, truncation=True, max_length=max_length)
+    return EncodedSplit(encoded["input_ids"], split.labels)
+
+
+def _train(
+    model: nn.Module,
+    splits: dict[str, EncodedSplit],
+    train_cfg: DictConfig,
+    seed: int,
+    pad_id: int,
+    log: bool,
+) -> tuple[float, dict[str, float], float]:
+    """Train; return (last epoch's train loss, last validation scores, seconds)."""
+    epochs, batch_size = int(train_cfg.epochs), int(train_cfg.batch_size)
+    train = splits["train"]
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    optimizer = _optimizer(model, train_cfg)
+    scheduler = _warmup_cosine(
+        optimizer, epochs * steps_per_epoch, float(train_cfg.get("warmup_fraction", 0.1))
+    )
+    clip = float(train_cfg.get("grad_clip", 1.0))
+    generator = torch.Generator().manual_seed(seed)
+
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total_loss, seen = 0.0, 0
+        for step, (input_ids, mask, labels) in enumerate(
+            train.batches(batch_size, pad_id, generator)
+        ):
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
+            loss = F.cross_entropy(logits, labels)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss is {loss.item()} at epoch {epoch}, batch {step}: the model "
+                    f"diverged; lower train.lr (now {train_cfg.lr}) or change the architecture"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip > 0:  # post-LN transformers trained from scratch spike without it
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss.item() * len(labels)
+            seen += len(labels)
+        train_loss = total_loss / seen
+        val = _evaluate(model, splits["val"], pad_id)
+        if log:
+            mlflow.log_metrics(
+                {
+                    "train_loss": train_loss,
+                    "val_loss": val["loss"],
+                    "val_accuracy": val["accuracy"],
+                    "val_macro_f1": val["macro_f1"],
+                },
+                step=epoch,
+            )
+    return train_loss, val, time.perf_counter() - start
+
+
+def _optimizer(model: nn.Module, train_cfg: DictConfig) -> torch.optim.Optimizer:
+    name = train_cfg.get("optimizer", "adamw")
+    lr, weight_decay = float(train_cfg.lr), float(train_cfg.get("weight_decay", 0.0))
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
+        )
+    raise ValueError(
+        f"train.optimizer = {name!r} is not allowed: expected one of {', '.join(OPTIMIZERS)}"
+    )
+
+
+def _warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over ``warmup_fraction`` of the steps, then cosine decay to 0."""
+    if not 0.0 <= warmup_fraction < 1.0:
+        raise ValueError(
+            f"train.warmup_fraction = {warmup_fraction} is not allowed: expected 0 <= f < 1"
+        )
+    warmup = max(1, round(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def _evaluate(model: nn.Module, split: EncodedSplit, pad_id: int) -> dict[str, float]:
+    """Mean cross-entropy, accuracy and macro F1 of ``model`` in eval mode on ``split``."""
+    model.eval()
+    total_loss, predictions = 0.0, []
+    for input_ids, mask, labels in split.batches(EVAL_BATCH_SIZE, pad_id):
+        logits = model(input_ids=input_ids, attention_mask=mask).logits
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        predictions.append(logits.argmax(dim=1))
+    loss = total_loss / len(split)
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"evaluation loss is {loss}: the trained model diverged")
+    predicted = torch.cat(predictions).numpy()
+    truth = split.labels.numpy()
+    return {
+        "loss": loss,
+        "accuracy": float((predicted == truth).mean()),
+        "macro_f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+    }
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """Parameters without ``requires_grad`` inside the block.
+
+    torch's ``FlopCounterMode`` hooks module inputs that require grad; a view of a parameter
+    taken under ``no_grad`` (DeBERTa's relative position embeddings) requires grad but has no
+    grad function, which makes the hook fail.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for param, _ in flags:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
+def _tokenizer_tags(loaded: LoadedTokenizer) -> dict[str, str]:
+    return {
+        "tokenizer.source": loaded.source,
+        "tokenizer.key": loaded.key,
+        "tokenizer.vocab_size": str(len(loaded.tokenizer)),
+    }
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
