@@ -1,0 +1,232 @@
+"""The ``nas-plugin`` command line.
+
+    nas-plugin bench nb201 [--table nb201_cifar10] [--metric cifar10_test_acc] [--cost COL]
+                           [--strategy NAME ...] [--queries 300] [--seeds 30]
+                           [--option [STRATEGY.]NAME=VALUE ...] [--json]
+
+``bench nb201`` runs search strategies against a NAS-Bench-201 table in process (no Hydra, no
+MLflow) and prints the mean ± std of the best metric found after 25, 50, 100, 150 and 300
+queries over the seeds, next to Optuna's TPE. With ``--cost`` it runs the multi-objective
+benchmark (metric vs cost) instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+BENCHMARKS = ("nb201",)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nas-plugin`` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "bench":
+        return _bench(args, parser)
+    parser.print_help()
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    from nas_plugin.bench.harness import DEFAULT_CHECKPOINTS, DEFAULT_STRATEGIES
+
+    parser = argparse.ArgumentParser(prog="nas-plugin", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    bench = commands.add_parser(
+        "bench",
+        help="benchmark search strategies on a tabular NAS benchmark",
+        description="Run strategies in process against a benchmark table, side by side with "
+        "Optuna's TPE ('tpe'), and print the best metric found after each checkpoint.",
+    )
+    bench.add_argument("benchmark", choices=BENCHMARKS, help="the search space of the table")
+    bench.add_argument(
+        "--table", default="nb201_cifar10", help="a packaged table's name or a CSV/CSV.gz path"
+    )
+    bench.add_argument("--metric", default="cifar10_test_acc", help="the column to optimize")
+    bench.add_argument(
+        "--minimize", action="store_true", help="the metric is better when lower (default: higher)"
+    )
+    bench.add_argument(
+        "--cost", help="a cost column (e.g. lat_ms_gold_6226): run the multi-objective benchmark"
+    )
+    bench.add_argument(
+        "--strategy",
+        action="append",
+        help=f"a strategy to run, repeatable (default: {' '.join(DEFAULT_STRATEGIES)})",
+    )
+    bench.add_argument("--queries", type=_positive, default=300, help="queries per run")
+    bench.add_argument("--seeds", type=_positive, default=30, help="runs per strategy")
+    bench.add_argument(
+        "--checkpoints",
+        type=_checkpoints,
+        default=DEFAULT_CHECKPOINTS,
+        help="comma-separated query counts to report (default: %(default)s)",
+    )
+    bench.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="[STRATEGY.]NAME=VALUE",
+        help="a strategy option (YAML value), repeatable; without a STRATEGY prefix it goes to "
+        "every selected strategy that takes it",
+    )
+    bench.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _checkpoints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(_positive(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of positive integers"
+        ) from None
+
+
+def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from nas_plugin.bench.harness import DEFAULT_STRATEGIES, BenchError, run_benchmark
+    from nas_plugin.strategies import StrategyError
+    from nas_plugin.tabular import TableError
+
+    strategies = args.strategy or list(DEFAULT_STRATEGIES)
+    try:
+        if args.cost:
+            if args.option:
+                parser.error("--option is not supported together with --cost")
+            return _pareto(args, strategies)
+        options = parse_options(args.option, strategies)
+        result = run_benchmark(
+            args.table,
+            args.metric,
+            strategies,
+            args.checkpoints,
+            args.seeds,
+            args.queries,
+            options,
+            maximize=not args.minimize,
+            progress=None if args.json else _progress,
+        )
+    except (BenchError, StrategyError, TableError) as err:
+        print(f"nas-plugin bench: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    direction = "highest" if result.maximize else "lowest"
+    print(
+        f"\n{result.metric} on {result.table}: best found after N queries, mean ± std over "
+        f"{result.seeds} seeds ({direction} in the table: {result.optimum:g})\n"
+    )
+    print(result.markdown())
+    return 0
+
+
+def _progress(trace: Any) -> None:
+    print(f"  {trace.strategy}: done ({trace.ms_per_ask:.2f} ms/ask)", file=sys.stderr)
+
+
+def parse_options(items: Sequence[str], strategies: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["bo.parents=3", "start_samples=5"]`` -> ``{"bo": {"parents": 3}, ...}``.
+
+    An unprefixed option goes to every selected strategy whose constructor takes it.
+    """
+    from nas_plugin.bench.harness import TPE, BenchError
+    from nas_plugin.strategies import STRATEGIES
+    from nas_plugin.strategies.base import check_options
+
+    options: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--option {item!r} must look like [strategy.]name=value")
+        value = yaml.safe_load(text)
+        strategy, dot, name = key.rpartition(".")
+        if dot:
+            if strategy not in strategies:
+                raise BenchError(
+                    f"--option {item!r} names strategy {strategy!r}, which is not selected "
+                    f"({list(strategies)})"
+                )
+            targets = [strategy]
+        else:
+            targets = [s for s in strategies if s in STRATEGIES and _takes(STRATEGIES[s], name)]
+            if not targets:
+                raise BenchError(
+                    f"--option {item!r}: no selected strategy takes option {name!r}; prefix it "
+                    "with a strategy name (e.g. tpe.n_startup_trials=5)"
+                )
+        for target in targets:
+            options.setdefault(target, {})[name] = value
+    for strategy, given in options.items():
+        if strategy != TPE:
+            check_options(STRATEGIES[strategy], given)
+    return options
+
+
+def _takes(cls: type, name: str) -> bool:
+    from nas_plugin.strategies.base import StrategyError, check_options
+
+    try:
+        check_options(cls, {name: None})
+    except StrategyError:
+        return False
+    return True
+
+
+def _pareto(args: argparse.Namespace, strategies: list[str]) -> int:
+    try:
+        from nas_plugin.bench.pareto_bench import run_pareto_benchmark
+    except ModuleNotFoundError as err:
+        if err.name not in ("nas_plugin.bench.pareto_bench",):
+            raise
+        print(
+            "nas-plugin bench: error: --cost needs the multi-objective benchmark "
+            "(nas_plugin.bench.pareto_bench), which this installation does not have",
+            file=sys.stderr,
+        )
+        return 2
+    from nas_plugin.bench.harness import resolve_checkpoints
+
+    checkpoints = resolve_checkpoints(args.checkpoints, args.queries)
+    rows = run_pareto_benchmark(
+        args.table, args.metric, args.cost, strategies, checkpoints, args.seeds
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(markdown_rows(rows))
+    return 0
+
+
+def markdown_rows(rows: Sequence[dict[str, Any]]) -> str:
+    """Any list of flat dicts as a markdown table (columns in order of first appearance)."""
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
