@@ -10,9 +10,10 @@ from nas_plugin.estimators.full import FullTraining
 from nas_plugin.estimators.hyperband import Hyperband
 from nas_plugin.estimators.low_fidelity import LowFidelity
 from nas_plugin.estimators.tabular import TabularEstimator
+from nas_plugin.estimators.zero_cost import ZeroCost
 
 ESTIMATORS = {
-    cls.name: cls for cls in (FullTraining, LowFidelity, Hyperband, TabularEstimator)
+    cls.name: cls for cls in (FullTraining, LowFidelity, Hyperband, TabularEstimator, ZeroCost)
 }
 
 

@@ -1,0 +1,79 @@
+"""The vision task's model factory for zero-cost proxies (``estimator=zero_cost``).
+
+:func:`proxy_inputs` builds the network a vision trial (:mod:`nas_plugin.tasks.vision`) would
+train, with the same initial weights, and draws minibatches of raw training images for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from nas_plugin.models import build_model
+from nas_plugin.tasks.vision import Preprocess, _channel_stats, _seed_everything
+from nas_plugin.tasks.vision_data import VisionData, load_vision_data
+
+
+def proxy_inputs(
+    cfg: DictConfig, batch_size: int, batches: int, seed: int
+) -> tuple[nn.Module, list[torch.Tensor], list[torch.Tensor]]:
+    """(model, image batches, label batches) for the trial config ``cfg``.
+
+    The model is ``Preprocess -> network``, initialised from ``cfg.seed`` exactly as
+    ``run_vision_trial`` initialises it, so it takes raw images in [0, 1]. The ``batches``
+    batches of ``batch_size`` images are drawn without replacement from the trial's training
+    split by ``seed``. Uses ``train.num_threads`` torch threads, as the trial does.
+    """
+    if batch_size < 1 or batches < 1:
+        raise ValueError(f"batch_size = {batch_size}, batches = {batches}: expected >= 1 each")
+    train_cfg = cfg.get("train") or {}
+    torch.set_num_threads(int(train_cfg.get("num_threads", 1)))
+    trial_seed = int(cfg.seed)
+    data, mean, std = _cached_data(
+        _task_key(cfg.task), float(train_cfg.get("train_fraction", 1.0)), trial_seed
+    )
+    # The trial seeds, loads its data (which draws nothing from torch's generator), then builds:
+    # seeding right before building gives the trial's initial weights.
+    _seed_everything(trial_seed)
+    net = build_model(cfg.model, data.num_classes, data.in_chans)
+    model = nn.Sequential(Preprocess(int(cfg.task.resolution), mean, std), net)
+
+    wanted = batch_size * batches
+    if len(data.train) < wanted:
+        raise ValueError(
+            f"the training split has {len(data.train)} images, fewer than batch_size x batches "
+            f"= {batch_size} x {batches}: lower them"
+        )
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
+    chosen = order[:wanted].tolist()
+    images = torch.stack([data.train[i][0] for i in chosen])
+    labels = data.train.labels[chosen]
+    return model, list(images.split(batch_size)), list(labels.split(batch_size))
+
+
+def _task_key(task_cfg: Any) -> str:
+    plain = (
+        OmegaConf.to_container(task_cfg, resolve=True)
+        if OmegaConf.is_config(task_cfg)
+        else task_cfg
+    )
+    if not isinstance(plain, Mapping):
+        raise ValueError(f"task = {task_cfg!r} is not allowed: expected a mapping")
+    return json.dumps(plain, sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_data(
+    task_key: str, train_fraction: float, seed: int
+) -> tuple[VisionData, torch.Tensor, torch.Tensor]:
+    """The task's splits and channel statistics, loaded once per process: a pre-screen or a
+    correlation report builds many models on the same data."""
+    data = load_vision_data(json.loads(task_key), train_fraction, seed)
+    mean, std = _channel_stats(data.train)
+    return data, mean, std
