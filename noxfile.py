@@ -35,3 +35,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/benchmarks/overhead.py", *session.posargs)
     session.run("python", "tests/benchmarks/throughput.py")
     session.run("python", "tests/benchmarks/demo.py")
+    session.run("nas-plugin", "bench", "nb201", "--seeds", "30")

@@ -98,6 +98,15 @@ def mbconv_net() -> nn.Module:
     return build_model(model_cfg, 3, 1)
 
 
+def mobilenetv3_net() -> nn.Module:
+    """A timm model: Hardswish, Hardsigmoid squeeze-and-excitation gates (no second derivative
+    in torch: grasp must work around it)."""
+    model_cfg = {"kind": "timm_family", "family": "mobilenetv3", "drop_rate": 0.2}
+    model_cfg["mobilenetv3"] = {"size": "small", "width": 0.75}
+    torch.manual_seed(0)
+    return build_model(model_cfg, 3, 1)
+
+
 @pytest.fixture(scope="module")
 def bert() -> tuple[nn.Module, dict[str, torch.Tensor], torch.Tensor]:
     from transformers import AutoModelForSequenceClassification, BertConfig
@@ -127,6 +136,7 @@ CASES = {
     "convnet": vision_case(convnet),
     "nb201": vision_case(nb201_net),
     "mbconv": vision_case(mbconv_net),
+    "mobilenetv3": vision_case(mobilenetv3_net),
     "bert": lambda bert: bert,
 }
 

@@ -145,10 +145,10 @@ def _best_after(strategy, score, budget: int) -> float:
 )
 def test_finds_better_candidates_than_random_search(build):
     space, score = _needle_space_and_score()
-    found = [_best_after(build(space, s), score, 120) for s in range(6)]
-    randoms = [_best_after(RandomSearch(space, seed=s), score, 120) for s in range(6)]
-    assert statistics.mean(found) > statistics.mean(randoms) + 2
-    assert min(found) > max(randoms)
+    found = [_best_after(build(space, s), score, 100) for s in range(6)]
+    randoms = [_best_after(RandomSearch(space, seed=s), score, 100) for s in range(6)]
+    assert found == [12.0] * 6  # the known optimum, every time
+    assert statistics.mean(randoms) < 9
 
 
 def _table_rows(text: str) -> list[list[str]]:

@@ -212,6 +212,7 @@ def run_tpe(
     space = nb201.search_space()
     keys = [param.name for param in space.params]
     choices = {param.name: list(param.values()) for param in space.params}
+    sign = 1.0 if maximize else -1.0
     best = np.full((seeds, queries), np.nan)
     ask_seconds, asks = 0.0, 0
     for seed in range(seeds):
@@ -219,7 +220,7 @@ def run_tpe(
         study = optuna.create_study(
             direction="maximize" if maximize else "minimize", sampler=sampler
         )
-        incumbent = math.nan
+        incumbent = -math.inf
         for query in range(queries):
             start = time.perf_counter()
             trial = study.ask()
@@ -231,9 +232,8 @@ def run_tpe(
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
             else:
                 study.tell(trial, value)
-                better = value > incumbent if maximize else value < incumbent
-                incumbent = value if math.isnan(incumbent) or better else incumbent
-            best[seed, query] = incumbent
+                incumbent = max(incumbent, sign * value)
+            best[seed, query] = sign * incumbent if math.isfinite(incumbent) else np.nan
     return Trace(TPE, dict(options or {}), best, ask_seconds, asks)
 
 
@@ -255,7 +255,7 @@ def run_benchmark(
     """
     if seeds < 1:
         raise BenchError(f"seeds={seeds} must be a positive integer")
-    queries = max(checkpoints) if queries is None else queries
+    queries = max(checkpoints, default=300) if queries is None else queries
     checkpoints = resolve_checkpoints(checkpoints, queries)
     for strategy in strategies:
         _check_single_objective(strategy)

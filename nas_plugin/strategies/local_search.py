@@ -4,8 +4,10 @@ A climb starts from the best of ``start_samples`` random candidates. It then eva
 neighbours of the current candidate (every candidate that differs in one decision, in a seeded
 random order) and moves to the first neighbour that scores better ("first improvement"), which
 costs far fewer queries than scanning the whole neighbourhood at every step. When no neighbour is
-better, the current candidate is a local optimum and a new climb starts from fresh random
-samples. White et al. (2021) found this simple scheme competitive on NAS-Bench-201.
+better, the current candidate is a local optimum and a new climb starts from the best of
+``restart_samples`` fresh random candidates. Any answer that beats the current candidate (also
+one that arrives late, in a batch) becomes the current candidate. White et al. (2021) found this
+simple scheme competitive on NAS-Bench-201; so does ``nas-plugin bench nb201``.
 
 Float intervals contribute ``float_points`` grid values to the neighbourhood; conditional
 parameters that a change activates take their first value (``SearchSpace.neighbours``).
@@ -15,6 +17,8 @@ as starts of the next climb.
 """
 
 from __future__ import annotations
+
+import math
 
 from nas_plugin.space import Encoding, SearchSpace
 from nas_plugin.strategies.base import Strategy, positive_int
@@ -103,9 +107,12 @@ class LocalSearch(Strategy):
         if self._current is not None and self._better(encoding, self._current):
             self._climb_from(encoding)
 
+    def _score(self, encoding: Encoding) -> float:
+        score = self.scores.get(encoding)
+        return -math.inf if score is None else score  # unanswered or failed
+
     def _better(self, candidate: Encoding, than: Encoding) -> bool:
-        score, reference = self.scores.get(candidate), self.scores.get(than)
-        return score is not None and (reference is None or score > reference)
+        return self.scores.get(candidate) is not None and self._score(candidate) > self._score(than)
 
     # -- climbing -------------------------------------------------------------------------------
 
@@ -116,7 +123,7 @@ class LocalSearch(Strategy):
             known_better = [n for n in neighbours if self._better(n, start)]
             if not known_better:
                 break
-            start = max(known_better, key=lambda n: self.scores[n])  # type: ignore[arg-type]
+            start = max(known_better, key=self._score)
         self._current = start
         self._climb_neighbours = frozenset(neighbours)
         self.rng.shuffle(neighbours)
@@ -139,6 +146,6 @@ class LocalSearch(Strategy):
 
     def _best_start(self) -> Encoding:
         answered = [s for s in self._starts if self.scores.get(s) is not None]
-        best = max(answered, key=lambda s: self.scores[s])  # type: ignore[arg-type]
+        best = max(answered, key=self._score)
         self._starts = [s for s in self._starts if s not in self.scores]
         return best

@@ -23,6 +23,10 @@
    edges, ties broken at random), whose accuracy and proxy scores it gets (a 1-nearest-
    neighbour surrogate of the space); a trial is the first training of a cell (a cell met
    again is looked up for free). Mean ± std over ``--search-seeds`` seeds.
+4. Optionally (``--anchor-cells N``, about 4 s a cell), a check of the implementations against
+   the published NB201 CIFAR-10 correlations: N cells at the benchmark's own size (C=16, N=5,
+   3 x 32 x 32 inputs, 10 classes) scored on one batch of random CIFAR-shaped images, against
+   the table's CIFAR-10 accuracy.
 """
 
 from __future__ import annotations
@@ -232,6 +236,33 @@ def prescreen_table(
     return rows
 
 
+# -- 4. implementation check against published anchors ---------------------------------
+
+
+def anchor_check(count: int, proxies: Sequence[str]) -> None:
+    import torch
+
+    from nas_plugin.models.nb201 import NB201Network
+    from nas_plugin.proxies import score
+    from nas_plugin.tabular import BenchmarkTable
+
+    torch.set_num_threads(1)
+    archs = random.Random(1).sample(list(nb201.all_arch_strs()), count)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(PROXY_BATCH, 3, 32, 32, generator=generator)
+    labels = torch.randint(0, 10, (PROXY_BATCH,), generator=generator)
+    scores = []
+    for arch in archs:
+        torch.manual_seed(0)
+        model = NB201Network(nb201.from_arch_str(arch), 16, 5, num_classes=10, in_chans=3)
+        scores.append(score(model, images, labels, proxies, seed=PROXY_SEED))
+    table = BenchmarkTable.load("nb201_cifar10")
+    cifar = [table.lookup(a)["cifar10_test_acc"] for a in archs]
+    print(f"\nanchor check: {count} cells at C=16, N=5 on random 3x32x32 images vs the table")
+    for proxy in proxies:
+        print(f"{proxy:<10} {correlations([s[proxy] for s in scores], cifar)[0]:>7.3f}")
+
+
 # -- report ----------------------------------------------------------------------------------
 
 
@@ -240,6 +271,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--archs", type=int, default=200, help="cells to train (default 200)")
     parser.add_argument("--workers", type=int, default=2, help="training processes")
     parser.add_argument("--search-seeds", type=int, default=50, help="pre-screen simulations")
+    parser.add_argument(
+        "--anchor-cells", type=int, default=0, help="cells for the anchor check (default: off)"
+    )
     args = parser.parse_args(argv)
 
     from nas_plugin.proxies import DEFAULT_ENSEMBLE, PROXIES, ensemble_ranks
@@ -295,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{'pre-screen':<10} {'mean':>7} {'std':>7} {'median':>7} {'fewer':>7}")
     for name, mean, std, median in rows:
         print(f"{name:<10} {mean:>7.1f} {std:>7.1f} {median:>7.1f} {baseline / mean:>6.2f}x")
+    if args.anchor_cells:
+        anchor_check(args.anchor_cells, proxies)
     print(f"\n{time.perf_counter() - started:.0f} s in all")
 
 
