@@ -43,6 +43,7 @@ from nas_plugin.tracking.resume import (
 from nas_plugin.tracking.secrets import mask_override, mask_secrets
 from nas_plugin.tracking.sweep_run import SweepRun, open_store, resolve_tracking_uri
 from nas_plugin.tracking.trial import TAG_STATUS, TrackedTask, TrialOutcome
+from nas_plugin.tracking.warm_start import WarmStartError, load_warm_start
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,13 @@ class NASSweeperImpl:
                 "hydra.sweeper.resume=must, but no unfinished sweep with the same config and "
                 f"command line is in experiment '{sweep_run.experiment_name}'"
             )
+        try:
+            warm_cfg = sweeper_cfg.get("warm_start")
+            warm = load_warm_start(warm_cfg, uri, plan.space, plan.objective, plan.seed, unfinished)
+        except WarmStartError as err:
+            raise SweepConfigError(str(err)) from err
+        if warm is not None:
+            strategy = warm.wrap(strategy)
         if unfinished is not None:
             sweep_run.attach(unfinished)
             self._replay = load_replay(
@@ -130,6 +138,8 @@ class NASSweeperImpl:
                 },
                 fingerprint=identity,
             )
+            if warm is not None:
+                warm.log(sweep_run.client, sweep_run.run_id)
         context = sweep_run.trial_context(
             space_keys=plan.space.names,
             metric=plan.objective.metrics[0] if plan.objective.metrics else None,
@@ -175,6 +185,8 @@ class NASSweeperImpl:
             )
             raise
         finally:
+            if warm is not None:
+                warm.tag_trials(sweep_run.client, records)
             self._finish(plan, sweep_run, records, sweeper_cfg, status, note)
         return records
 

@@ -51,6 +51,26 @@ class RegistryConf:
 
 
 @dataclass
+class WarmStartConf:
+    # Start from an earlier MLflow experiment of this name; null: off (a cold start).
+    experiment: str | None = None
+    # "observations" (same search space): its finished trials are told to the strategy before
+    # the first ask (an evolution's population starts from them); "best" (a related space or
+    # another task): its best architectures are the first candidates of this sweep.
+    mode: str = "observations"
+    # observations: only the N best (null: all); best: how many architectures (null: 1).
+    top: int | None = None
+    # Store of the earlier experiment; null: this sweep's own (hydra.sweeper.mlflow).
+    tracking_uri: str | None = None
+    # One sweep (parent run id) of the experiment; null: every sweep in it, oldest first.
+    parent_run: str | None = None
+    # mode best: the metric and direction that rank the earlier trials; null: the earlier
+    # sweep's own objective (its first metric).
+    metric: str | None = None
+    direction: str | None = None
+
+
+@dataclass
 class NASSweeperConf:
     _target_: str = "hydra_plugins.nas_plugin_sweeper.nas_sweeper.NASSweeper"
     defaults: list[Any] = field(
@@ -92,6 +112,8 @@ class NASSweeperConf:
     estimator: Any = MISSING
     mlflow: MLflowConf = field(default_factory=MLflowConf)
     registry: RegistryConf = field(default_factory=RegistryConf)
+    # Transfer from an earlier search (see WarmStartConf); off unless warm_start.experiment is set.
+    warm_start: WarmStartConf = field(default_factory=WarmStartConf)
     # Rows of the leaderboard printed at the end (the CSV artifact has every trial).
     leaderboard_rows: int = 10
     # Metrics shown beside the objective in the printed leaderboard (hardware cost, say).

@@ -69,8 +69,13 @@ def load_replay(
     parent_run_id: str,
     space: SearchSpace,
     objective: Objective,
+    mark_interrupted: bool = True,
 ) -> Replay:
-    """Read the parent's trials back; mark the interrupted ones as such in MLflow."""
+    """Read the parent's trials back; mark the interrupted ones as such in MLflow.
+
+    ``mark_interrupted=False`` only reads (a warm start reading another sweep, which may still
+    be running, must not touch its runs): unfinished trials are left out.
+    """
     replay = Replay(parent_run_id)
     runs = client.search_runs(
         [experiment_id],
@@ -85,7 +90,7 @@ def load_replay(
         status = tags.get(TAG_STATUS)
         if status in ("ok", "failed") and run.info.status in ("FINISHED", "FAILED"):
             replay.finished[number] = record_from_run(run, number, space, objective)
-        elif status != STATUS_INTERRUPTED:
+        elif status != STATUS_INTERRUPTED and mark_interrupted:
             # Killed mid-trial: keep the run for the record, but it counts for nothing.
             client.log_batch(run.info.run_id, tags=[RunTag(TAG_STATUS, STATUS_INTERRUPTED)])
             client.set_terminated(run.info.run_id, "KILLED")

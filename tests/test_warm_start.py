@@ -1,0 +1,187 @@
+"""Warm starts: a second sweep starts from what the first one stored in MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO, AppRun, run_app
+
+from nas_plugin.space import nb201
+from nas_plugin.strategies import RegularizedEvolution
+
+pytestmark = pytest.mark.e2e
+
+# A foreign app whose score we know: wider, deeper and gelu are better.
+APP = """
+import hydra
+
+
+@hydra.main(version_base="1.3", config_path=".", config_name="config")
+def main(cfg):
+    return cfg.model.width / 10 + cfg.model.depth + (0.5 if cfg.model.act == "gelu" else 0.0)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+CONFIG = """
+defaults:
+  - override hydra/sweeper: nas
+  - _self_
+model: {width: 8, depth: 1, act: relu, norm: batch}
+hydra:
+  sweeper:
+    n_trials: 8
+    registry: {enabled: false}
+"""
+
+FIRST_SPACE = [
+    "model.width=choice(8,16,32,64)",
+    "model.depth=range(1,4)",
+    "model.act=choice(relu,gelu)",
+]
+
+
+def _sweep(cwd, experiment, *args):
+    result = run_app(cwd, "train.py", "-m", f"hydra.sweeper.mlflow.experiment={experiment}", *args)
+    assert result.proc.returncode == 0, result.output
+    return result
+
+
+def _artifact(result, run_id, path, into):
+    return json.loads(open(result.client().download_artifacts(run_id, path, str(into))).read())
+
+
+def _arch(run, keys):
+    return {k: run.data.params[k] for k in keys}
+
+
+def test_best_mode_seeds_the_first_candidates_of_a_related_space(write_app) -> None:
+    cwd = write_app(APP, CONFIG)
+    first = _sweep(cwd, "src", *FIRST_SPACE)
+    src_parent, src_trials = first.runs("src")
+    # The new space drops model.act and adds model.norm (and allows a wider model).
+    second = _sweep(
+        cwd,
+        "dst",
+        "model.width=choice(8,16,32,64,128)",
+        "model.depth=range(1,4)",
+        "model.norm=choice(batch,layer)",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.warm_start.experiment=src",
+        "hydra.sweeper.warm_start.mode=best",
+        "hydra.sweeper.warm_start.top=2",
+    )
+    parent, trials = second.runs("dst")
+
+    # The two best distinct (width, depth) of the first sweep, best first, are trials 0 and 1.
+    by_value = sorted(src_trials, key=lambda r: r.data.metrics["objective"], reverse=True)
+    expected, seen = [], set()
+    for run in by_value:
+        arch = _arch(run, ["model.width", "model.depth"])
+        if tuple(arch.values()) not in seen:
+            seen.add(tuple(arch.values()))
+            expected.append((arch, run.info.run_id))
+    for trial, (arch, source_run) in zip(trials[:2], expected[:2], strict=True):
+        assert _arch(trial, ["model.width", "model.depth"]) == arch
+        assert trial.data.params["model.norm"] in ("batch", "layer")  # filled in
+        assert "model.act" not in trial.data.params  # dropped
+        assert trial.data.tags["nas.warm_start.source_run"] == source_run
+    assert "nas.warm_start.source_run" not in trials[2].data.tags
+    assert "keys not in this search space are dropped: ['model.act']" in second.output
+    assert "drawn at random: ['model.norm']" in second.output
+
+    params = parent.data.params
+    assert params["warm_start.experiment"] == "src"
+    assert params["warm_start.mode"] == "best"
+    assert params["warm_start.trials"] == "2"
+    assert parent.data.tags["nas.warm_start.parent_runs"] == src_parent.info.run_id
+    stored = _artifact(second, parent.info.run_id, "warm_start.json", cwd)
+    assert [t["run_id"] for t in stored["trials"]] == [run for _, run in expected[:2]]
+
+
+def test_observations_mode_starts_evolution_from_the_earlier_population(tmp_path) -> None:
+    nb201_app = str(REPO / "pipelines" / "vision.py")
+    common = ["--config-name", "nb201", "-m", "hydra.sweeper.seed=3"]
+    evolution = ["hydra.sweeper.strategy.population_size=5", "hydra.sweeper.strategy.sample_size=3"]
+    first = run_app(
+        tmp_path,
+        nb201_app,
+        *common,
+        *evolution,
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.mlflow.experiment=nb201-src",
+    )
+    assert first.proc.returncode == 0, first.output
+    _, src_trials = first.runs("nb201-src")
+    second = run_app(
+        tmp_path,
+        nb201_app,
+        *common,
+        *evolution,
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.mlflow.experiment=nb201-dst",
+        "hydra.sweeper.warm_start.experiment=nb201-src",
+    )
+    assert second.proc.returncode == 0, second.output
+    parent, trials = second.runs("nb201-dst")
+
+    # Every finished trial of the first sweep was told, in the order it ran, with its value.
+    assert parent.data.params["warm_start.trials"] == str(len(src_trials)) == "6"
+    told = _artifact(second, parent.info.run_id, "warm_start.json", tmp_path)["trials"]
+    assert [t["run_id"] for t in told] == [r.info.run_id for r in src_trials]
+    assert [t["value"] for t in told] == [r.data.metrics["cifar10_test_acc"] for r in src_trials]
+
+    # With 6 >= population_size observations, evolution mutates at once: the first new cell is
+    # one edge away from an earlier cell (a random cell is, by chance, about 1% of the time),
+    # and differs from the cold start's first cell.
+    def cell(run):
+        return tuple(run.data.params[f"model.cell.{edge}"] for edge in nb201.EDGE_KEYS)
+
+    earlier = [cell(r) for r in src_trials]
+    new = cell(trials[0])
+    assert new not in earlier
+    assert min(sum(a != b for a, b in zip(new, old, strict=True)) for old in earlier) == 1
+    cold = RegularizedEvolution(
+        nb201.search_space(prefix="model.cell"), seed=3, population_size=5, sample_size=3
+    ).ask()
+    assert new != tuple(v for _, v in cold)
+
+
+ERRORS = [
+    (
+        ["hydra.sweeper.warm_start.experiment=nope"],
+        "hydra.sweeper.warm_start.experiment='nope': no such experiment in sqlite:",
+    ),
+    (
+        ["hydra.sweeper.warm_start.experiment=empty"],
+        "hydra.sweeper.warm_start.experiment='empty' has no finished trials",
+    ),
+    (
+        ["hydra.sweeper.warm_start.experiment=src", "model.norm=choice(batch,layer)"],
+        "hydra.sweeper.warm_start.mode=observations needs the same search space, but experiment "
+        "'src'",
+    ),
+    (
+        ["hydra.sweeper.warm_start.experiment=src", "hydra.sweeper.warm_start.mode=all"],
+        "hydra.sweeper.warm_start.mode='all'; allowed: ['observations', 'best']",
+    ),
+]
+
+
+def test_a_bad_warm_start_stops_the_sweep_before_any_trial(write_app) -> None:
+    cwd = write_app(APP, CONFIG)
+    _sweep(cwd, "src", "hydra.sweeper.n_trials=2", *FIRST_SPACE)
+    client = AppRun(cwd, None).client()
+    client.create_experiment("empty")
+    for args, message in ERRORS:
+        result = run_app(
+            cwd, "train.py", "-m", "hydra.sweeper.mlflow.experiment=dst", *FIRST_SPACE, *args
+        )
+        assert result.proc.returncode != 0, args
+        assert message in result.output, result.output
+        assert "] trial 0" not in result.output
+        dst = client.get_experiment_by_name("dst")
+        assert dst is None or not client.search_runs([dst.experiment_id]), args
