@@ -8,6 +8,14 @@
 MLflow) and prints the mean ± std of the best metric found after 25, 50, 100, 150 and 300
 queries over the seeds, next to Optuna's TPE. With ``--cost`` it runs the multi-objective
 benchmark (metric vs cost) instead.
+
+    nas-plugin proxies correlate --experiment NAME [--tracking-uri URI] [--metric COL]
+                                 [--proxies NAME ...] [--max-trials N]
+
+``proxies correlate`` rebuilds the untrained model of every finished trial of the experiment's
+latest sweep, scores it with each zero-cost proxy, prints each proxy's Spearman rho and Kendall
+tau with the trained metric, and logs the table (CSV) and a scatter plot (PNG) to the sweep's
+parent run (``nas_plugin/proxies/report.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "bench":
         return _bench(args, parser)
+    if args.command == "proxies" and args.proxies_command == "correlate":
+        from nas_plugin.proxies.report import run_correlate
+
+        return run_correlate(args, args.correlate_parser)
     parser.print_help()
     return 2
 
@@ -77,7 +89,52 @@ def _parser() -> argparse.ArgumentParser:
         "every selected strategy that takes it",
     )
     bench.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    _proxies_parser(commands)
     return parser
+
+
+CORRELATE_DESCRIPTION = (
+    "Correlate zero-cost proxies with the trained metric of an experiment's latest NAS sweep; "
+    "print the table and log it (CSV) and a scatter plot (PNG) to the sweep's parent run."
+)
+
+
+def add_correlate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The report's options (no torch import here: building the parser must stay instant)."""
+    parser.add_argument("--experiment", required=True, help="MLflow experiment of the sweep")
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="default: MLflow's (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    parser.add_argument("--metric", default="val_accuracy", help="default: val_accuracy")
+    parser.add_argument(
+        "--proxies",
+        nargs="+",
+        default=None,
+        help="names, space- or comma-separated; default: every proxy and the ensemble",
+    )
+    parser.add_argument(
+        "--factory",
+        default=None,
+        help="'module:function' that rebuilds a trial's model and batch; default: the vision "
+        "pipeline's (nas_plugin.tasks.vision_proxy:proxy_inputs)",
+    )
+    parser.add_argument("--max-trials", type=int, default=None, help="default: every trial")
+    parser.add_argument("--batch-size", type=int, default=64, help="default: 64")
+    parser.add_argument("--seed", type=int, default=0, help="default: 0")
+
+
+def _proxies_parser(commands: Any) -> None:
+    proxies = commands.add_parser("proxies", help="zero-cost proxies: correlation report")
+    sub = proxies.add_subparsers(dest="proxies_command", required=True)
+    correlate = sub.add_parser(
+        "correlate",
+        help="rank correlation of each proxy with an experiment's trained metric",
+        description=CORRELATE_DESCRIPTION,
+    )
+    add_correlate_arguments(correlate)
+    correlate.set_defaults(correlate_parser=correlate)
 
 
 def _positive(text: str) -> int:

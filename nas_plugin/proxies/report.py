@@ -7,7 +7,7 @@ seconds per architecture. It prints the table and logs, to the sweep's parent ru
 ``zero_cost/correlation.csv`` (the table), ``zero_cost/scores.csv`` (every trial's metric and
 scores) and ``zero_cost/scatter.png`` (one panel per proxy). From a shell::
 
-    nas-plugin correlate --experiment nas-nb201-digits --tracking-uri sqlite:///mlflow.db
+    nas-plugin proxies correlate --experiment nas-nb201-digits --tracking-uri sqlite:///mlflow.db
 """
 
 from __future__ import annotations
@@ -254,35 +254,17 @@ def _scatter(
     return figure
 
 
-def main_correlate(argv: Sequence[str] | None = None) -> int:
-    """``correlate``: the report from a shell; returns the exit status."""
-    parser = argparse.ArgumentParser(
-        prog="nas-plugin correlate",
-        description="Correlate zero-cost proxies with the trained metric of an experiment's "
-        "latest NAS sweep; log the table and a scatter plot to the sweep's parent run.",
-    )
-    parser.add_argument("--experiment", required=True, help="MLflow experiment of the sweep")
-    parser.add_argument(
-        "--tracking-uri", default="sqlite:///mlflow.db", help="default: sqlite:///mlflow.db"
-    )
-    parser.add_argument("--metric", default="val_accuracy", help="default: val_accuracy")
-    parser.add_argument(
-        "--proxies",
-        default=",".join(DEFAULT_REPORT_PROXIES),
-        help="comma-separated; default: every proxy and the ensemble",
-    )
-    parser.add_argument("--factory", default=DEFAULT_FACTORY, help=f"default: {DEFAULT_FACTORY}")
-    parser.add_argument("--max-trials", type=int, default=None, help="default: every trial")
-    parser.add_argument("--batch-size", type=int, default=64, help="default: 64")
-    parser.add_argument("--seed", type=int, default=0, help="default: 0")
-    args = parser.parse_args(argv)
+def run_correlate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the report for parsed ``args``; a bad experiment or proxy exits with status 2."""
+    given = args.proxies or [",".join(DEFAULT_REPORT_PROXIES)]
+    proxies = [p.strip() for item in given for p in item.split(",") if p.strip()]
     try:
         correlation_report(
             args.tracking_uri,
             args.experiment,
             metric=args.metric,
-            proxies=[p.strip() for p in args.proxies.split(",") if p.strip()],
-            factory=args.factory,
+            proxies=proxies,
+            factory=args.factory or DEFAULT_FACTORY,
             max_trials=args.max_trials,
             batch_size=args.batch_size,
             seed=args.seed,
@@ -290,3 +272,12 @@ def main_correlate(argv: Sequence[str] | None = None) -> int:
     except (ReportError, ProxyError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     return 0
+
+
+def main_correlate(argv: Sequence[str] | None = None) -> int:
+    """``correlate``: the report from a shell; returns the exit status."""
+    from nas_plugin.cli import CORRELATE_DESCRIPTION, add_correlate_arguments
+
+    parser = argparse.ArgumentParser(prog="nas-plugin correlate", description=CORRELATE_DESCRIPTION)
+    add_correlate_arguments(parser)
+    return run_correlate(parser.parse_args(argv), parser)

@@ -71,29 +71,34 @@ MAX_ASKS = 20_000  # per simulated search; a search that has not hit the top by 
 # -- 1. training -----------------------------------------------------------------------------
 
 
-def compose(arch: str, seed: int = 0) -> Any:
-    """The trial config of cell ``arch`` under ``BUDGET``, as the pipeline composes it."""
+def compose(arch: str, seed: int = 0, budget: dict[str, Any] | None = None) -> Any:
+    """The trial config of cell ``arch`` under ``budget`` (``BUDGET``), as the pipeline
+    composes it."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     ops = nb201.from_arch_str(arch)
-    overrides = [f"{key}={value}" for key, value in BUDGET.items()] + [f"seed={seed}"]
+    budget = BUDGET if budget is None else budget
+    overrides = [f"{key}={value}" for key, value in budget.items()] + [f"seed={seed}"]
     overrides += [f"model.cell.{key}={op}" for key, op in zip(nb201.EDGE_KEYS, ops, strict=True)]
     with initialize_config_dir(str(config_dir()), version_base="1.3"):
         return hydra_compose("nb201", overrides=overrides)
 
 
-def train_one(job: tuple[str, int]) -> tuple[str, dict[str, float]]:
+def train_one(job: tuple[str, int, dict[str, Any]]) -> tuple[str, dict[str, float]]:
     from nas_plugin.tasks.vision import run_vision_trial
 
-    arch, seed = job
-    result = run_vision_trial(compose(arch, seed))
+    # The budget travels with the job: spawned workers do not see main()'s settings.
+    arch, seed, budget = job
+    result = run_vision_trial(compose(arch, seed, budget))
     keep = ("val_accuracy", "val_loss", "test_accuracy", "train_seconds", "params")
     return f"{arch}|{seed}", {key: float(result[key]) for key in keep}
 
 
 def cache_path() -> Path:
-    key = json.dumps({"budget": BUDGET, "seeds": TRAIN_SEEDS}, sort_keys=True)
+    # The seeds' count stays out of the key (each run is cached by its seed): more seeds for
+    # the same budget reuse the runs already trained.
+    key = json.dumps({"budget": BUDGET, "seeds": [0, 1, 2]}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / "nas_plugin_bench" / f"proxies-{digest}.json"
 
@@ -104,7 +109,9 @@ def train_all(archs: Sequence[str], workers: int) -> dict[str, list[dict[str, fl
     results: dict[str, dict[str, float]] = {}
     if path.is_file():
         results = json.loads(path.read_text())["results"]
-    jobs = [(a, seed) for seed in TRAIN_SEEDS for a in archs if f"{a}|{seed}" not in results]
+    jobs = [
+        (a, seed, BUDGET) for seed in TRAIN_SEEDS for a in archs if f"{a}|{seed}" not in results
+    ]
     print(f"training: {len(results)} runs cached in {path}, {len(jobs)} to run")
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -267,6 +274,7 @@ def anchor_check(count: int, proxies: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    global TRAIN_SEEDS  # --train-seeds sets it (the budget travels with each training job)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--archs", type=int, default=200, help="cells to train (default 200)")
     parser.add_argument("--workers", type=int, default=2, help="training processes")
@@ -274,7 +282,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--anchor-cells", type=int, default=0, help="cells for the anchor check (default: off)"
     )
+    parser.add_argument(
+        "--epochs", type=int, default=BUDGET["train.epochs"], help="training epochs per run"
+    )
+    parser.add_argument(
+        "--train-seeds", type=int, default=len(TRAIN_SEEDS), help="training runs per cell"
+    )
     args = parser.parse_args(argv)
+    BUDGET["train.epochs"] = args.epochs
+    TRAIN_SEEDS = tuple(range(args.train_seeds))
 
     from nas_plugin.proxies import DEFAULT_ENSEMBLE, PROXIES, ensemble_ranks
     from nas_plugin.tabular import BenchmarkTable
