@@ -7,8 +7,10 @@ import json
 import pytest
 from conftest import REPO, AppRun, run_app
 
+from nas_plugin.objective import parse_objective
 from nas_plugin.space import nb201
 from nas_plugin.strategies import RegularizedEvolution
+from nas_plugin.tracking.warm_start import WarmStartError, load_warm_start
 
 pytestmark = pytest.mark.e2e
 
@@ -149,6 +151,18 @@ def test_observations_mode_starts_evolution_from_the_earlier_population(tmp_path
     ).ask()
     assert new != tuple(v for _, v in cold)
 
+    # Mode best on the same space: the first sweep's best cell is the first trial.
+    third = run_app(
+        tmp_path, nb201_app, *common, "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.mlflow.experiment=nb201-best",
+        "hydra.sweeper.warm_start.experiment=nb201-src", "hydra.sweeper.warm_start.mode=best",
+    )  # fmt: skip
+    assert third.proc.returncode == 0, third.output
+    _, (seeded,) = third.runs("nb201-best")
+    best = max(src_trials, key=lambda r: r.data.metrics["cifar10_test_acc"])
+    assert cell(seeded) == cell(best)
+    assert seeded.data.tags["nas.warm_start.source_run"] == best.info.run_id
+
 
 ERRORS = [
     (
@@ -163,10 +177,6 @@ ERRORS = [
         ["hydra.sweeper.warm_start.experiment=src", "model.norm=choice(batch,layer)"],
         "hydra.sweeper.warm_start.mode=observations needs the same search space, but experiment "
         "'src'",
-    ),
-    (
-        ["hydra.sweeper.warm_start.experiment=src", "hydra.sweeper.warm_start.mode=all"],
-        "hydra.sweeper.warm_start.mode='all'; allowed: ['observations', 'best']",
     ),
 ]
 
@@ -185,3 +195,19 @@ def test_a_bad_warm_start_stops_the_sweep_before_any_trial(write_app) -> None:
         assert "] trial 0" not in result.output
         dst = client.get_experiment_by_name("dst")
         assert dst is None or not client.search_runs([dst.experiment_id]), args
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"mode": "all"}, "hydra.sweeper.warm_start.mode='all'; allowed: ['observations', 'best']"),
+        ({"top": 0}, "hydra.sweeper.warm_start.top=0 must be a positive integer (or null: all)"),
+    ],
+)
+def test_bad_warm_start_options_are_refused_before_the_store_is_read(config, message) -> None:
+    space = nb201.search_space(prefix="model.cell")
+    objective = parse_objective({"metric": "acc"})
+    with pytest.raises(WarmStartError) as err:
+        load_warm_start({"experiment": "x", **config}, "sqlite:///unused.db", space, objective, 0)
+    assert str(err.value) == message
+    assert load_warm_start({"experiment": None}, "sqlite:///unused.db", space, objective, 0) is None
