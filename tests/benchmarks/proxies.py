@@ -1,6 +1,7 @@
 """Zero-cost proxies against trained accuracy on NAS-Bench-201 cells, and what a pre-screen saves.
 
     python tests/benchmarks/proxies.py [--archs 200] [--workers 2] [--search-seeds 50]
+                                       [--epochs 3] [--train-seeds 3]
 
 1. **Train** ``--archs`` distinct random NB201 cells on digits, in process: each config is
    composed from ``conf/nb201.yaml`` with Hydra's compose API and handed to
