@@ -23,3 +23,13 @@ def log_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN201 - thin lazy re-e
     from nas_plugin.tracking.model_logging import log_model as _log_model
 
     return _log_model(*args, **kwargs)
+
+
+def report(step, value, *, max_step=None) -> bool:  # noqa: ANN001 - thin lazy re-export
+    """Report a trial's intermediate value (per epoch); True if the sweep's pruner says stop.
+
+    A no-op returning False outside a NAS sweep. See :func:`nas_plugin.pruning.channel.report`.
+    """
+    from nas_plugin.pruning.channel import report as _report
+
+    return _report(step, value, max_step=max_step)

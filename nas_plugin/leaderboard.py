@@ -18,7 +18,7 @@ class TrialRecord:
     encoding: Encoding
     architecture: dict[str, Any]
     overrides: list[str]
-    status: str = "running"  # ok | failed
+    status: str = "running"  # ok | pruned | failed
     value: float | None = None  # the primary objective metric, as the trial reported it
     score: float | tuple[float, ...] | None = None  # the strategy's view: higher is better
     pareto_rank: int | None = None  # multi-objective sweeps: 0 = on the Pareto front
@@ -29,19 +29,28 @@ class TrialRecord:
     run_id: str | None = None
     error: str | None = None
     seconds: float | None = None
+    pruned_step: int | None = None  # stopped early by the pruner at this step
 
     @property
     def ok(self) -> bool:
-        return self.status == "ok" and self.value is not None
+        """The trial has a result: it finished, or the pruner stopped it with its last value."""
+        return self.status in ("ok", "pruned") and self.value is not None
 
 
 def ranked(records: list[TrialRecord]) -> list[TrialRecord]:
-    """Successful trials, best first: by Pareto rank (multi-objective), then by budget
-    (multi-fidelity: fully trained before cheaply trained), then by score on the first
-    objective; ties go to the earlier trial."""
+    """Successful trials, best first: by Pareto rank (multi-objective), then fully trained
+    before pruned, then by budget (multi-fidelity: fully trained before cheaply trained), then
+    by score on the first objective; ties go to the earlier trial."""
     done = [r for r in records if r.ok and r.score is not None]
     return sorted(
-        done, key=lambda r: (r.pareto_rank or 0, -(r.budget or 0), -_first(r.score), r.number)
+        done,
+        key=lambda r: (
+            r.pareto_rank or 0,
+            r.status == "pruned",
+            -(r.budget or 0),
+            -_first(r.score),
+            r.number,
+        ),
     )
 
 
@@ -90,6 +99,7 @@ def to_csv(records: list[TrialRecord], metric: str) -> str:
             *keys,
             "run_id",
             "error",
+            "pruned_step",
         ]
     )
     order = ranked(records)
@@ -107,6 +117,7 @@ def to_csv(records: list[TrialRecord], metric: str) -> str:
                 *[_cell(record.architecture.get(k, "")) for k in keys],
                 record.run_id or "",
                 record.error or "",
+                "" if record.pruned_step is None else record.pruned_step,
             ]
         )
     return out.getvalue()
@@ -135,6 +146,9 @@ def render(
         headers.append("front")
     if objective.reward is not None:
         headers.append("reward")
+    pruned = sum(1 for r in records if r.status == "pruned")
+    if pruned:
+        headers.append("pruned at")
     for column in [*headers, *extra]:
         table.add_column(column, justify="left" if column == "architecture" else "right")
     for rank, record in enumerate(ranked(records)[:rows], start=1):
@@ -144,6 +158,8 @@ def render(
             cells.append("*" if record.pareto_rank == 0 else "")
         if objective.reward is not None:
             cells.append(f"{_first(record.score):.4g}")
+        if pruned:
+            cells.append("" if record.pruned_step is None else f"step {record.pruned_step}")
         cells += [_fmt(record.metrics.get(m)) for m in extra]
         table.add_row(*cells)
     failed = sum(1 for r in records if not r.ok)
@@ -152,6 +168,11 @@ def render(
     console.print(table)
     if failed:
         console.print(f"{failed} trial(s) failed; see leaderboard.csv and their MLflow runs.")
+    if pruned:
+        console.print(
+            f"{pruned} trial(s) pruned early (ranked after the fully trained ones; MLflow tag "
+            "nas.status=pruned)."
+        )
     return buffer.getvalue()
 
 
@@ -165,7 +186,9 @@ def progress_line(
     record: TrialRecord, done: int, total: int, best: TrialRecord | None, metric: str
 ) -> str:
     """``[3/10] trial 2 ok val_accuracy=0.9123 (4.1s) | best 0.9344 (trial 1)``."""
-    if record.ok:
+    if record.status == "pruned":
+        result = f"pruned at step {record.pruned_step} {metric}={record.value:.4g}"
+    elif record.ok:
         result = f"ok {metric}={record.value:.4g}"
     else:
         result = f"FAILED ({record.error})"

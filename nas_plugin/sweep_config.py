@@ -27,6 +27,7 @@ from nas_plugin.objective import (
     parse_constraint,
     parse_objective,
 )
+from nas_plugin.pruning.config import PrunerError, check_pruner
 from nas_plugin.space import SearchSpace, SearchSpaceError
 from nas_plugin.space.params import FloatRange, Param, parse_param
 from nas_plugin.strategies import STRATEGIES, make_strategy
@@ -65,6 +66,8 @@ class SweepPlan:
     # Registration: only trials that satisfy the constraint; a Pareto front's best or all of it.
     constraint: Constraint | None = None
     pareto: str = "best"
+    # hydra.sweeper.pruner with every default filled in; {"name": "none"}: no pruning.
+    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "none"})
 
     @property
     def metric_name(self) -> str:
@@ -108,6 +111,10 @@ def build_plan(sweeper_cfg: Mapping[str, Any], arguments: list[str]) -> SweepPla
     except ObjectiveError as err:
         raise SweepConfigError(str(err)) from err
     pareto = registry.get("pareto", "best")
+    try:
+        pruner = check_pruner(cfg.get("pruner"), objective.multi, str(estimator_config.get("name")))
+    except PrunerError as err:
+        raise SweepConfigError(str(err)) from err
     if pareto not in PARETO_MODES:
         raise SweepConfigError(
             f"hydra.sweeper.registry.pareto={pareto!r}; allowed: {list(PARETO_MODES)}"
@@ -133,6 +140,7 @@ def build_plan(sweeper_cfg: Mapping[str, Any], arguments: list[str]) -> SweepPla
         objective=objective,
         constraint=constraint,
         pareto=pareto,
+        pruner=pruner,
         n_trials=_int(cfg, "n_trials", minimum=1),
         batch_size=_int(cfg, "batch_size", minimum=1),
         seed=seed,

@@ -148,6 +148,8 @@ class NASSweeperImpl:
             estimator=plan.estimator.describe(),
             estimator_config=plan.estimator_config,
             timeout_s=plan.trial_timeout,
+            direction=plan.objective.directions[0],
+            pruner=plan.pruner,
         )
         assert self.task_function is not None
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -469,7 +471,7 @@ class NASSweeperImpl:
         log.warning("A batch of %d trial(s) ended abnormally: %s", len(group), cause)
         for record in group:
             run = sweep_run.trial_run(record.number)
-            finished = run is not None and run.data.tags.get(TAG_STATUS) == "ok"
+            finished = run is not None and run.data.tags.get(TAG_STATUS) in ("ok", "pruned")
             if finished and run.info.status == "FINISHED":
                 known = record_from_run(run, record.number, plan.space, plan.objective)
                 for name in ("status", "value", "score", "metrics", "run_id", "seconds"):
@@ -638,7 +640,9 @@ def _read_job_return(record: TrialRecord, job: JobReturn) -> None:
     # JobReturn.return_value re-raises a failed job's exception; _return_value does not.
     value = job._return_value
     if job.status == JobStatus.COMPLETED and isinstance(value, TrialOutcome):
-        record.status, record.value = "ok", value.value
+        # A pruned trial counts with the score it reached (see nas_plugin.pruning).
+        record.status = "ok" if value.pruned_step is None else "pruned"
+        record.value, record.pruned_step = value.value, value.pruned_step
         record.metrics, record.run_id, record.seconds = value.metrics, value.run_id, value.seconds
         return
     record.status = "failed"
@@ -670,6 +674,7 @@ def _parent_params(plan: SweepPlan, strategy: Strategy) -> dict[str, Any]:
     }
     params.update({f"strategy.{k}": v for k, v in plan.strategy_config.items() if k != "name"})
     params.update({f"estimator.{k}": v for k, v in plan.estimator.describe().items()})
+    params.update({f"pruner.{k}" if k != "name" else "pruner": v for k, v in plan.pruner.items()})
     return params
 
 

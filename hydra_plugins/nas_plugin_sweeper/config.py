@@ -78,6 +78,7 @@ class NASSweeperConf:
             {"strategy": "random"},
             {"search_space": "custom"},
             {"estimator": "full"},
+            {"pruner": "none"},
         ]
     )
     # How many distinct candidates to evaluate (each is one Hydra job and one MLflow child run).
@@ -110,6 +111,9 @@ class NASSweeperConf:
     strategy: Any = MISSING
     search_space: Any = MISSING
     estimator: Any = MISSING
+    # Stops unpromising trials early from their reported curves (hydra/sweeper/pruner group:
+    # none | median | asha | curve; the job reports with nas_plugin.report or a callback).
+    pruner: Any = MISSING
     mlflow: MLflowConf = field(default_factory=MLflowConf)
     registry: RegistryConf = field(default_factory=RegistryConf)
     # Transfer from an earlier search (see WarmStartConf); off unless warm_start.experiment is set.

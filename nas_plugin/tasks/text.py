@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from nas_plugin.hardware.cost import measure_cost
 from nas_plugin.models.transformer import build_transformer, resolve_architecture
+from nas_plugin.pruning import EpochLoop
 from nas_plugin.tasks.text_data import TextSplit, load_text_data
 from nas_plugin.tasks.tokenizer import LoadedTokenizer, load_tokenizer
 from nas_plugin.tracking.text_model import log_text_model
@@ -96,7 +97,8 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
     ``test_``, ``train_loss`` (mean over the last epoch), ``params``, ``flops``, ``latency_ms``,
     ``peak_memory_mb`` (one text of ``hardware.seq_length`` tokens, default ``model.max_length``,
     at batch 1; only ``params`` when ``hardware.measure`` is false), ``train_seconds`` and
-    ``epochs``.
+    ``epochs`` (those trained). Each epoch's validation scores are reported to the sweep's
+    pruner (``nas_plugin.pruning``): a pruned trial stops there and logs no model.
 
     Raises:
         FloatingPointError: the training loss became NaN or infinite.
@@ -160,7 +162,8 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
         mlflow.set_tags(_tokenizer_tags(loaded))
 
     pad_id = int(tokenizer.pad_token_id)
-    train_loss, val, seconds = _train(model, splits, train_cfg, seed, pad_id, active)
+    loop = EpochLoop(epochs)
+    train_loss, val, seconds = _train(model, splits, train_cfg, seed, pad_id, active, loop)
     test = _evaluate(model, splits["test"], pad_id)
     results.update(
         val_accuracy=val["accuracy"],
@@ -171,10 +174,11 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
         test_macro_f1=test["macro_f1"],
         train_loss=train_loss,
         train_seconds=seconds,
-        epochs=float(epochs),
+        epochs=float(loop.epochs_done),
     )
 
-    if cfg.get("log_model", False) and active:
+    # A pruned trial's model is not worth the upload: it is never the one registered.
+    if cfg.get("log_model", False) and active and not loop.pruned:
         example = data.val.texts[:INPUT_EXAMPLE_SIZE]
         log_text_model(model, tokenizer, arch.max_length, example)
     return results
@@ -192,8 +196,10 @@ def _train(
     seed: int,
     pad_id: int,
     log: bool,
+    loop: EpochLoop,
 ) -> tuple[float, dict[str, float], float]:
-    """Train; return (last epoch's train loss, last validation scores, seconds)."""
+    """Train for the loop's epochs (fewer if pruned); return (last epoch's train loss, last
+    validation scores, seconds)."""
     epochs, batch_size = int(train_cfg.epochs), int(train_cfg.batch_size)
     train = splits["train"]
     steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -205,7 +211,7 @@ def _train(
     generator = torch.Generator().manual_seed(seed)
 
     start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    for epoch in loop:
         model.train()
         total_loss, seen = 0.0, 0
         for step, (input_ids, mask, labels) in enumerate(
@@ -228,16 +234,15 @@ def _train(
             seen += len(labels)
         train_loss = total_loss / seen
         val = _evaluate(model, splits["val"], pad_id)
+        metrics = {
+            "train_loss": train_loss,
+            "val_loss": val["loss"],
+            "val_accuracy": val["accuracy"],
+            "val_macro_f1": val["macro_f1"],
+        }
         if log:
-            mlflow.log_metrics(
-                {
-                    "train_loss": train_loss,
-                    "val_loss": val["loss"],
-                    "val_accuracy": val["accuracy"],
-                    "val_macro_f1": val["macro_f1"],
-                },
-                step=epoch,
-            )
+            mlflow.log_metrics(metrics, step=epoch)
+        loop.report(metrics)
     return train_loss, val, time.perf_counter() - start
 
 

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Subset
 
 from nas_plugin.hardware.cost import measure_cost
 from nas_plugin.models import build_model
+from nas_plugin.pruning import EpochLoop
 from nas_plugin.tasks.vision_data import ImageTensorDataset, VisionData, load_vision_data
 from nas_plugin.tracking.model_logging import log_model
 
@@ -61,12 +62,15 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
     ``train.bn_recalibration_images`` (default 2048, 0 = off) training images: after a few
     hundred steps the running averages still lag the weights, and short (low-fidelity) runs
     would otherwise score near chance in eval mode. With ``log_model`` and an active run, the
-    trained model is logged with ``nas_plugin.tracking.model_logging.log_model``.
+    trained model is logged with ``nas_plugin.tracking.model_logging.log_model``. Each epoch's
+    metrics are reported to the sweep's pruner (``nas_plugin.pruning``): a pruned trial stops
+    after that epoch, returns its last values and logs no model.
 
     Returns floats: ``val_accuracy``, ``val_loss``, ``test_accuracy``, ``test_loss``,
     ``train_loss`` (mean over the last epoch), ``params``, ``flops``, ``latency_ms``,
     ``peak_memory_mb`` (see ``measure_cost``; only ``params`` when ``hardware.measure`` is
-    false), ``train_seconds`` (the epochs including their validation passes) and ``epochs``.
+    false), ``train_seconds`` (the epochs including their validation passes) and ``epochs``
+    (those trained: fewer than ``train.epochs`` if the trial was pruned).
 
     Raises:
         FloatingPointError: the training loss became NaN or infinite.
@@ -101,7 +105,8 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
     else:
         results["params"] = float(sum(p.numel() for p in model.parameters()))
 
-    train_loss, val_loss, val_accuracy, seconds = _train(model, data, train_cfg, seed)
+    loop = EpochLoop(epochs)
+    train_loss, val_loss, val_accuracy, seconds = _train(model, data, train_cfg, seed, loop)
     test_loss, test_accuracy = _evaluate(model, data.test)
     results.update(
         val_accuracy=val_accuracy,
@@ -110,10 +115,11 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
         test_loss=test_loss,
         train_loss=train_loss,
         train_seconds=seconds,
-        epochs=float(epochs),
+        epochs=float(loop.epochs_done),
     )
 
-    if cfg.get("log_model", False) and mlflow.active_run() is not None:
+    # A pruned trial's model is not worth the upload: it is never the one registered.
+    if cfg.get("log_model", False) and mlflow.active_run() is not None and not loop.pruned:
         count = min(INPUT_EXAMPLE_SIZE, len(data.val))
         example = torch.stack([data.val[i][0] for i in range(count)])
         log_model(model, example)
@@ -121,9 +127,10 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
 
 
 def _train(
-    model: nn.Module, data: VisionData, train_cfg: DictConfig, seed: int
+    model: nn.Module, data: VisionData, train_cfg: DictConfig, seed: int, loop: EpochLoop
 ) -> tuple[float, float, float, float]:
-    """Train; return (last epoch's train loss, val loss, val accuracy, seconds)."""
+    """Train for the loop's epochs (fewer if pruned); return (last epoch's train loss, val
+    loss, val accuracy, seconds)."""
     epochs, batch_size = int(train_cfg.epochs), int(train_cfg.batch_size)
     loader = DataLoader(
         data.train,
@@ -144,7 +151,7 @@ def _train(
     recalibration_images = int(train_cfg.get("bn_recalibration_images", BN_RECALIBRATION_IMAGES))
 
     start = time.perf_counter()
-    for epoch in range(1, epochs + 1):
+    for epoch in loop:
         model.train()
         total_loss, seen = 0.0, 0
         for step, (images, labels) in enumerate(loader):
@@ -163,11 +170,10 @@ def _train(
         train_loss = total_loss / seen
         _recalibrate_batchnorm(model, data.train, recalibration_images, seed)
         val_loss, val_accuracy = _evaluate(model, data.val)
+        metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
         if log:
-            mlflow.log_metrics(
-                {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy},
-                step=epoch,
-            )
+            mlflow.log_metrics(metrics, step=epoch)
+        loop.report(metrics)
     return train_loss, val_loss, val_accuracy, time.perf_counter() - start
 
 

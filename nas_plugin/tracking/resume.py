@@ -88,7 +88,7 @@ def load_replay(
             continue
         number = int(tags[TAG_TRIAL])
         status = tags.get(TAG_STATUS)
-        if status in ("ok", "failed") and run.info.status in ("FINISHED", "FAILED"):
+        if status in ("ok", "pruned", "failed") and run.info.status in ("FINISHED", "FAILED"):
             replay.finished[number] = record_from_run(run, number, space, objective)
         elif status != STATUS_INTERRUPTED and mark_interrupted:
             # Killed mid-trial: keep the run for the record, but it counts for nothing.
@@ -117,7 +117,9 @@ def record_from_run(run: Any, number: int, space: SearchSpace, objective: Object
         record.budget = float(params["budget"])
         record.rung = int(tags.get("nas.rung", 0))
         record.bracket = int(tags.get("nas.bracket", 0))
-    if record.status == "ok":
+    if record.status == "pruned" and tags.get("nas.pruned_step") is not None:
+        record.pruned_step = int(tags["nas.pruned_step"])
+    if record.status in ("ok", "pruned"):
         record.value = metrics.get(objective.primary)
         record.score = objective.score(metrics)
     return record

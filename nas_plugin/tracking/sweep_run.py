@@ -196,6 +196,7 @@ class SweepRun:
         metrics = [
             Metric("trials_finished", len(ok), now, 0),
             Metric("trials_failed", len(records) - len(ok), now, 0),
+            Metric("trials_pruned", sum(1 for r in records if r.status == "pruned"), now, 0),
         ]
         tags = []
         best = best_of(records)

@@ -32,6 +32,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig, OmegaConf
 
 from nas_plugin.estimators import make_estimator
+from nas_plugin.pruning.channel import TrialChannel, activate
 from nas_plugin.tracking.secrets import is_secret_key, mask_override, mask_secrets
 
 # Tag names shared by the job side and the sweeper side.
@@ -44,6 +45,8 @@ TAG_ERROR = "nas.error"
 TAG_MODEL_URI = "nas.model_uri"
 TAG_WORKER = "nas.worker"
 STATUS_RUNNING, STATUS_OK, STATUS_FAILED = "running", "ok", "failed"
+# Stopped early by the pruner (hydra.sweeper.pruner); the run is FINISHED, with its last value.
+STATUS_PRUNED = "pruned"
 
 
 class TrialResultError(ValueError):
@@ -102,6 +105,9 @@ class TrialContext:
     required_metrics: tuple[str, ...] = ()
     # Seconds a trial may run before it is stopped and recorded as failed; None: no limit.
     timeout_s: float | None = None
+    # The objective's direction and hydra.sweeper.pruner: the job decides on pruning itself.
+    direction: str = "maximize"
+    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "none"})
 
 
 @dataclass
@@ -112,6 +118,8 @@ class TrialOutcome:
     metrics: dict[str, float]
     value: float
     seconds: float
+    # The step at which the pruner stopped the trial; None: it ran to its end.
+    pruned_step: int | None = None
 
 
 class TrackedTask:
@@ -150,10 +158,21 @@ class TrackedTask:
         params = {k: ("***" if is_secret_key(k) else v) for k, v in params.items()}
         client.log_batch(run_id, params=[Param(k, _param_text(v)) for k, v in params.items()])
         _log_trial_files(client, run_id, cfg, overrides, architecture)
+        channel = TrialChannel(
+            client,
+            experiment_id=ctx.experiment_id,
+            parent_run_id=ctx.parent_run_id,
+            run_id=run_id,
+            trial=trial,
+            metric=ctx.metric,
+            direction=ctx.direction,
+            pruner=ctx.pruner,
+        )
         started = time.perf_counter()
         try:
-            # Leaving the block ends the run as FINISHED, or FAILED if the task raised.
-            with mlflow.start_run(run_id=run_id), time_limit(ctx.timeout_s):
+            # Leaving the block ends the run as FINISHED, or FAILED if the task raised; a
+            # pruned trial ends FINISHED too (it returned a valid result for a shorter budget).
+            with mlflow.start_run(run_id=run_id), time_limit(ctx.timeout_s), activate(channel):
                 estimator = make_estimator(ctx.estimator_config)
                 returned = estimator.run_job(cfg, self.task_function)
                 metrics, value = parse_result(returned, ctx.metric, ctx.required_metrics)
@@ -166,9 +185,15 @@ class TrackedTask:
         client.log_batch(
             run_id,
             metrics=_final_metrics(client, run_id, {**metrics, "trial_seconds": seconds}),
-            tags=[RunTag(TAG_STATUS, STATUS_OK)],
+            tags=[RunTag(TAG_STATUS, STATUS_OK if channel.pruned_step is None else STATUS_PRUNED)],
         )
-        return TrialOutcome(run_id=run_id, metrics=metrics, value=value, seconds=seconds)
+        return TrialOutcome(
+            run_id=run_id,
+            metrics=metrics,
+            value=value,
+            seconds=seconds,
+            pruned_step=channel.pruned_step,
+        )
 
 
 def _final_metrics(client: MlflowClient, run_id: str, returned: dict[str, float]) -> list[Metric]:
