@@ -49,7 +49,7 @@ class PruningCallback(TrainerCallback):
             numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
             value = {**{k.removeprefix("eval_"): v for k, v in numeric.items()}, **numeric}
         if self.per_epoch:
-            step, budget = round(state.epoch or 0), round(args.num_train_epochs)
+            step, budget = round(state.epoch or 0), round(state.num_train_epochs) or None
         else:
             step, budget = state.global_step, state.max_steps or None
         if report(step, value, max_step=budget):
