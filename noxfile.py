@@ -31,10 +31,12 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks that print tables: sweeper overhead vs Hydra's basic sweeper, parallel
-    throughput, the demo, strategies on NAS-Bench-201, and zero-cost proxies vs training."""
+    throughput, the demo, pruning (ASHA vs none), strategies on NAS-Bench-201, and zero-cost
+    proxies vs training."""
     session.run("python", "tests/benchmarks/overhead.py", *session.posargs)
     session.run("python", "tests/benchmarks/throughput.py")
     session.run("python", "tests/benchmarks/demo.py")
+    session.run("python", "tests/benchmarks/pruning.py")
     session.run("nas-plugin", "bench", "nb201", "--seeds", "30")
     # Zero-cost proxies vs 200 trained NB201 cells on digits, and the pre-screen's saving.
     session.run("python", "tests/benchmarks/proxies.py", "--archs", "200", "--search-seeds", "20")
