@@ -476,6 +476,7 @@ class NASSweeperImpl:
                 known = record_from_run(run, record.number, plan.space, plan.objective)
                 for name in ("status", "value", "score", "metrics", "run_id", "seconds"):
                     setattr(record, name, getattr(known, name))
+                record.pruned_step = known.pruned_step
                 continue
             record.status, record.error = "failed", cause
             if run is not None:
@@ -495,6 +496,7 @@ class NASSweeperImpl:
             )
         for name in ("status", "value", "score", "metrics", "run_id", "error", "seconds"):
             setattr(record, name, getattr(known, name))
+        record.pruned_step = known.pruned_step
         return True
 
     def _check_composes(self, record: TrialRecord) -> None:
