@@ -8,11 +8,18 @@ With ``random`` the two sweeps draw the same candidates, so the comparison is be
 all of them to the budget and letting ASHA (rungs at 1 and 3 epochs, eta 3) stop the trailing
 ones. Prints wall time, best validation accuracy (of a fully trained trial), its test accuracy,
 the trials pruned and the epochs trained, and the ratios.
+
+Then a replay: with the basic launcher trials run one after the other and training is seeded,
+so what a rule would have done is fixed by the unpruned sweep's per-epoch curves. Each rule in
+``--replay`` is run on those curves exactly as the channel runs it (each trial judged against
+the trials before it, as far as they got); the replay of the measured ASHA setting is checked
+against the real ASHA sweep.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -50,7 +57,16 @@ def sweep(label: str, pruner: list[str], args: argparse.Namespace) -> dict[str, 
         client = MlflowClient(f"sqlite:///{tmp}/mlflow.db")
         exp = client.get_experiment_by_name("nas-vision-digits")
         runs = client.search_runs([exp.experiment_id], max_results=1000)
-        trials = [r for r in runs if "nas.trial" in r.data.tags]
+        trials = sorted(
+            (r for r in runs if "nas.trial" in r.data.tags),
+            key=lambda r: int(r.data.tags["nas.trial"]),
+        )
+        curves = [
+            sorted(
+                (m.step, m.value) for m in client.get_metric_history(r.info.run_id, "val_accuracy")
+            )
+            for r in trials
+        ]
         full = [r for r in trials if r.data.tags.get("nas.status") == "ok"]
         pruned = [r for r in trials if r.data.tags.get("nas.status") == "pruned"]
         best = max(full, key=lambda r: r.data.metrics["val_accuracy"])
@@ -66,7 +82,39 @@ def sweep(label: str, pruner: list[str], args: argparse.Namespace) -> dict[str, 
             "best_val": best.data.metrics["val_accuracy"],
             "best_test": best.data.metrics["test_accuracy"],
             "best_trial": best.data.tags["nas.trial"],
+            # Per-epoch values only (a final value logged after the last epoch is dropped).
+            "curves": [[p for p in c if p[0] <= args.epochs] for c in curves],
+            "stops": [
+                int(r.data.tags["nas.pruned_step"]) if "nas.pruned_step" in r.data.tags else None
+                for r in trials
+            ],
         }
+
+
+def replay(config: dict, curves: list[list[tuple[int, float]]], epochs: int) -> dict:
+    """What ``config`` would have pruned in a sequential sweep with these full curves."""
+    from nas_plugin.pruning import make_rule
+
+    rule = make_rule(config)
+    done: list[list[tuple[int, float]]] = []
+    stops: list[int | None] = []
+    for curve in curves:
+        own: list[tuple[int, float]] = []
+        stop = None
+        for point in curve:
+            own.append(point)
+            if rule.decide(own, done, epochs).stop:
+                stop = point[0]
+                break
+        done.append(own)
+        stops.append(stop)
+    full = [c[-1][1] for c, stop in zip(curves, stops, strict=True) if stop is None]
+    return {
+        "stops": stops,
+        "pruned": sum(stop is not None for stop in stops),
+        "epochs": sum(len(c) for c in done),
+        "best_val": max(full),
+    }
 
 
 def _children_cpu() -> float:
@@ -82,17 +130,41 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=9)
     parser.add_argument("--strategy", default="random")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--asha", default='{"name": "asha", "min_step": 1, "eta": 3}', help="the measured pruner"
+    )
+    parser.add_argument(
+        "--replay",
+        nargs="*",
+        default=[
+            '{"name": "asha", "min_step": 1, "eta": 3}',
+            '{"name": "asha", "min_step": 1, "eta": 2}',
+            '{"name": "asha", "min_step": 2, "eta": 2}',
+            '{"name": "asha", "min_step": 3, "eta": 3}',
+            '{"name": "median", "warmup_steps": 1, "min_trials": 2}',
+            '{"name": "median", "warmup_steps": 2, "min_trials": 2}',
+            '{"name": "curve", "min_points": 3, "margin": 0.0}',
+            '{"name": "curve", "min_points": 3, "margin": 0.01}',
+        ],
+        help="pruner configs (JSON) replayed on the unpruned sweep's curves",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for both sweeps")
     args = parser.parse_args()
 
+    measured = json.loads(args.asha)
     rows = [
         sweep("none", ["hydra/sweeper/pruner=none"], args),
-        sweep("asha", ["hydra/sweeper/pruner=asha"], args),
+        sweep(
+            "asha",
+            ["hydra/sweeper/pruner=asha"]
+            + [f"hydra.sweeper.pruner.{k}={v}" for k, v in measured.items() if k != "name"],
+            args,
+        ),
     ]
     plain, asha = rows
     print(
         f"\nPruning: pipelines/vision.py -m, digits, mbconv space, {args.strategy} strategy, "
-        f"{args.trials} trials x {args.epochs} epochs, seed {args.seed}; ASHA min_step 1, eta 3\n"
+        f"{args.trials} trials x {args.epochs} epochs, seed {args.seed}; ASHA {measured}\n"
     )
     print(
         "| pruner | wall time (s) | CPU time (s) | load avg | trials | pruned | epochs trained "
@@ -112,6 +184,25 @@ def main() -> None:
         f"{plain['cpu'] / asha['cpu']:.2f}x less CPU time, best val_acc {delta:+.2f} points "
         "(target within +-0.5). Load avg: the machine's 1-minute load, mean of start and end."
     )
+
+    epochs = sum(len(c) for c in plain["curves"])
+    print(
+        f"\nReplay on the unpruned sweep's curves ({epochs} epochs, "
+        f"best {plain['best_val']:.4f}):\n"
+    )
+    print("| pruner | pruned | epochs trained | epoch ratio | best val_acc | points lost |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for text in args.replay:
+        config = json.loads(text)
+        result = replay(config, plain["curves"], args.epochs)
+        label = ", ".join(f"{k}={v}" for k, v in config.items())
+        print(
+            f"| {label} | {result['pruned']} | {result['epochs']} | "
+            f"{epochs / result['epochs']:.2f}x | {result['best_val']:.4f} | "
+            f"{100 * (plain['best_val'] - result['best_val']):.2f} |"
+        )
+    same = replay(measured, plain["curves"], args.epochs)["stops"] == asha["stops"]
+    print(f"\nThe replay of {measured} matches the real ASHA sweep's stops: {same}")
 
 
 if __name__ == "__main__":
