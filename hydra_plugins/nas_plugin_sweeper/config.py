@@ -78,6 +78,8 @@ class NASSweeperConf:
             {"strategy": "random"},
             {"search_space": "custom"},
             {"estimator": "full"},
+            {"prescreen": "none"},
+            {"predictor": "none"},
         ]
     )
     # How many distinct candidates to evaluate (each is one Hydra job and one MLflow child run).
@@ -110,6 +112,10 @@ class NASSweeperConf:
     strategy: Any = MISSING
     search_space: Any = MISSING
     estimator: Any = MISSING
+    # Optional: hydra/sweeper/prescreen (none | zero_cost), hydra/sweeper/predictor (none | gp |
+    # mlp).
+    prescreen: Any = MISSING
+    predictor: Any = MISSING
     mlflow: MLflowConf = field(default_factory=MLflowConf)
     registry: RegistryConf = field(default_factory=RegistryConf)
     # Transfer from an earlier search (see WarmStartConf); off unless warm_start.experiment is set.

@@ -89,8 +89,7 @@ class Predictor:
             return None
         if name not in MODELS:
             raise PredictorError(
-                f"hydra.sweeper.predictor.name={name!r} is unknown; allowed: "
-                f"{['none', *MODELS]}"
+                f"hydra.sweeper.predictor.name={name!r} is unknown; allowed: {['none', *MODELS]}"
             )
         allowed = ["score_warp", "min_trials", "refit_every", "retune_growth"]
         allowed += ["ensemble_size", "hidden_size", *extra]
