@@ -6,9 +6,11 @@ network (``rank_by: proxy``), the sweep's learned predictor once ``predictor_aft
 finished (``rank_by: predictor``), or the mean of both normalised ranks (``combined``).
 
 The screened-out candidates are told to the strategy as ``None``, the answer it already gets
-for a failed trial: every strategy drops them from its parents/population and never proposes
-them as new again, and a re-proposal is answered ``None`` at once without training. Telling
-them a made-up score instead would feed a proxy's scale into the strategy's model.
+for a failed trial: every strategy keeps them out of its parents, population and model.
+Telling them a made-up score instead would feed a proxy's scale into the strategy's model. A
+screened-out candidate the strategy proposes again is not banned: it joins a later pool and is
+ranked again (its proxy score is cached), so a strategy that keeps coming back to a region is
+never starved, and the predictor may rank it higher once it has learned more.
 
 Pure with respect to Hydra and MLflow: the sweeper hands in a ``compose`` function (encoding ->
 the trial's composed config) and logs what :class:`Prescreener` records. torch is imported only
@@ -193,7 +195,8 @@ class Prescreener:
         self.compose = compose
         self.predictor = predictor
         self.rows: list[Screened] = []
-        self.screened_out: set[Encoding] = set()
+        self.screened_out: set[Encoding] = set()  # screened out and not trained (yet)
+        self._proxy_cache: dict[Encoding, tuple[dict[str, float], str | None]] = {}
         self.kept: dict[Encoding, Screened] = {}
         self.seconds = 0.0  # spent screening (composing, building, scoring, predicting)
         self._queue: deque[Screened] = deque()
@@ -258,6 +261,7 @@ class Prescreener:
             if row.kept:
                 self._queue.append(row)
                 self.kept[row.encoding] = row
+                self.screened_out.discard(row.encoding)
             else:
                 self.screened_out.add(row.encoding)
                 reject(row.encoding)
@@ -296,12 +300,17 @@ class Prescreener:
         build = load_factory(self.config.factory)
         members = self.config.ensemble if self.config.proxy == ENSEMBLE else (self.config.proxy,)
         for row in rows:
-            try:
-                cfg = self.compose(row.encoding)
-                model, inputs, targets = build(cfg, self.config.batch_size, 1, self.config.seed)
-                row.proxy_scores = score(model, inputs, targets, members, seed=self.config.seed)
-            except Exception as err:  # noqa: BLE001 - recorded in the screening table
-                row.error = f"{type(err).__name__}: {err}"
+            if row.encoding not in self._proxy_cache:
+                scores, error = {}, None
+                try:
+                    cfg = self.compose(row.encoding)
+                    batch_size, seed = self.config.batch_size, self.config.seed
+                    model, inputs, targets = build(cfg, batch_size, 1, seed)
+                    scores = score(model, inputs, targets, members, seed=seed)
+                except Exception as err:  # noqa: BLE001 - recorded in the screening table
+                    error = f"{type(err).__name__}: {err}"
+                self._proxy_cache[row.encoding] = (scores, error)
+            row.proxy_scores, row.error = self._proxy_cache[row.encoding]
         scored = [row for row in rows if row.error is None]
         if self.config.proxy == ENSEMBLE:
             ranks = ensemble_ranks([row.proxy_scores for row in scored], members)

@@ -414,24 +414,16 @@ class NASSweeperImpl:
         batch: list[Encoding] = []
         duplicates = 0
         running = running or set()
-        screened_out = self._prescreener.screened_out if self._prescreener else set()
         while len(batch) < wanted and duplicates < MAX_DUPLICATE_PROPOSALS:
             candidate = strategy.ask()
             if candidate is None:
                 break
-            if (
-                candidate in seen
-                or candidate in batch
-                or candidate in running
-                or candidate in screened_out
-            ):
+            if candidate in seen or candidate in batch or candidate in running:
                 # Identical candidates are never trained twice: the strategy hears the known score.
                 duplicates += 1
                 if candidate in seen:
                     known = seen[candidate]
                     strategy.tell(candidate, known.score)
-                elif candidate in screened_out:
-                    strategy.tell(candidate, None)
                 continue
             duplicates = 0
             batch.append(candidate)
