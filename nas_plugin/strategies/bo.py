@@ -97,7 +97,7 @@ class BayesianOptimization(Strategy):
             ensemble_size=self.ensemble_size,
             hidden_size=self.hidden_size,
             rng=self.rng,
-            where="strategy 'bo':",
+            where="hydra.sweeper.strategy",  # bo checked its options already
         )
         self.features: OneHotFeatures = self.predictor.features
         self.scores = self.predictor.scores
