@@ -106,6 +106,23 @@ def test_predictor_ranks_the_pool_once_it_has_enough_results():
     assert convs[kept] == max(convs.values())
 
 
+def test_combined_ranks_by_the_mean_of_proxy_and_predictor_ranks(compose_trial):
+    config = _config(pool=4, keep=1, rank_by="combined", predictor_after=2, batch_size=16)
+    predictor = Predictor(SPACE, min_trials=2)
+    for cell in _proposals(20, seed=5):
+        predictor.add(cell, sum(op == "skip_connect" for _, op in cell))
+    screener = Prescreener(config, n_trials=1, compose=compose_trial, predictor=predictor)
+    proposals = _proposals(4, seed=6)
+    (kept,) = screener.next(lambda n, e: proposals, 1, lambda e: None)
+    rows = screener.rows
+    proxy_rank = {r.encoding: sorted(x.proxy for x in rows).index(r.proxy) for r in rows}
+    model_rank = {r.encoding: sorted(x.predicted for x in rows).index(r.predicted) for r in rows}
+    for row in rows:
+        assert row.ranked_by == "combined"
+        assert row.value == pytest.approx((proxy_rank[row.encoding] + model_rank[row.encoding]) / 6)
+    assert kept == max(rows, key=lambda r: (r.value, -r.position)).encoding
+
+
 @pytest.mark.parametrize(
     ("options", "has_predictor", "message"),
     [
