@@ -112,7 +112,7 @@ class PrescreenConfig:
         if proxy is None and rank_by != "predictor":
             raise PrescreenError(
                 f"hydra.sweeper.prescreen.proxy=null only works with rank_by=predictor (until "
-                f"the predictor is ready the strategy's own order decides), not {rank_by}"
+                f"the predictor is ready, no screening), not {rank_by}"
             )
         factory = options.get("factory")
         if factory is None:
@@ -220,12 +220,16 @@ class Prescreener:
         handed: list[Encoding] = []
         while len(handed) < wanted:
             if not self._queue:
-                pool = propose(self.config.pool, set(handed))
-                if not pool:
-                    break
                 # The sweep's last pool keeps only what is left to train.
                 left = self.n_trials - self._handed_out - len(handed)
-                self._screen(pool, max(1, min(self.config.keep, left)), reject)
+                keep = max(1, min(self.config.keep, left))
+                # Nothing to rank by yet (proxy: null, predictor not ready): no pool, the
+                # strategy's next `keep` proposals are trained as they come.
+                size = keep if self._mode() == "order" else self.config.pool
+                pool = propose(size, set(handed))
+                if not pool:
+                    break
+                self._screen(pool, keep, reject)
             handed.append(self._queue.popleft().encoding)
         self._handed_out += len(handed)
         return handed
@@ -275,7 +279,7 @@ class Prescreener:
         )
         if rank_by == "proxy" or ready:
             return rank_by
-        # Until the predictor has enough results: the proxy, or the strategy's order.
+        # Until the predictor has enough results: the proxy, or no screening at all.
         return "proxy" if self.config.proxy is not None else "order"
 
     def _ranking_values(self, rows: list[Screened], mode: str) -> list[float]:

@@ -93,8 +93,10 @@ def test_predictor_ranks_the_pool_once_it_has_enough_results():
     def propose(n, exclude):
         return [next(proposals) for _ in range(n)]
 
+    # Nothing to rank by yet: no pool, the strategy's proposal is trained as it comes.
     first = screener.next(propose, 1, lambda e: None)
-    assert screener.rows[0].ranked_by == "order" and first == [screener.rows[0].encoding]
+    assert len(screener.rows) == 1 and screener.rows[0].ranked_by == "order"
+    assert first == [screener.rows[0].encoding] and screener.rows[0].kept
     # Teach it a score that counts convolutions; then it keeps the most convolutional cell.
     for cell in _proposals(30, seed=2):
         predictor.add(cell, sum(op.startswith("nor_conv") for _, op in cell))

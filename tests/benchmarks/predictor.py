@@ -130,7 +130,7 @@ def prescreen_table(objective, table: BenchmarkTable, seeds: int, cap: int) -> l
         f"Trained trials until a cell in the table's top 5 % ({METRIC} >= {top5:.2f}) / top 1 % "
         f"(>= {top1:.2f}), mean ± std over {seeds} seeds, capped at {cap}; best after 100 "
         "trials; runs that ended early (100 proposals in a row already trained: the sweeper's "
-        "'space exhausted' rule)",
+        "'space exhausted' rule) and their mean length",
         "",
         "| evolution | trials to top 5 % | trials to top 1 % | best @100 | ended early |",
         "| --- | --- | --- | --- | --- |",
@@ -141,7 +141,7 @@ def prescreen_table(objective, table: BenchmarkTable, seeds: int, cap: int) -> l
         "pre-screen K=10 k=1, gp predictor after 20": 20,
     }
     for label, after in variants.items():
-        to5, to1, best100, early = [], [], [], 0
+        to5, to1, best100, early = [], [], [], []
         for seed in range(seeds):
             strategy = make_strategy(
                 {"name": "evolution", **default_options("evolution")}, space, seed
@@ -178,14 +178,16 @@ def prescreen_table(objective, table: BenchmarkTable, seeds: int, cap: int) -> l
                     state["best100"] = state["best"]
 
             drive(strategy, objective, cap, on_result, prescreener)
-            early += state["n"] < cap
+            if state["n"] < cap:
+                early.append(state["n"])
             to5.append(state["to5"])
             to1.append(state["to1"])
             best100.append(state["best"] if state["best100"] is None else state["best100"])
         lines.append(
             f"| {label} | {statistics.mean(to5):.1f} ± {statistics.pstdev(to5):.1f} "
             f"| {statistics.mean(to1):.1f} ± {statistics.pstdev(to1):.1f} "
-            f"| {statistics.mean(best100):.2f} | {early}/{seeds} |"
+            f"| {statistics.mean(best100):.2f} | {len(early)}/{seeds}"
+            f"{f' (after {statistics.mean(early):.0f})' if early else ''} |"
         )
     return lines
 
