@@ -25,13 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from nas_plugin.estimators.hyperband import Hyperband, promote
 from nas_plugin.leaderboard import TrialRecord, best_of, progress_line, ranked, render
 from nas_plugin.predictors import HeldOutCorrelation, PredictorError
-from nas_plugin.prescreen import (
-    PrescreenConfig,
-    Prescreener,
-    PrescreenError,
-    table_rows,
-    trial_metrics,
-)
+from nas_plugin.prescreen import PrescreenConfig, Prescreener, PrescreenError
 from nas_plugin.space import Encoding
 from nas_plugin.strategies import Strategy, make_strategy
 from nas_plugin.sweep_config import (
@@ -41,7 +35,6 @@ from nas_plugin.sweep_config import (
     check_against_job_config,
     format_value,
 )
-from nas_plugin.tracking import screening
 from nas_plugin.tracking.resume import (
     Replay,
     find_unfinished,
@@ -49,6 +42,7 @@ from nas_plugin.tracking.resume import (
     load_replay,
     record_from_run,
 )
+from nas_plugin.tracking.screening import SearchAids
 from nas_plugin.tracking.secrets import mask_override, mask_secrets
 from nas_plugin.tracking.sweep_run import SweepRun, open_store, resolve_tracking_uri
 from nas_plugin.tracking.trial import TAG_STATUS, TrackedTask, TrialOutcome
@@ -76,11 +70,8 @@ class NASSweeperImpl:
         self.launcher: Launcher | None = None
         self._composed_pairs: set[tuple[str, Any]] = set()
         self._replay: Replay | None = None
-        # Optional search aids (hydra/sweeper/prescreen, hydra/sweeper/predictor).
-        self._prescreener: Prescreener | None = None
-        self._held_out: HeldOutCorrelation | None = None
-        self._sweep_run: SweepRun | None = None
-        self._screened_rows = 0
+        # Optional: hydra/sweeper/prescreen and hydra/sweeper/predictor.
+        self._aids = SearchAids()
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -103,7 +94,7 @@ class NASSweeperImpl:
                 f"hydra.sweeper.resume={resume!r}; allowed: {list(RESUME_MODES)}"
             )
         strategy = make_strategy(plan.strategy_config, plan.space, plan.seed)
-        self._prescreener, self._held_out = self._search_aids(plan, sweeper_cfg)
+        self._aids = self._search_aids(plan, sweeper_cfg)
 
         mlflow_cfg = sweeper_cfg.get("mlflow") or {}
         uri = resolve_tracking_uri(mlflow_cfg.get("tracking_uri"))
@@ -145,7 +136,7 @@ class NASSweeperImpl:
         else:
             sweep_run.start(
                 mlflow_cfg.get("run_name"),
-                params={**_parent_params(plan, strategy), **self._aid_params()},
+                params={**_parent_params(plan, strategy), **self._aids.params()},
                 files={
                     "search_space.json": json.dumps(plan.space.describe(), indent=2),
                     "sweep_config.yaml": OmegaConf.to_yaml(mask_secrets(sweeper_cfg)),
@@ -155,7 +146,7 @@ class NASSweeperImpl:
             )
             if warm is not None:
                 warm.log(sweep_run.client, sweep_run.run_id)
-        self._sweep_run = sweep_run
+        self._aids.attach(sweep_run.client, sweep_run.run_id)
         context = sweep_run.trial_context(
             space_keys=plan.space.names,
             metric=plan.objective.metrics[0] if plan.objective.metrics else None,
@@ -367,7 +358,7 @@ class NASSweeperImpl:
         """Book finished trials: scores, Pareto ranks, progress lines, the failure limit."""
         for record in new_records:
             records.append(record)
-            self._after_trial(record, len(records))
+            self._aids.after_trial(record, len(records))
             if plan.objective.multi:
                 _update_pareto_ranks(records)
             best = best_of(records)
@@ -389,19 +380,17 @@ class NASSweeperImpl:
         plan: SweepPlan,
         running: set[Encoding] | None = None,
     ) -> list[Encoding]:
-        if self._prescreener is None:
+        if self._aids.prescreener is None:
             return self._propose(strategy, seen, wanted, plan, running)
         # Pre-screen: pools from the strategy, only the top of each is trained.
-        batch = self._prescreener.next(
+        return self._aids.next_candidates(
             lambda pool, exclude: self._propose(
                 strategy, seen, pool, plan, (running or set()) | exclude
             ),
             wanted,
             reject=lambda encoding: strategy.tell(encoding, None),
+            space=plan.space,
         )
-        if len(self._prescreener.rows) > self._screened_rows:
-            self._log_screening(plan)
-        return batch
 
     def _propose(
         self,
@@ -545,11 +534,7 @@ class NASSweeperImpl:
         self.hydra_context.config_loader.load_sweep_config(self.config, list(record.overrides))
         self._composed_pairs |= pairs
 
-    # -- pre-screen and predictor ---------------------------------------------------------------
-
-    def _search_aids(
-        self, plan: SweepPlan, sweeper_cfg: dict[str, Any]
-    ) -> tuple[Prescreener | None, HeldOutCorrelation | None]:
+    def _search_aids(self, plan: SweepPlan, sweeper_cfg: dict[str, Any]) -> SearchAids:
         """The configured pre-screen and learned predictor, checked before any trial."""
         try:
             held_out = HeldOutCorrelation.from_config(
@@ -570,78 +555,17 @@ class NASSweeperImpl:
                 "hydra/sweeper/predictor=none"
             )
         if config is None:
-            return None, held_out
+            return SearchAids(None, held_out)
         loader = self.hydra_context.config_loader  # type: ignore[union-attr]
 
         def compose(encoding: Encoding) -> DictConfig:
+            # The trial's config exactly as its job will compose it: the proxy scores the
+            # network the trial would train.
             overrides = plan.trial_overrides(plan.space.decode(encoding))
             return loader.load_sweep_config(self.config, list(overrides))
 
         predictor = held_out.predictor if held_out is not None else None
-        return Prescreener(config, plan.n_trials, compose, predictor), held_out
-
-    def _aid_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {}
-        if self._prescreener is not None:
-            described = self._prescreener.config.describe()
-            params.update({f"prescreen.{k}": v for k, v in described.items()})
-        if self._held_out is not None:
-            params["predictor"] = self._held_out.predictor.model
-        return params
-
-    def _after_trial(self, record: TrialRecord, finished: int) -> None:
-        """A booked trial: its screening and predicted score on its run; the predictor learns
-        it (after predicting it) and its held-out correlation goes on the parent run."""
-        if self._sweep_run is None:
-            return
-        client = self._sweep_run.client
-        metrics: dict[str, float] = {}
-        if self._prescreener is not None:
-            row = self._prescreener.trained(record.encoding, record.number, record.run_id)
-            if row is not None:
-                metrics.update(trial_metrics(row, self._prescreener.config.proxy))
-        if self._held_out is not None:
-            score = _first(record.score) if record.ok else None
-            predicted = self._held_out.observe(record.encoding, score)
-            if predicted is not None:
-                metrics["predicted_score"] = predicted
-            correlation = self._held_out.correlation()
-            if correlation is not None:
-                screening.log_metrics(
-                    client,
-                    self._sweep_run.run_id,
-                    {f"predictor_{k}": v for k, v in correlation.items()},
-                    step=finished,
-                )
-        screening.log_metrics(client, record.run_id, metrics)
-
-    def _log_screening(self, plan: SweepPlan) -> None:
-        assert self._prescreener is not None and self._sweep_run is not None
-        rows = table_rows(self._prescreener.rows, plan.space.decode)
-        screening.log_table(self._sweep_run.client, self._sweep_run.run_id, rows)
-        self._screened_rows = len(self._prescreener.rows)
-
-    def _finish_aids(self, plan: SweepPlan) -> None:
-        if self._prescreener is None or self._sweep_run is None or not self._prescreener.rows:
-            return
-        self._log_screening(plan)
-        screener = self._prescreener
-        screening.log_metrics(
-            self._sweep_run.client,
-            self._sweep_run.run_id,
-            {
-                "prescreen_screened_out": len(screener.screened_out),
-                "prescreen_seconds": screener.seconds,
-            },
-        )
-        log.info(
-            "Pre-screen: %d pools, %d candidates screened out by %s in %.1f s (artifact %s)",
-            1 + max(row.round for row in screener.rows),
-            len(screener.screened_out),
-            screener.config.rank_by,
-            screener.seconds,
-            screening.PRESCREEN_TABLE,
-        )
+        return SearchAids(Prescreener(config, plan.n_trials, compose, predictor), held_out)
 
     def _register(
         self,
@@ -707,7 +631,7 @@ class NASSweeperImpl:
         status: str,
         note: str | None,
     ) -> None:
-        self._finish_aids(plan)
+        self._aids.finish(plan.space)
         rows = int(sweeper_cfg.get("leaderboard_rows") or 10)
         columns = tuple(sweeper_cfg.get("leaderboard_columns") or ())
         table = render(records, plan.objective, rows, columns)
