@@ -31,8 +31,8 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks that print tables: sweeper overhead vs Hydra's basic sweeper, parallel
-    throughput, the demo, pruning (ASHA vs none), strategies on NAS-Bench-201, and zero-cost
-    proxies vs training."""
+    throughput, the demo, pruning (ASHA vs none), strategies on NAS-Bench-201, zero-cost proxies
+    vs training, the learned predictor, one-shot NAS and Once-for-All."""
     session.run("python", "tests/benchmarks/overhead.py", *session.posargs)
     session.run("python", "tests/benchmarks/throughput.py")
     session.run("python", "tests/benchmarks/demo.py")
@@ -40,3 +40,5 @@ def bench(session: nox.Session) -> None:
     session.run("nas-plugin", "bench", "nb201", "--seeds", "30")
     # Zero-cost proxies vs 200 trained NB201 cells on digits, and the pre-screen's saving.
     session.run("python", "tests/benchmarks/proxies.py", "--archs", "200", "--search-seeds", "20")
+    # The learned predictor's held-out rank correlation on NB201, and a predictor pre-screen.
+    session.run("python", "tests/benchmarks/predictor.py", "--seeds", "10", "--search-seeds", "20")

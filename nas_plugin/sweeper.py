@@ -24,6 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas_plugin.estimators.hyperband import Hyperband, promote
 from nas_plugin.leaderboard import TrialRecord, best_of, progress_line, ranked, render
+from nas_plugin.predictors import HeldOutCorrelation, PredictorError
+from nas_plugin.prescreen import PrescreenConfig, Prescreener, PrescreenError
 from nas_plugin.space import Encoding
 from nas_plugin.strategies import Strategy, make_strategy
 from nas_plugin.sweep_config import (
@@ -40,6 +42,7 @@ from nas_plugin.tracking.resume import (
     load_replay,
     record_from_run,
 )
+from nas_plugin.tracking.screening import SearchAids
 from nas_plugin.tracking.secrets import mask_override, mask_secrets
 from nas_plugin.tracking.sweep_run import SweepRun, open_store, resolve_tracking_uri
 from nas_plugin.tracking.trial import TAG_STATUS, TrackedTask, TrialOutcome
@@ -67,6 +70,8 @@ class NASSweeperImpl:
         self.launcher: Launcher | None = None
         self._composed_pairs: set[tuple[str, Any]] = set()
         self._replay: Replay | None = None
+        # Optional: hydra/sweeper/prescreen and hydra/sweeper/predictor.
+        self._aids = SearchAids()
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -89,6 +94,7 @@ class NASSweeperImpl:
                 f"hydra.sweeper.resume={resume!r}; allowed: {list(RESUME_MODES)}"
             )
         strategy = make_strategy(plan.strategy_config, plan.space, plan.seed)
+        self._aids = self._search_aids(plan, sweeper_cfg)
 
         mlflow_cfg = sweeper_cfg.get("mlflow") or {}
         uri = resolve_tracking_uri(mlflow_cfg.get("tracking_uri"))
@@ -130,7 +136,7 @@ class NASSweeperImpl:
         else:
             sweep_run.start(
                 mlflow_cfg.get("run_name"),
-                params=_parent_params(plan, strategy),
+                params={**_parent_params(plan, strategy), **self._aids.params()},
                 files={
                     "search_space.json": json.dumps(plan.space.describe(), indent=2),
                     "sweep_config.yaml": OmegaConf.to_yaml(mask_secrets(sweeper_cfg)),
@@ -140,6 +146,7 @@ class NASSweeperImpl:
             )
             if warm is not None:
                 warm.log(sweep_run.client, sweep_run.run_id)
+        self._aids.attach(sweep_run.client, sweep_run.run_id)
         context = sweep_run.trial_context(
             space_keys=plan.space.names,
             metric=plan.objective.metrics[0] if plan.objective.metrics else None,
@@ -353,6 +360,7 @@ class NASSweeperImpl:
         """Book finished trials: scores, Pareto ranks, progress lines, the failure limit."""
         for record in new_records:
             records.append(record)
+            self._aids.after_trial(record, len(records))
             if plan.objective.multi:
                 _update_pareto_ranks(records)
             best = best_of(records)
@@ -367,6 +375,26 @@ class NASSweeperImpl:
             )
 
     def _next_candidates(
+        self,
+        strategy: Strategy,
+        seen: dict[Encoding, TrialRecord],
+        wanted: int,
+        plan: SweepPlan,
+        running: set[Encoding] | None = None,
+    ) -> list[Encoding]:
+        if self._aids.prescreener is None:
+            return self._propose(strategy, seen, wanted, plan, running)
+        # Pre-screen: pools from the strategy, only the top of each is trained.
+        return self._aids.next_candidates(
+            lambda pool, exclude: self._propose(
+                strategy, seen, pool, plan, (running or set()) | exclude
+            ),
+            wanted,
+            reject=lambda encoding: strategy.tell(encoding, None),
+            space=plan.space,
+        )
+
+    def _propose(
         self,
         strategy: Strategy,
         seen: dict[Encoding, TrialRecord],
@@ -510,6 +538,39 @@ class NASSweeperImpl:
         self.hydra_context.config_loader.load_sweep_config(self.config, list(record.overrides))
         self._composed_pairs |= pairs
 
+    def _search_aids(self, plan: SweepPlan, sweeper_cfg: dict[str, Any]) -> SearchAids:
+        """The configured pre-screen and learned predictor, checked before any trial."""
+        try:
+            held_out = HeldOutCorrelation.from_config(
+                sweeper_cfg.get("predictor"), plan.space, plan.seed
+            )
+            config = PrescreenConfig.from_config(
+                sweeper_cfg.get("prescreen"),
+                seed=plan.seed,
+                estimator_config=plan.estimator_config,
+                has_predictor=held_out is not None,
+            )
+        except (PredictorError, PrescreenError) as err:
+            raise SweepConfigError(str(err)) from err
+        if held_out is not None and plan.objective.multi:
+            raise SweepConfigError(
+                f"hydra.sweeper.predictor.name={held_out.predictor.model} learns one score, but "
+                f"the sweep has several objectives {list(plan.objective.metrics)}; select "
+                "hydra/sweeper/predictor=none"
+            )
+        if config is None:
+            return SearchAids(None, held_out)
+        loader = self.hydra_context.config_loader  # type: ignore[union-attr]
+
+        def compose(encoding: Encoding) -> DictConfig:
+            # The trial's config exactly as its job will compose it: the proxy scores the
+            # network the trial would train.
+            overrides = plan.trial_overrides(plan.space.decode(encoding))
+            return loader.load_sweep_config(self.config, list(overrides))
+
+        predictor = held_out.predictor if held_out is not None else None
+        return SearchAids(Prescreener(config, plan.n_trials, compose, predictor), held_out)
+
     def _register(
         self,
         plan: SweepPlan,
@@ -574,6 +635,7 @@ class NASSweeperImpl:
         status: str,
         note: str | None,
     ) -> None:
+        self._aids.finish(plan.space)
         rows = int(sweeper_cfg.get("leaderboard_rows") or 10)
         columns = tuple(sweeper_cfg.get("leaderboard_columns") or ())
         table = render(records, plan.objective, rows, columns)

@@ -79,6 +79,8 @@ class NASSweeperConf:
             {"search_space": "custom"},
             {"estimator": "full"},
             {"pruner": "none"},
+            {"prescreen": "none"},
+            {"predictor": "none"},
         ]
     )
     # How many distinct candidates to evaluate (each is one Hydra job and one MLflow child run).
@@ -114,6 +116,10 @@ class NASSweeperConf:
     # Stops unpromising trials early from their reported curves (hydra/sweeper/pruner group:
     # none | median | asha | curve; the job reports with nas_plugin.report or a callback).
     pruner: Any = MISSING
+    # Optional: hydra/sweeper/prescreen (none | zero_cost), hydra/sweeper/predictor (none | gp |
+    # mlp).
+    prescreen: Any = MISSING
+    predictor: Any = MISSING
     mlflow: MLflowConf = field(default_factory=MLflowConf)
     registry: RegistryConf = field(default_factory=RegistryConf)
     # Transfer from an earlier search (see WarmStartConf); off unless warm_start.experiment is set.

@@ -32,67 +32,19 @@ are left out of the surrogate's data.
 
 from __future__ import annotations
 
-import functools
-import math
-import warnings
 from collections.abc import Sequence
-from contextlib import AbstractContextManager
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve, solve_triangular
-from scipy.stats import norm, rankdata
-from threadpoolctl import ThreadpoolController
+from scipy.stats import norm
 
-from nas_plugin.space import Categorical, Encoding, FloatRange, IntRange, SearchSpace
+from nas_plugin.predictors import OneHotFeatures, Predictor
+from nas_plugin.predictors.surrogates import single_threaded_blas
+from nas_plugin.space import Encoding, SearchSpace
 from nas_plugin.strategies.base import Strategy, StrategyError, positive_int
 
 SURROGATES = ("gp", "mlp")
 ACQUISITIONS = ("its", "ucb", "ei")
 SCORE_WARPS = ("rank", "none")
-
-
-class OneHotFeatures:
-    """A fixed-length numeric vector for every encoding of a space.
-
-    Categorical decisions become one column per choice (all zero while inactive); integer and
-    float decisions become one column scaled to [0, 1] (on a log scale for log intervals), and,
-    when they are conditional, a second column that is 1 while they are active.
-    """
-
-    def __init__(self, space: SearchSpace) -> None:
-        self.columns: dict[str, int] = {}  # parameter -> its first column
-        self._choice_index: dict[str, dict[object, int]] = {}
-        width = 0
-        for param in space.params:
-            self.columns[param.name] = width
-            if isinstance(param, Categorical):
-                self._choice_index[param.name] = {v: i for i, v in enumerate(param.choices)}
-                width += len(param.choices)
-            else:
-                width += 1 if param.condition is None else 2
-        self.width = width
-        self._params = {param.name: param for param in space.params}
-
-    def transform(self, encodings: Sequence[Encoding]) -> np.ndarray:
-        features = np.zeros((len(encodings), self.width))
-        for row, encoding in enumerate(encodings):
-            for key, value in encoding:
-                column = self.columns[key]
-                param = self._params[key]
-                if isinstance(param, Categorical):
-                    features[row, column + self._choice_index[key][value]] = 1.0
-                    continue
-                features[row, column] = _scaled(param, value)
-                if param.condition is not None:
-                    features[row, column + 1] = 1.0
-        return features
-
-
-def _scaled(param: IntRange | FloatRange, value: float) -> float:
-    low, high = float(param.low), float(param.high)
-    if isinstance(param, FloatRange) and param.log:
-        low, high, value = math.log(low), math.log(high), math.log(value)
-    return 0.5 if high == low else (value - low) / (high - low)
 
 
 class BayesianOptimization(Strategy):
@@ -132,13 +84,25 @@ class BayesianOptimization(Strategy):
         self.hidden_size = positive_int(self.name, "hidden_size", hidden_size)
         self.float_points = positive_int(self.name, "float_points", float_points)
         self.max_resamples = positive_int(self.name, "max_resamples", max_resamples)
-        self.features = OneHotFeatures(space)
-        self.scores: dict[Encoding, float | None] = {}
+        # The surrogate and its data (nas_plugin.predictors, shared with the sweeper's
+        # predictor); it draws the MLPs' seeds from this strategy's generator.
+        self.predictor = Predictor(
+            space,
+            seed,
+            model=self.surrogate,
+            score_warp=self.score_warp,
+            min_trials=2,
+            refit_every=self.refit_every,
+            retune_growth=self.retune_growth,
+            ensemble_size=self.ensemble_size,
+            hidden_size=self.hidden_size,
+            rng=self.rng,
+            where="hydra.sweeper.strategy",  # bo checked its options already
+        )
+        self.features: OneHotFeatures = self.predictor.features
+        self.scores = self.predictor.scores
         self._proposed: set[Encoding] = set()
         self._np_rng = np.random.default_rng(seed)
-        self._model: _Surrogate | None = None
-        self._fitted_on = 0  # how many scored answers the current model has seen
-        self._tuned_on = 0  # how many scored answers the GP's hyperparameters were picked on
 
     # -- ask ------------------------------------------------------------------------------------
 
@@ -179,8 +143,8 @@ class BayesianOptimization(Strategy):
         pool = self._candidates(scored)
         if not pool:
             return None
-        with _single_threaded_blas():
-            model = self._surrogate(scored)
+        with single_threaded_blas():
+            model = self.predictor.fit()
             mean, std = model.predict(self.features.transform(pool))
         if self.acquisition == "its":
             values = self._np_rng.normal(mean, std)
@@ -190,134 +154,12 @@ class BayesianOptimization(Strategy):
             values = _expected_improvement(mean, std, model.best)
         return pool[int(np.argmax(values))]
 
-    def _surrogate(self, scored: list[tuple[Encoding, float]]) -> _Surrogate:
-        if self._model is None or len(scored) - self._fitted_on >= self.refit_every:
-            x = self.features.transform([e for e, _ in scored])
-            y = np.array([s for _, s in scored])
-            if self.score_warp == "rank":
-                y = _normal_scores(y)
-            if self.surrogate == "gp":
-                # Re-pick the kernel's hyperparameters only once the data has grown enough:
-                # often while it is small and they move, rarely later.
-                previous = self._model if isinstance(self._model, _GaussianProcess) else None
-                keep = previous is not None and len(scored) < self._tuned_on * (
-                    1 + self.retune_growth
-                )
-                self._model = _GaussianProcess(x, y, previous.hyper if keep else None)
-                if not keep:
-                    self._tuned_on = len(scored)
-            else:
-                random_state = self.rng.randrange(2**31)
-                self._model = _MLPEnsemble(x, y, random_state, self.ensemble_size, self.hidden_size)
-            self._fitted_on = len(scored)
-        return self._model
-
     # -- tell -----------------------------------------------------------------------------------
 
     def tell(self, encoding: Encoding, score: float | None) -> None:
         super().tell(encoding, score)
         self._proposed.add(encoding)
         self.scores[encoding] = score  # a repeated tell replaces, so no answer counts twice
-
-
-class _Surrogate:
-    best: float  # the best observed score, for expected improvement
-
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
-
-
-class _GaussianProcess(_Surrogate):
-    """A zero-mean GP on standardized scores with kernel ``signal * exp(-d^2 / (2 l^2))``.
-
-    Small and in numpy on purpose: the length scale ``l`` and the noise ratio are picked from a
-    grid by marginal likelihood, with the signal variance in closed form, which costs a few
-    Cholesky factorizations instead of a gradient-based optimizer run.
-    """
-
-    LENGTH_SCALES = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
-    NOISE_RATIOS = (1e-3, 1e-2, 0.05, 0.2)
-
-    def __init__(self, x: np.ndarray, y: np.ndarray, hyper: tuple[float, float] | None) -> None:
-        self.best = float(y.max())
-        self.offset, self.scale = float(y.mean()), float(y.std()) or 1.0
-        target = (y - self.offset) / self.scale
-        self.x = x
-        distances = _squared_distances(x, x)
-        if hyper is None:
-            hyper = max(
-                ((ls, noise) for ls in self.LENGTH_SCALES for noise in self.NOISE_RATIOS),
-                key=lambda h: self._fit(distances, target, *h),
-            )
-        self.hyper = hyper
-        self._fit(distances, target, *hyper)
-
-    def _fit(self, distances: np.ndarray, target: np.ndarray, ls: float, noise: float) -> float:
-        """Factorize for these hyperparameters; return the log marginal likelihood (+ const)."""
-        gram = np.exp(-distances / (2 * ls**2)) + noise * np.eye(len(target))
-        self.cholesky = cho_factor(gram, lower=True)
-        self.alpha = cho_solve(self.cholesky, target)
-        self.length_scale = ls
-        n = len(target)
-        self.signal = max(float(target @ self.alpha) / n, 1e-12)
-        log_det = 2 * np.log(np.diag(self.cholesky[0])).sum()
-        return -0.5 * n * math.log(self.signal) - 0.5 * log_det
-
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        cross = np.exp(-_squared_distances(x, self.x) / (2 * self.length_scale**2))
-        mean = cross @ self.alpha
-        v = solve_triangular(self.cholesky[0], cross.T, lower=True)
-        variance = self.signal * np.maximum(1.0 - (v * v).sum(axis=0), 1e-12)
-        return mean * self.scale + self.offset, np.sqrt(variance) * self.scale
-
-
-def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    squared = (a * a).sum(axis=1)[:, None] + (b * b).sum(axis=1)[None, :] - 2 * a @ b.T
-    return np.maximum(squared, 0.0)
-
-
-class _MLPEnsemble(_Surrogate):
-    def __init__(
-        self, x: np.ndarray, y: np.ndarray, random_state: int, size: int, hidden: int
-    ) -> None:
-        from sklearn.neural_network import MLPRegressor
-
-        self.best = float(y.max())
-        # Standardized targets: accuracies differ by fractions of a percent near the top.
-        self.offset, self.scale = float(y.mean()), float(y.std()) or 1.0
-        target = (y - self.offset) / self.scale
-        self.members = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # max_iter reached is expected on small data
-            for member in range(size):
-                net = MLPRegressor(
-                    hidden_layer_sizes=(hidden, hidden),
-                    learning_rate_init=0.01,
-                    max_iter=200,
-                    random_state=random_state + member,
-                )
-                self.members.append(net.fit(x, target))
-
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        predictions = np.stack([net.predict(x) for net in self.members])
-        mean = predictions.mean(axis=0) * self.scale + self.offset
-        std = predictions.std(axis=0) * self.scale
-        return mean, np.maximum(std, 1e-9)
-
-
-@functools.cache
-def _blas_controller() -> ThreadpoolController:
-    return ThreadpoolController()  # inspecting the loaded libraries takes a few ms: do it once
-
-
-def _single_threaded_blas() -> AbstractContextManager:
-    """BLAS threads cost more than they save on matrices this small (~10x on 2 cores)."""
-    return _blas_controller().limit(limits=1, user_api="blas")
-
-
-def _normal_scores(y: np.ndarray) -> np.ndarray:
-    ranks = rankdata(y)
-    return norm.ppf((ranks - 0.5) / len(y))
 
 
 def _expected_improvement(mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
