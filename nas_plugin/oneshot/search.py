@@ -22,11 +22,9 @@ The derived cell is the argmax of ``alpha`` on every edge.
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -123,7 +121,9 @@ def search(
         costs = op_costs(lut, cells_per_stage)
         reference = float(expected_latency(torch.full((len(EDGES), len(OPS)), 0.2), costs))
 
-    def arch_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    def arch_loss(
+        logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         loss = F.cross_entropy(logits, labels)
         if costs is None:
             return loss
@@ -243,11 +243,3 @@ def _unrolled_step(
     (g_minus,) = torch.autograd.grad(loss_at(minus, xw, yw), [alpha])
     alpha.grad = g_alpha - xi * (g_plus - g_minus) / (2 * eps)
     return val_loss.item()
-
-
-def settings_json(settings: SearchSettings) -> str:
-    return json.dumps(asdict(settings), sort_keys=True)
-
-
-def is_finite(value: float) -> bool:
-    return math.isfinite(value)

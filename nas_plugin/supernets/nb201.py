@@ -179,9 +179,9 @@ def sample_path(rng: random.Random) -> tuple[str, ...]:
     return tuple(rng.choice(OPS) for _ in EDGES)
 
 
-def gumbel_hard(alpha: torch.Tensor, tau: float, generator: torch.Generator | None = None) -> (
-    torch.Tensor
-):
+def gumbel_hard(
+    alpha: torch.Tensor, tau: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """GDAS's sample: one-hot per edge (argmax of ``alpha`` + Gumbel noise) in value, with the
     gradient of the tempered Gumbel-softmax (straight-through)."""
     uniform = torch.rand(alpha.shape, generator=generator).clamp_(1e-9, 1 - 1e-9)
