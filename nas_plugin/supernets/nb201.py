@@ -127,10 +127,6 @@ class NB201Supernet(nn.Module):
                 out = layer(out)
         return self.classifier(self.head(out))
 
-    def weight_parameters(self) -> list[nn.Parameter]:
-        """The network's weights (the architecture parameters live outside the supernet)."""
-        return list(self.parameters())
-
     def extract(self, path: Sequence[str]) -> NB201Network:
         """A stand-alone :class:`NB201Network` of cell ``path`` with the inherited weights
         (BatchNorm statistics included)."""
