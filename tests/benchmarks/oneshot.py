@@ -50,8 +50,11 @@ TASK = {
 CONVS = ("nor_conv_1x1", "nor_conv_3x3")
 
 
-def train_standalone(ops: tuple[str, ...], channels: int, epochs: int) -> tuple[float, float]:
-    """(val accuracy, seconds) of the cell trained from scratch by the vision trial's own loop."""
+def train_standalone(
+    ops: tuple[str, ...], channels: int, epochs: int
+) -> tuple[float, float, float]:
+    """(val accuracy, wall seconds, CPU seconds) of the cell trained from scratch by the vision
+    trial's own loop."""
     cfg = OmegaConf.create(
         {
             "seed": 0,
@@ -74,9 +77,9 @@ def train_standalone(ops: tuple[str, ...], channels: int, epochs: int) -> tuple[
             "hardware": {"measure": False},
         }
     )
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = run_vision_trial(cfg)
-    return result["val_accuracy"], time.perf_counter() - start
+    return result["val_accuracy"], time.perf_counter() - start, time.process_time() - cpu
 
 
 def collapsed(ops: tuple[str, ...]) -> bool:
@@ -105,24 +108,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             archs.append(cell)
 
     # 1. Stand-alone training of every cell, same budget.
-    standalone, seconds = [], []
+    standalone, seconds, cpu_seconds = [], [], []
     for i, cell in enumerate(archs):
-        acc, sec = train_standalone(cell, args.channels, args.epochs)
+        acc, sec, cpu = train_standalone(cell, args.channels, args.epochs)
         standalone.append(acc)
         seconds.append(sec)
+        cpu_seconds.append(cpu)
         print(f"[standalone {i + 1}/{len(archs)}] {to_arch_str(cell)} {acc:.4f} {sec:.1f}s")
-    arch_seconds = statistics.mean(seconds)
+    arch_seconds, arch_cpu = statistics.mean(seconds), statistics.mean(cpu_seconds)
 
     # 2. SPOS supernet, inherited-weight accuracy of the same cells.
     data, preprocess = vision_data(task_key(TASK), 1.0, 0)
     torch.manual_seed(0)
     supernet = NB201Supernet(args.channels, 1, data.num_classes, data.in_chans)
+    cpu = time.process_time()
     spos = train_spos(supernet, preprocess, data, args.supernet_epochs, 64, 0.005, 0)
-    start = time.perf_counter()
+    spos_cpu = time.process_time() - cpu
+    start, cpu = time.perf_counter(), time.process_time()
     inherited = [
         evaluate_path(supernet, preprocess, data, cell, seed=0)[1]["val_accuracy"] for cell in archs
     ]
-    eval_seconds = time.perf_counter() - start
+    eval_seconds, eval_cpu = time.perf_counter() - start, time.process_time() - cpu
     tau, tau_p = kendalltau(inherited, standalone)
     rho, _ = spearmanr(inherited, standalone)
     # Cells that learn at all (stand-alone > 0.2): the degenerate ones are easy to rank.
@@ -139,10 +145,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for c, s, h in zip(archs, standalone, inherited, strict=True)
         ],
     }
+    # Wall time on a shared machine is noisy: CPU time (one thread) is reported beside it.
     out["costs"] = {
         "arch_train_seconds_mean": arch_seconds,
+        "arch_train_cpu_seconds_mean": arch_cpu,
         "spos_train_seconds": spos["supernet_train_seconds"],
+        "spos_train_cpu_seconds": spos_cpu,
         "spos_eval_seconds_per_arch": eval_seconds / len(archs),
+        "spos_eval_cpu_seconds_per_arch": eval_cpu / len(archs),
     }
     print(f"Kendall tau {tau:.3f} (p={tau_p:.2g}), Spearman {rho:.3f}, over {len(archs)} cells")
 
@@ -154,10 +164,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         settings = SearchSettings(
             method=method, order=order, epochs=args.search_epochs, latency_weight=latency_weight
         )
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = search(settings, data, preprocess, args.channels, 1, 16, seed)
-        search_seconds = time.perf_counter() - start
-        acc, _ = train_standalone(result.ops, args.channels, args.epochs)
+        search_seconds, search_cpu = time.perf_counter() - start, time.process_time() - cpu
+        acc, _, _ = train_standalone(result.ops, args.channels, args.epochs)
         entry = {
             "method": method if method != "darts" else f"darts-{order}",
             "seed": seed,
@@ -165,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "arch": result.arch_str,
             "search_seconds": search_seconds,
             "relative_cost": search_seconds / arch_seconds,
+            "search_cpu_seconds": search_cpu,
+            "relative_cpu_cost": search_cpu / arch_cpu,
             "standalone_accuracy": acc,
             "skip_edges": sum(op == "skip_connect" for op in result.ops),
             "collapsed": collapsed(result.ops),
@@ -185,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     spos_total = spos["supernet_train_seconds"] + eval_seconds
     out["costs"]["spos_total_relative"] = spos_total / arch_seconds
+    out["costs"]["spos_total_relative_cpu"] = (spos_cpu + eval_cpu) / arch_cpu
     print(json.dumps({k: v for k, v in out.items() if k != "ranking"}, indent=2))
     if args.out:
         with open(args.out, "w") as handle:
