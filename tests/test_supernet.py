@@ -64,6 +64,10 @@ def test_one_shot_strategies_and_supernet_estimator_reject_bad_config() -> None:
         make_strategy({"name": "darts", "order": 3}, nb201.search_space(), 0)
     with pytest.raises(StrategyError, match="unknown option"):
         make_strategy({"name": "gdas", "order": 2}, nb201.search_space(), 0)
+    with pytest.raises(StrategyError, match="latency_table='/nowhere.json' must be null"):
+        make_strategy(
+            {"name": "proxyless", "latency_table": "/nowhere.json"}, nb201.search_space(), 0
+        )
     with pytest.raises(EstimatorError, match="estimator.epochs=0 must be an integer >= 1"):
         make_estimator({"name": "supernet", "epochs": 0})
 
@@ -180,7 +184,7 @@ def test_supernet_estimator_trains_once_and_workers_inherit_its_weights(tmp_path
 
 @pytest.mark.parametrize("method", ["gdas", "proxyless"])
 def test_latency_term_from_the_cpu_lookup_table_steers_the_search_to_cheap_cells(
-    method: str,
+    method: str, tmp_path: Path
 ) -> None:
     from nas_plugin.oneshot.data import task_key, vision_data
     from nas_plugin.oneshot.search import SearchSettings, search
@@ -198,6 +202,12 @@ def test_latency_term_from_the_cpu_lookup_table_steers_the_search_to_cheap_cells
             # Measured here: every operation timed at each stage, convolutions dearer than skip.
             assert set(result.lut) == {"0", "1", "2"}
             assert result.lut["2"]["nor_conv_3x3"] > result.lut["2"]["skip_connect"]
+            # A saved table makes the search repeat exactly (measured timings vary run to run).
+            table = tmp_path / "latency_lut.json"
+            table.write_text(json.dumps(result.lut))
+            settings.latency_table = str(table)
+            again = search(settings, data, preprocess, 4, 1, 16, seed=0)
+            assert again.ops == result.ops and again.lut == result.lut
     assert convs[0.0] > 0 and convs[5.0] == 0, convs
 
 

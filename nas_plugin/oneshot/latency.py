@@ -7,8 +7,10 @@ the same time to every architecture and has no gradient w.r.t. the architecture.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -60,3 +62,16 @@ def expected_latency(weights: torch.Tensor, costs: torch.Tensor) -> torch.Tensor
     """The cells' latency in microseconds under edge weights (6 x 5; probabilities or one-hot
     with a straight-through gradient)."""
     return (weights * costs).sum()
+
+
+def load_lut(path: str) -> dict[str, dict[str, float]]:
+    """A table saved by :func:`measure_lut` (``search/latency_lut.json`` of a search run)."""
+    table = json.loads(Path(path).read_text())
+    for stage in range(STAGES):
+        row = table.get(str(stage)) if isinstance(table, dict) else None
+        if not isinstance(row, dict) or any(not isinstance(row.get(op), int | float) for op in OPS):
+            raise ValueError(
+                f"latency table {path!r}: expected {{stage: {{op: microseconds}}}} for stages "
+                f"0-{STAGES - 1} and operations {list(OPS)}"
+            )
+    return {str(s): {op: float(table[str(s)][op]) for op in OPS} for s in range(STAGES)}

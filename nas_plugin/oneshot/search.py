@@ -33,7 +33,7 @@ from torch import nn
 from torch.func import functional_call
 
 from nas_plugin.oneshot.data import halves, loader
-from nas_plugin.oneshot.latency import expected_latency, measure_lut, op_costs
+from nas_plugin.oneshot.latency import expected_latency, load_lut, measure_lut, op_costs
 from nas_plugin.oneshot.spos import evaluate_path
 from nas_plugin.space.nb201 import EDGE_KEYS, EDGES, OPS, to_arch_str
 from nas_plugin.supernets.nb201 import NB201Supernet, binary_gates, derive, gumbel_hard
@@ -60,6 +60,9 @@ class SearchSettings:
     tau_min: float = 0.1
     latency_weight: float = 0.0
     latency_beta: float = 0.6
+    # A JSON look-up table saved by an earlier search (search/latency_lut.json): the same table,
+    # the same search; null measures one on this machine.
+    latency_table: str | None = None
     # Filled by the search job from the app's config.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -117,7 +120,11 @@ def search(
 
     lut, costs, reference = None, None, 1.0
     if settings.method in ("gdas", "proxyless") and settings.latency_weight > 0:
-        lut = measure_lut(channels, resolution)
+        lut = (
+            load_lut(settings.latency_table)
+            if settings.latency_table
+            else measure_lut(channels, resolution)
+        )
         costs = op_costs(lut, cells_per_stage)
         reference = float(expected_latency(torch.full((len(EDGES), len(OPS)), 0.2), costs))
 

@@ -16,6 +16,7 @@ sweep starts and passed to the search job as plain values.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from nas_plugin.space import Encoding, SearchSpace
@@ -112,6 +113,7 @@ class Gdas(OneShotStrategy):
         tau_min: float = 0.1,
         latency_weight: float = 0.0,
         latency_beta: float = 0.6,
+        latency_table: str | None = None,
         prefix: str = DEFAULT_PREFIX,
         epochs: int = 10,
         batch_size: int = 64,
@@ -134,6 +136,7 @@ class Gdas(OneShotStrategy):
             tau_min=tau_min,
             latency_weight=_non_negative(self.name, "latency_weight", latency_weight),
             latency_beta=_non_negative(self.name, "latency_beta", latency_beta),
+            latency_table=_table(self.name, latency_table),
         )
 
 
@@ -145,6 +148,7 @@ class Proxyless(OneShotStrategy):
         space: SearchSpace,
         seed: int = 0,
         latency_weight: float = 0.0,
+        latency_table: str | None = None,
         prefix: str = DEFAULT_PREFIX,
         epochs: int = 10,
         batch_size: int = 64,
@@ -157,6 +161,7 @@ class Proxyless(OneShotStrategy):
             space, seed, prefix, epochs, batch_size, lr, weight_decay, arch_lr, arch_weight_decay
         )
         self.settings["latency_weight"] = _non_negative(self.name, "latency_weight", latency_weight)
+        self.settings["latency_table"] = _table(self.name, latency_table)
 
 
 def _check_space(name: str, space: SearchSpace, prefix: str) -> None:
@@ -181,3 +186,15 @@ def _non_negative(strategy: str, key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         raise StrategyError(f"strategy '{strategy}': {key}={value!r} must be a number >= 0")
     return float(value)
+
+
+def _table(strategy: str, path: Any) -> str | None:
+    """A saved latency table: checked to exist before the sweep (read by the search job)."""
+    if path is None:
+        return None
+    if not isinstance(path, str) or not Path(path).is_file():
+        raise StrategyError(
+            f"strategy '{strategy}': latency_table={path!r} must be null (measure the table on "
+            "this machine) or the path of a saved search/latency_lut.json"
+        )
+    return str(Path(path).resolve())
