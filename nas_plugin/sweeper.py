@@ -114,6 +114,11 @@ class NASSweeperImpl:
         except WarmStartError as err:
             raise SweepConfigError(str(err)) from err
         if warm is not None:
+            if getattr(strategy, "needs_search", False):
+                raise SweepConfigError(
+                    f"hydra.sweeper.warm_start does not apply to strategy '{strategy.name}': its "
+                    "one candidate comes from its search job; drop warm_start"
+                )
             strategy = warm.wrap(strategy)
         if unfinished is not None:
             sweep_run.attach(unfinished)
