@@ -37,6 +37,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/benchmarks/throughput.py")
     session.run("python", "tests/benchmarks/demo.py")
     session.run("python", "tests/benchmarks/pruning.py")
+    session.run("python", "tests/benchmarks/oneshot.py")
     session.run("nas-plugin", "bench", "nb201", "--seeds", "30")
     # Zero-cost proxies vs 200 trained NB201 cells on digits, and the pre-screen's saving.
     session.run("python", "tests/benchmarks/proxies.py", "--archs", "200", "--search-seeds", "20")

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas_plugin.estimators.hyperband import Hyperband, promote
 from nas_plugin.leaderboard import TrialRecord, best_of, progress_line, ranked, render
+from nas_plugin.oneshot.job import link_search, run_search_phase
 from nas_plugin.predictors import HeldOutCorrelation, PredictorError
 from nas_plugin.prescreen import PrescreenConfig, Prescreener, PrescreenError
 from nas_plugin.space import Encoding
@@ -119,6 +120,11 @@ class NASSweeperImpl:
         except WarmStartError as err:
             raise SweepConfigError(str(err)) from err
         if warm is not None:
+            if getattr(strategy, "needs_search", False):
+                raise SweepConfigError(
+                    f"hydra.sweeper.warm_start does not apply to strategy '{strategy.name}': its "
+                    "one candidate comes from its search job; drop warm_start"
+                )
             strategy = warm.wrap(strategy)
         if unfinished is not None:
             sweep_run.attach(unfinished)
@@ -185,7 +191,17 @@ class NASSweeperImpl:
             run = self._run_trials_async
         else:
             run = self._run_trials
+        search_run_id = None
         try:
+            if getattr(strategy, "needs_search", False):  # darts/gdas/proxyless: search first
+                search_run_id = run_search_phase(
+                    self.hydra_context,
+                    self.config,
+                    self.task_function,
+                    plan.fixed_overrides,
+                    strategy,
+                    sweep_run,
+                )
             run(plan, strategy, sweep_run, records)
         except BaseException as err:
             status = "FAILED"
@@ -196,6 +212,9 @@ class NASSweeperImpl:
         finally:
             if warm is not None:
                 warm.tag_trials(sweep_run.client, records)
+            if search_run_id is not None:
+                trial_runs = [r.run_id for r in records if r.run_id]
+                link_search(sweep_run.client, search_run_id, trial_runs)
             self._finish(plan, sweep_run, records, sweeper_cfg, status, note)
         return records
 

@@ -9,12 +9,14 @@ from nas_plugin.estimators.base import Estimator, EstimatorError
 from nas_plugin.estimators.full import FullTraining
 from nas_plugin.estimators.hyperband import Hyperband
 from nas_plugin.estimators.low_fidelity import LowFidelity
+from nas_plugin.estimators.supernet import SupernetEstimator
 from nas_plugin.estimators.tabular import TabularEstimator
 from nas_plugin.estimators.zero_cost import ZeroCost
 
 ESTIMATORS = {
     cls.name: cls for cls in (FullTraining, LowFidelity, Hyperband, TabularEstimator, ZeroCost)
 }
+ESTIMATORS[SupernetEstimator.name] = SupernetEstimator
 
 
 def make_estimator(config: Mapping[str, Any]) -> Estimator:

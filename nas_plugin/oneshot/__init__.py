@@ -1,0 +1,10 @@
+"""One-shot NAS on the NB201 supernet (:mod:`nas_plugin.supernets.nb201`).
+
+- :mod:`~nas_plugin.oneshot.spos`: single-path supernet training (SPOS) and evaluation of a
+  cell with inherited weights (``estimator=supernet``);
+- :mod:`~nas_plugin.oneshot.search`: the bilevel searches DARTS (first/second order), GDAS
+  (Gumbel-softmax, FBNet's latency-weighted loss) and ProxylessNAS (binarised paths, latency
+  term), run as one job by ``strategy=darts|gdas|proxyless``;
+- :mod:`~nas_plugin.oneshot.latency`: the per-operation CPU latency look-up table;
+- :mod:`~nas_plugin.oneshot.job`: the sweeper's glue for the search job.
+"""

@@ -1,0 +1,55 @@
+"""The vision task's data and preprocessing for supernet training and search (as a vision trial
+loads them: same splits, same normalisation), cached per process."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from nas_plugin.tasks.vision import Preprocess, _channel_stats
+from nas_plugin.tasks.vision_data import ImageTensorDataset, VisionData, load_vision_data
+
+
+def task_key(task_cfg: Any) -> str:
+    """A canonical JSON text of ``cfg.task`` (a cache key)."""
+    plain = (
+        OmegaConf.to_container(task_cfg, resolve=True)
+        if OmegaConf.is_config(task_cfg)
+        else task_cfg
+    )
+    if not isinstance(plain, Mapping):
+        raise ValueError(f"task = {task_cfg!r} is not allowed: expected a mapping")
+    return json.dumps(plain, sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=2)
+def vision_data(key: str, train_fraction: float, seed: int) -> tuple[VisionData, Preprocess]:
+    """The task's splits and the trial's preprocessing (resize + normalise) module."""
+    task = json.loads(key)
+    data = load_vision_data(task, train_fraction, seed)
+    mean, std = _channel_stats(data.train)
+    return data, Preprocess(int(task["resolution"]), mean, std)
+
+
+def halves(train: ImageTensorDataset, seed: int) -> tuple[ImageTensorDataset, ImageTensorDataset]:
+    """The training split cut in two random halves: weights learn on one, the architecture on
+    the other (DARTS's bilevel split; the val split stays for scoring)."""
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed)).numpy()
+    cut = len(order) // 2
+    return train.subset(order[:cut]), train.subset(order[cut:])
+
+
+def loader(dataset: ImageTensorDataset, batch_size: int, seed: int) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+        drop_last=len(dataset) % batch_size == 1,  # BatchNorm needs 2+ images
+    )

@@ -1,0 +1,252 @@
+"""Bilevel gradient-based search over the NB201 cell: DARTS, GDAS and ProxylessNAS.
+
+All three alternate, on every step, an architecture step on one half of the training split and
+a weight step on the other half (the validation split is kept for scoring), with architecture
+parameters ``alpha`` (6 edges x 5 operations) outside the supernet:
+
+- ``darts`` (Liu et al. 2019): the continuous mixture ``softmax(alpha)`` on every edge. First
+  order: the architecture gradient at the current weights. Second order: at the weights after
+  one virtual SGD step, with the Hessian-vector product by finite differences (DARTS eq. 7-8).
+- ``gdas`` (Dong & Yang 2019): one operation per edge sampled by Gumbel-max, the gradient of
+  the tempered Gumbel-softmax (temperature annealed linearly from ``tau_max`` to ``tau_min``);
+  only the sampled operation is computed. With ``latency_weight > 0`` the architecture loss is
+  FBNet's ``CE * latency_weight * log(LAT)^latency_beta`` (LAT in microseconds, from the CPU
+  look-up table, under the sampled weights).
+- ``proxyless`` (Cai et al. 2019): binarised paths, one operation per edge sampled from
+  ``softmax(alpha)``; the weight step trains that path only, the architecture step uses
+  BinaryConnect's gradient (all operations computed, the "full" estimator rather than the
+  paper's two-path memory saving), loss ``CE + latency_weight * E[LAT] / LAT(uniform cell)``.
+
+The derived cell is the argmax of ``alpha`` on every edge.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from nas_plugin.oneshot.data import halves, loader
+from nas_plugin.oneshot.latency import expected_latency, load_lut, measure_lut, op_costs
+from nas_plugin.oneshot.spos import evaluate_path
+from nas_plugin.space.nb201 import EDGE_KEYS, EDGES, OPS, to_arch_str
+from nas_plugin.supernets.nb201 import NB201Supernet, binary_gates, derive, gumbel_hard
+from nas_plugin.tasks.vision_data import VisionData
+
+METHODS = ("darts", "gdas", "proxyless")
+
+
+@dataclass
+class SearchSettings:
+    """One search's settings (``hydra/sweeper/strategy=<method>``; see its YAML)."""
+
+    method: str = "darts"
+    order: int = 1
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.025
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    arch_lr: float = 3e-3
+    arch_weight_decay: float = 1e-3
+    tau_max: float = 10.0
+    tau_min: float = 0.1
+    latency_weight: float = 0.0
+    latency_beta: float = 0.6
+    # A JSON look-up table saved by an earlier search (search/latency_lut.json): the same table,
+    # the same search; null measures one on this machine.
+    latency_table: str | None = None
+    # Filled by the search job from the app's config.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    ops: tuple[str, ...]
+    arch_str: str
+    alphas: list[list[list[float]]]  # per epoch: softmax(alpha), 6 x 5
+    metrics: dict[str, float]
+    lut: dict[str, dict[str, float]] | None
+
+
+def alpha_metrics(alpha: torch.Tensor) -> dict[str, float]:
+    """``alpha.<edge>.<op>``: the edge's softmax weight of each operation."""
+    probs = F.softmax(alpha.detach(), dim=-1)
+    return {
+        f"alpha.{key}.{op}": float(probs[e, k])
+        for e, key in enumerate(EDGE_KEYS)
+        for k, op in enumerate(OPS)
+    }
+
+
+def search(
+    settings: SearchSettings,
+    data: VisionData,
+    preprocess: nn.Module,
+    channels: int,
+    cells_per_stage: int,
+    resolution: int,
+    seed: int,
+    log_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> SearchResult:
+    """Run one bilevel search; ``log_epoch(epoch, metrics)`` after every epoch (1-based)."""
+    if settings.method not in METHODS:
+        raise ValueError(f"method {settings.method!r} is unknown; allowed: {list(METHODS)}")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    net = NB201Supernet(channels, cells_per_stage, data.num_classes, data.in_chans)
+    alpha = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPS), generator=generator))
+    w_opt = torch.optim.SGD(
+        net.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
+    a_opt = torch.optim.Adam(
+        [alpha], lr=settings.arch_lr, betas=(0.5, 0.999), weight_decay=settings.arch_weight_decay
+    )
+    w_half, a_half = halves(data.train, seed)
+    w_batches = loader(w_half, settings.batch_size, seed)
+    a_batches = loader(a_half, settings.batch_size, seed + 1)
+    steps = settings.epochs * min(len(w_batches), len(a_batches))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, steps, eta_min=1e-3 * settings.lr)
+
+    lut, costs, reference = None, None, 1.0
+    if settings.method in ("gdas", "proxyless") and settings.latency_weight > 0:
+        lut = (
+            load_lut(settings.latency_table)
+            if settings.latency_table
+            else measure_lut(channels, resolution)
+        )
+        costs = op_costs(lut, cells_per_stage)
+        reference = float(expected_latency(torch.full((len(EDGES), len(OPS)), 0.2), costs))
+
+    def arch_loss(
+        logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
+        loss = F.cross_entropy(logits, labels)
+        if costs is None:
+            return loss
+        latency = expected_latency(weights, costs)
+        if settings.method == "gdas":  # FBNet: multiplicative, log-latency (LAT in us > 1)
+            return loss * settings.latency_weight * torch.log(latency) ** settings.latency_beta
+        return loss + settings.latency_weight * latency / reference
+
+    alphas: list[list[list[float]]] = []
+    metrics: dict[str, float] = {}
+    start = time.perf_counter()
+    step = 0
+    for epoch in range(1, settings.epochs + 1):
+        tau = settings.tau_max - (settings.tau_max - settings.tau_min) * (
+            (epoch - 1) / max(1, settings.epochs - 1)
+        )
+        net.train()
+        w_total, a_total, seen = 0.0, 0.0, 0
+        for (xw, yw), (xa, ya) in zip(w_batches, a_batches, strict=False):
+            xw, xa = preprocess(xw), preprocess(xa)
+            # -- architecture step (on the other half) --
+            a_opt.zero_grad(set_to_none=True)
+            if settings.method == "darts" and settings.order == 2:
+                a_value = _unrolled_step(net, alpha, xw, yw, xa, ya, w_opt, settings)
+            else:
+                weights, active = _relax(settings.method, alpha, tau, generator, arch=True)
+                loss = arch_loss(net(xa, weights=weights, active_only=active), ya, weights)
+                loss.backward()
+                a_value = loss.item()
+            a_opt.step()
+            # -- weight step --
+            with torch.no_grad():
+                weights, active = _relax(settings.method, alpha, tau, generator, arch=False)
+            loss = F.cross_entropy(net(xw, weights=weights, active_only=active), yw)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"search loss is {loss.item()} at epoch {epoch}: lower the strategy's lr"
+                )
+            w_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
+            w_opt.step()
+            schedule.step()
+            step += 1
+            w_total += loss.item() * len(yw)
+            a_total += a_value * len(ya)
+            seen += len(yw)
+        ops = derive(alpha.detach())
+        _, scored = evaluate_path(net, preprocess, data, ops, seed, bn_images=512)
+        probs = F.softmax(alpha.detach(), dim=-1)
+        alphas.append(probs.tolist())
+        metrics = {
+            **alpha_metrics(alpha),
+            "search_train_loss": w_total / max(1, seen),
+            "search_arch_loss": a_total / max(1, seen),
+            "search_derived_val_accuracy": scored["val_accuracy"],
+            "search_skip_edges": float(sum(op == "skip_connect" for op in ops)),
+            "search_seconds": time.perf_counter() - start,
+        }
+        if settings.method == "gdas":
+            metrics["search_tau"] = tau
+        if costs is not None:
+            metrics["search_expected_latency_us"] = float(expected_latency(probs, costs))
+        if log_epoch is not None:
+            log_epoch(epoch, metrics)
+    ops = derive(alpha.detach())
+    return SearchResult(ops, to_arch_str(ops), alphas, metrics, lut)
+
+
+def _relax(
+    method: str, alpha: torch.Tensor, tau: float, generator: torch.Generator, arch: bool
+) -> tuple[torch.Tensor, bool]:
+    """(edge weights, compute only non-zero ones) of one step."""
+    if method == "darts":
+        return F.softmax(alpha, dim=-1), False
+    if method == "gdas":
+        return gumbel_hard(alpha, tau, generator), True
+    # proxyless: the arch step needs every operation's output for BinaryConnect's gradient.
+    return binary_gates(alpha, generator), not arch
+
+
+def _unrolled_step(
+    net: NB201Supernet,
+    alpha: nn.Parameter,
+    xw: torch.Tensor,
+    yw: torch.Tensor,
+    xa: torch.Tensor,
+    ya: torch.Tensor,
+    w_opt: torch.optim.SGD,
+    settings: SearchSettings,
+) -> float:
+    """Second-order DARTS: set ``alpha.grad`` to the gradient of the architecture loss at the
+    weights after one virtual SGD step (momentum ignored), ``xi`` = the current lr."""
+    xi = w_opt.param_groups[0]["lr"]
+    names = [n for n, _ in net.named_parameters()]
+    params = [p for _, p in net.named_parameters()]
+    buffers = dict(net.named_buffers())
+
+    def loss_at(weights_: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        state = {**dict(zip(names, weights_, strict=True)), **buffers}
+        logits = functional_call(net, state, (x,), {"weights": F.softmax(alpha, dim=-1)})
+        return F.cross_entropy(logits, y)
+
+    grads = torch.autograd.grad(loss_at(params, xw, yw), params)
+    unrolled = [
+        (p - xi * (g + settings.weight_decay * p)).detach().requires_grad_()
+        for p, g in zip(params, grads, strict=True)
+    ]
+    val_loss = loss_at(unrolled, xa, ya)
+    g_alpha, *g_unrolled = torch.autograd.grad(val_loss, [alpha, *unrolled])
+    norm = torch.sqrt(sum((g * g).sum() for g in g_unrolled))
+    eps = 0.01 / float(norm.clamp_min(1e-12))
+    with torch.no_grad():
+        plus = [p + eps * g for p, g in zip(params, g_unrolled, strict=True)]
+        minus = [p - eps * g for p, g in zip(params, g_unrolled, strict=True)]
+    (g_plus,) = torch.autograd.grad(loss_at(plus, xw, yw), [alpha])
+    (g_minus,) = torch.autograd.grad(loss_at(minus, xw, yw), [alpha])
+    alpha.grad = g_alpha - xi * (g_plus - g_minus) / (2 * eps)
+    return val_loss.item()
