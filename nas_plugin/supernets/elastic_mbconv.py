@@ -77,8 +77,10 @@ class ElasticSpace:
     ) -> None:
         kernels = _check_values("supernet.kernels", kernels, lambda v: v in KERNELS, KERNELS)
         expansions = _check_values(
-            "supernet.expansions", expansions, lambda v: v > 1, "numbers > 1 (1 is a "
-            "depthwise-separable block, set per stage in the model config)"
+            "supernet.expansions",
+            expansions,
+            lambda v: v > 1,
+            "numbers > 1 (1 is a depthwise-separable block, set per stage in the model config)",
         )
         depths = _check_values("supernet.depths", depths, lambda v: int(v) == v and v >= 1, ">= 1")
         stages = model_cfg.get("stages")
@@ -157,8 +159,10 @@ class ElasticSpace:
                 ("expansion", expansion, stage.expansions),
                 ("depth", depth, stage.depths),
             ):
-                if isinstance(value, bool) or not isinstance(value, int | float) or (
-                    value not in allowed
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or (value not in allowed)
                 ):
                     raise ElasticConfigError(
                         f"{_key(stage.name, field)} = {value!r} is not in the supernet: expected "
