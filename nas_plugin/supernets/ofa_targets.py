@@ -41,6 +41,7 @@ from nas_plugin.space import Encoding, SearchSpace
 from nas_plugin.strategies import make_strategy
 from nas_plugin.supernets.elastic_mbconv import ElasticConfigError, ElasticMBConv, ElasticSpace
 from nas_plugin.supernets.ofa_training import (
+    phase_epochs,
     score_on_test,
     score_subnet,
     train_progressive_shrinking,
@@ -142,6 +143,7 @@ def search_budget(
 def check_config(cfg: DictConfig) -> None:
     """Every config error before the supernet trains (names the key, value, allowed)."""
     search = cfg.search
+    phase_epochs(cfg.train.get("epochs"))
     resolve_budgets(list(search.budgets), str(search.budget_unit), 0.0, 1.0)
     for key in ("candidates", "latency_repeats"):
         value = search.get(key)
@@ -275,7 +277,10 @@ def _budget_run(
         mlflow.log_dict(arch, "subnet/architecture.json")
         mlflow.log_metrics({f"inherited.{k}": v for k, v in best.metrics.items()})
         sub, _ = score_subnet(model, best.encoding, data, evaluate.bn_images, evaluate.seed)
-        metrics = {"inherited_val_accuracy": best.metrics["val_accuracy"]}
+        metrics = {
+            "inherited_val_accuracy": best.metrics["val_accuracy"],
+            "search_latency_ms": best.metrics["latency_ms"],  # what the budget was checked on
+        }
         metrics.update({f"inherited_{k}": v for k, v in score_on_test(sub, data).items()})
         if int(cfg.finetune.epochs) > 0:
             train_cfg = OmegaConf.create(

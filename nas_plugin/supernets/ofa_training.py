@@ -67,7 +67,7 @@ def train_progressive_shrinking(
     ``on_epoch(phase, global_epoch, mean_loss)`` is called after every epoch.
     """
     supernet: ElasticMBConv = model[1]
-    epochs = _phase_epochs(train_cfg.get("epochs"))
+    epochs = phase_epochs(train_cfg.get("epochs"))
     batch_size = int(train_cfg.get("batch_size", 64))
     per_step = int(train_cfg.get("subnets_per_step", 2))
     if batch_size < 1 or per_step < 1:
@@ -154,7 +154,7 @@ def score_on_test(model: nn.Module, data: VisionData) -> dict[str, float]:
     return {"test_accuracy": test_accuracy, "test_loss": test_loss}
 
 
-def _phase_epochs(value: Any) -> dict[str, int]:
+def phase_epochs(value: Any) -> dict[str, int]:
     names = [name for name, _ in PHASES]
     if not isinstance(value, Mapping):
         raise ElasticConfigError(
