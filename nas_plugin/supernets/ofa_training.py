@@ -9,6 +9,8 @@ Phases, each with its own optimizer and cosine schedule, in OFA's order:
    when ``sort_channels``).
 
 Every step samples ``subnets_per_step`` subnets and accumulates their gradients (OFA uses 2-4).
+As in OFA, shrinking phases distil from the largest network: a frozen copy taken at the start of
+each phase, its softmax outputs as soft targets (weight ``distill``).
 Phases 2-4 use the lower ``shrink_lr`` so the shared weights are not destroyed. A subnet is
 scored by extracting it, re-estimating its BatchNorm statistics on training images (its
 channels' statistics differ from the largest network's) and evaluating it.
@@ -63,13 +65,15 @@ def train_progressive_shrinking(
     """Train ``model`` (``wrap``'s output) phase by phase; return seconds per phase.
 
     ``train_cfg``: ``epochs`` (a mapping phase -> epochs, 0 skips a phase), ``batch_size``,
-    ``lr``, ``shrink_lr``, ``weight_decay``, ``subnets_per_step``, ``sort_channels``.
+    ``lr``, ``shrink_lr``, ``weight_decay``, ``subnets_per_step``, ``sort_channels``,
+    ``distill`` (weight of the distillation loss from the largest network, 0: off).
     ``on_epoch(phase, global_epoch, mean_loss)`` is called after every epoch.
     """
     supernet: ElasticMBConv = model[1]
     epochs = phase_epochs(train_cfg.get("epochs"))
     batch_size = int(train_cfg.get("batch_size", 64))
     per_step = int(train_cfg.get("subnets_per_step", 2))
+    distill = float(train_cfg.get("distill", 1.0))
     if batch_size < 1 or per_step < 1:
         raise ElasticConfigError(
             f"train.batch_size = {batch_size}, train.subnets_per_step = {per_step}: both must "
@@ -100,14 +104,23 @@ def train_progressive_shrinking(
             optimizer, T_max=epochs[phase] * len(loader)
         )
         samples = 1 if phase == "full" else per_step
+        teacher = _teacher(model) if phase != "full" and distill > 0 else None
         for _ in range(epochs[phase]):
             model.train()
             total, seen = 0.0, 0
             for images, labels in loader:
                 optimizer.zero_grad(set_to_none=True)
+                soft = None
+                if teacher is not None:
+                    with torch.no_grad():
+                        soft = F.softmax(teacher(images), dim=1)
                 for _ in range(samples):
                     supernet.set_active(supernet.space.sample(rng, elastic))
-                    loss = F.cross_entropy(model(images), labels)
+                    logits = model(images)
+                    loss = F.cross_entropy(logits, labels)
+                    if soft is not None:
+                        # OFA's distillation: cross-entropy against the largest net's outputs.
+                        loss = loss + distill * F.cross_entropy(logits, soft)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
                             f"supernet loss is {loss.item()} in phase {phase!r}: lower train.lr "
@@ -124,6 +137,15 @@ def train_progressive_shrinking(
         seconds[phase] = time.perf_counter() - start
     supernet.set_active(supernet.space.largest())
     return seconds
+
+
+def _teacher(model: nn.Sequential) -> nn.Sequential:
+    """A frozen copy of the current largest network (OFA distils every subnet from it)."""
+    teacher = copy.deepcopy(model).eval()
+    teacher[1].set_active(teacher[1].space.largest())
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    return teacher
 
 
 def extract_model(model: nn.Sequential, arch: Mapping[str, Any] | Encoding) -> nn.Sequential:
