@@ -38,3 +38,4 @@ def bench(session: nox.Session) -> None:
     session.run("nas-plugin", "bench", "nb201", "--seeds", "30")
     # Zero-cost proxies vs 200 trained NB201 cells on digits, and the pre-screen's saving.
     session.run("python", "tests/benchmarks/proxies.py", "--archs", "200", "--search-seeds", "20")
+    session.run("python", "tests/benchmarks/ofa.py")
