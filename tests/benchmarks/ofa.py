@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -72,7 +73,9 @@ def main() -> None:
     supernet = ElasticMBConv(space, data.num_classes, data.in_chans)
     model = wrap(supernet, data, int(task.resolution))
     start = time.perf_counter()
-    phase_seconds = train_progressive_shrinking(model, data, train_cfg, seed)
+    phase_seconds = train_progressive_shrinking(
+        model, data, train_cfg, seed, lambda p, e, loss: _progress(f"{p} epoch {e}: {loss:.3f}")
+    )
     supernet_seconds = time.perf_counter() - start
     total_epochs = sum(epochs.values())
 
@@ -90,6 +93,7 @@ def main() -> None:
         for i, b in enumerate(budgets)
     ]
     search_seconds = time.perf_counter() - start
+    _progress(f"search done: {len(evaluate.cache)} subnets in {search_seconds:.0f} s")
 
     mean, std = _channel_stats(data.train)
     bn_images = int(train_cfg.bn_recalibration_images)
@@ -133,6 +137,7 @@ def main() -> None:
         finetuned = score_on_test(sub, data)["test_accuracy"]
         short = [scratch(arch, args.finetune, s) for s in range(args.seeds)]
         long = [scratch(arch, total_epochs, s) for s in range(args.seeds)]
+        _progress(f"budget {given}: inherited {inherited:.3f} fine-tuned {finetuned:.3f}")
         rows.append(
             {
                 "budget": given,
@@ -181,6 +186,10 @@ def main() -> None:
             print(f"budget {row['budget']}: {compact}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _ms(values: list[float]) -> str:
