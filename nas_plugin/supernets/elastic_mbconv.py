@@ -233,10 +233,6 @@ class ElasticMBConv(nn.Module):
         super().__init__()
         self.space = space
         self.net = build_mbconv(space.model_config(space.largest()), num_classes, in_chans)
-        if float(getattr(self.net, "drop_rate", 0.0)) > 0.0:
-            raise ElasticConfigError(
-                "model.dropout > 0 is not supported by the elastic supernet: set model.dropout=0"
-            )
         self.kernel_sizes = sorted(space.stages[0].kernels, reverse=True)
         # transforms["<stage>_<block>_<from>to<to>"]: k^2 x k^2, identity at the start (OFA).
         self.transforms = nn.ParameterDict()
