@@ -103,6 +103,7 @@ def test_bad_config_stops_before_training(tmp_path) -> None:
             ),
             ("search.budgets=[0.5, -1]", "search.budgets contains -1: expected numbers > 0"),
             ("train.epochs.full=0", "train.epochs.full = 0 is not allowed"),
+            ("search.latency_stat=mean", "search.latency_stat = 'mean' is not allowed"),
             ("search.strategy.population_size=0", "population_size=0 must be a positive"),
         ]:
             bad = compose("ofa", [f"mlflow.tracking_uri=sqlite:///{store}", override])
