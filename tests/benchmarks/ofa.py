@@ -36,9 +36,9 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=5)
     parser.add_argument("--expand", type=int, default=5)
     parser.add_argument("--finetune", type=int, default=3)
-    parser.add_argument("--candidates", type=int, default=60, help="evaluated per budget")
-    parser.add_argument("--budgets", type=float, nargs="+", default=[0.15, 0.4, 0.7])
-    parser.add_argument("--seeds", type=int, default=2, help="scratch runs per architecture")
+    parser.add_argument("--candidates", type=int, default=40, help="evaluated per budget")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.03, 0.1, 0.4])
+    parser.add_argument("--seeds", type=int, default=3, help="scratch runs per architecture")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
 
