@@ -290,7 +290,7 @@ def _budget_run(
     run = mlflow.start_run(run_name=name, nested=True)
     try:
         mlflow.set_tags(
-            {TAG_ROLE: "budget", TAG_BUDGET_MS: f"{budget_ms:.4f}", TAG_BUDGET: str(given)}
+            {TAG_ROLE: "budget", TAG_BUDGET_MS: repr(budget_ms), TAG_BUDGET: str(given)}
         )
         mlflow.log_params(
             {"budget": given, "budget_ms": budget_ms, "budget_unit": cfg.search.budget_unit}
@@ -337,12 +337,12 @@ def _budget_run(
         mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
         version = str(mlflow.register_model(uri, cfg.mlflow.model_name).version)
         tags = {
-            TAG_BUDGET_MS: f"{budget_ms:.4f}",
+            TAG_BUDGET_MS: repr(budget_ms),
             TAG_BUDGET: f"{given} {cfg.search.budget_unit}",
             "run_id": run.info.run_id,
             "parent_run_id": parent_id,
             "architecture": json.dumps(arch),
-            **{f"metric.{k}": f"{v:.6g}" for k, v in metrics.items()},
+            **{f"metric.{k}": repr(float(v)) for k, v in metrics.items()},
         }
         for key, value in tags.items():
             client.set_model_version_tag(cfg.mlflow.model_name, version, key, value)
