@@ -43,3 +43,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/benchmarks/proxies.py", "--archs", "200", "--search-seeds", "20")
     # The learned predictor's held-out rank correlation on NB201, and a predictor pre-screen.
     session.run("python", "tests/benchmarks/predictor.py", "--seeds", "10", "--search-seeds", "20")
+    session.run("python", "tests/benchmarks/ofa.py")
