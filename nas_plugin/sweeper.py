@@ -23,6 +23,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from nas_plugin.estimators.hyperband import Hyperband, promote
+from nas_plugin.launchers import prepare_concurrent_launches, runs_jobs_in_process
 from nas_plugin.leaderboard import TrialRecord, best_of, progress_line, ranked, render
 from nas_plugin.space import Encoding
 from nas_plugin.strategies import Strategy, make_strategy
@@ -201,7 +202,7 @@ class NASSweeperImpl:
             return False
         # The basic launcher runs jobs in this process, through Hydra's global state: one at a
         # time. Launchers that run jobs elsewhere take concurrent launches.
-        in_process = type(self.launcher).__name__ == "BasicLauncher"
+        in_process = runs_jobs_in_process(self.launcher)
         if refill == "async" and in_process:
             raise SweepConfigError(
                 "hydra.sweeper.refill=async needs a launcher that runs jobs in other processes "
@@ -254,6 +255,7 @@ class NASSweeperImpl:
         finishes, the strategy hears it and the next candidate starts at once."""
         seen: dict[Encoding, TrialRecord] = {}
         in_flight: dict[Future, list[TrialRecord]] = {}
+        prepare_concurrent_launches(self.launcher)
         next_number, exhausted = 0, False
         with ThreadPoolExecutor(max_workers=plan.batch_size) as pool:
             while True:
