@@ -42,7 +42,12 @@ from nas_plugin.tracking.resume import (
     record_from_run,
 )
 from nas_plugin.tracking.secrets import mask_override, mask_secrets
-from nas_plugin.tracking.sweep_run import SweepRun, open_store, resolve_tracking_uri
+from nas_plugin.tracking.sweep_run import (
+    SweepRun,
+    TrackingLostError,
+    open_store,
+    resolve_tracking_uri,
+)
 from nas_plugin.tracking.trial import TAG_STATUS, TrackedTask, TrialOutcome
 from nas_plugin.tracking.warm_start import WarmStartError, load_warm_start
 
@@ -177,6 +182,7 @@ class NASSweeperImpl:
             run = self._run_trials_async
         else:
             run = self._run_trials
+        lost = None
         try:
             run(plan, strategy, sweep_run, records)
         except BaseException as err:
@@ -184,11 +190,20 @@ class NASSweeperImpl:
             note = (
                 str(err) if isinstance(err, SweepAbortedError) else f"{type(err).__name__}: {err}"
             )
+            # The store went away (MLflow has given up retrying): say so, and write nothing
+            # more, which would only wait through MLflow's retries again.
+            lost = sweep_run.unreachable() if isinstance(err, Exception) else None
+            if lost is not None:
+                cause = str(err) if isinstance(err, TrackingLostError) else note
+                finished = sum(1 for r in records if r.ok)
+                message = sweep_run.lost_message(lost, cause, finished)
+                raise TrackingLostError(message) from err
             raise
         finally:
-            if warm is not None:
-                warm.tag_trials(sweep_run.client, records)
-            self._finish(plan, sweep_run, records, sweeper_cfg, status, note)
+            if lost is None:
+                if warm is not None:
+                    warm.tag_trials(sweep_run.client, records)
+                self._finish(plan, sweep_run, records, sweeper_cfg, status, note)
         return records
 
     def _refill_async(self, plan: SweepPlan, sweeper_cfg: dict[str, Any]) -> bool:
@@ -457,6 +472,10 @@ class NASSweeperImpl:
     def _settle(
         self, sweep_run: SweepRun, records: list[TrialRecord], strategy_name: str
     ) -> list[TrialRecord]:
+        failed = next((r for r in records if r.status == "failed"), None)
+        if failed is not None and sweep_run.unreachable() is not None:
+            # Not the trial's fault: stop before launching more trials into a dead store.
+            raise TrackingLostError(f"trial {failed.number} failed: {failed.error}")
         for record in records:
             if record.status == "failed" and record.run_id is None:
                 record.run_id = sweep_run.record_unstarted_failure(record, strategy_name)
