@@ -34,6 +34,7 @@ from nas_plugin.sweep_config import (
     check_against_job_config,
     format_value,
 )
+from nas_plugin.sweep_dir import prepare_sweep_dir
 from nas_plugin.tracking.resume import (
     Replay,
     find_unfinished,
@@ -96,12 +97,10 @@ class NASSweeperImpl:
             )
         strategy = make_strategy(plan.strategy_config, plan.space, plan.seed)
 
+        prepare_sweep_dir(Path(str(self.config.hydra.sweep.dir)), self.config)
         mlflow_cfg = sweeper_cfg.get("mlflow") or {}
         uri = resolve_tracking_uri(mlflow_cfg.get("tracking_uri"))
         sweep_run = SweepRun(open_store(uri), uri, str(mlflow_cfg.get("experiment") or "nas"))
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         # The hydra node is run-specific (times, output dirs): not part of the sweep's identity.
         app_cfg = {k: v for k, v in OmegaConf.to_container(job_cfg).items() if k != "hydra"}
         identity = fingerprint(sweeper_cfg, arguments, app_cfg)

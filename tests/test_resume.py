@@ -62,16 +62,29 @@ def _trials(result):
 
 def test_killed_sweep_resumes_exactly_where_it_stopped(write_app, tmp_path_factory):
     cwd = write_app(APP, CONFIG.format(marker=tmp_path_factory.mktemp("m") / "killed"))
-    first = run_app(cwd, "train.py", "-m")
+    sweep_dir = cwd / "sweep"
+    first = run_app(cwd, "train.py", "-m", f"hydra.sweep.dir={sweep_dir}")
     assert first.proc.returncode == -signal.SIGKILL
     parent, trials = _trials(first)
     assert parent.info.status == "RUNNING"
     assert sorted(int(c.data.tags["nas.trial"]) for c in trials["ok"]) == [0, 1, 2]
     (killed,) = trials["running"]
     assert killed.data.tags["nas.trial"] == "3"
+    # The killed sweep's directory gets damaged too: a truncated multirun.yaml, a half-written
+    # job dir, one of a trial that never started, junk. Resume reads MLflow, not this dir.
+    saved = (sweep_dir / "multirun.yaml").read_text()
+    (sweep_dir / "multirun.yaml").write_text(saved[: len(saved) // 3])
+    killed_job = sweep_dir / "3" / ".hydra" / "config.yaml"
+    killed_job.write_text("model:\n  width: [unclosed")
+    (sweep_dir / "5" / ".hydra").mkdir(parents=True)
+    (sweep_dir / "5" / ".hydra" / "overrides.yaml").write_text("- model.wid")
+    (sweep_dir / "core.1234").write_bytes(b"\x00\xff garbage")
 
-    second = run_app(cwd, "train.py", "-m")  # the same command
+    second = run_app(cwd, "train.py", "-m", f"hydra.sweep.dir={sweep_dir}")  # the same command
     assert second.proc.returncode == 0, second.output
+    assert (sweep_dir / "multirun.yaml").read_text() == saved
+    assert "unclosed" not in killed_job.read_text()
+    assert (sweep_dir / "5" / ".hydra" / "config.yaml").exists()
     assert "Resuming the unfinished sweep" in second.output
     resumed_parent, trials = _trials(second)  # still exactly one parent run
     assert resumed_parent.info.run_id == parent.info.run_id
@@ -128,6 +141,14 @@ def test_resume_never_starts_afresh_and_must_fails_without_a_sweep(write_app, tm
     ]
     assert sorted(p.info.status for p in parents) == ["FINISHED", "RUNNING"]
 
+    # A sweep dir that cannot be one stops the sweep before any trial, saying why.
+    blocked = cwd / "blocked"
+    blocked.write_text("a file, not a directory")
+    third = run_app(cwd, "train.py", "-m", f"hydra.sweep.dir={blocked}")
+    assert third.proc.returncode != 0
+    assert f"hydra.sweep.dir='{blocked}' exists and is not a directory" in third.output
+    assert "Traceback" not in third.output
+
     other = write_app(APP, CONFIG.format(marker=tmp_path_factory.mktemp("m3") / "x"))
     must = run_app(
         other,
@@ -138,3 +159,4 @@ def test_resume_never_starts_afresh_and_must_fails_without_a_sweep(write_app, tm
     )
     assert must.proc.returncode != 0
     assert "hydra.sweeper.resume=must, but no unfinished sweep" in must.output
+
