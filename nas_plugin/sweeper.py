@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -266,11 +267,17 @@ class NASSweeperImpl:
         records: list[TrialRecord],
     ) -> None:
         """No batch barrier: up to ``batch_size`` trials in flight, one launch each; when one
-        finishes, the strategy hears it and the next candidate starts at once."""
+        finishes, the strategy hears it and the next candidate starts at once.
+
+        The strategy hears one result, then is asked to fill the free slots, then hears the
+        next: so the order of results (tag ``nas.told``) fixes every ask and tell, and a
+        resumed sweep replays its finished trials in that order to rebuild the strategy
+        exactly, before it waits for anything new."""
         seen: dict[Encoding, TrialRecord] = {}
         in_flight: dict[Future, list[TrialRecord]] = {}
+        replay_order = deque(self._replay.tell_order() if self._replay else [])
+        next_number, exhausted, told = 0, False, 0
         prepare_concurrent_launches(self.launcher)
-        next_number, exhausted = 0, False
         with ThreadPoolExecutor(max_workers=plan.batch_size) as pool:
             while True:
                 while (
@@ -290,12 +297,32 @@ class NASSweeperImpl:
                     in_flight[future] = prepared
                 if not in_flight:
                     return
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                # Several may finish together: tell them in trial order, not set order.
-                for future in sorted(done, key=lambda f: in_flight[f][0].number):
-                    future.result()  # _execute records failures itself; this re-raises bugs
-                    finished = self._settle(sweep_run, in_flight.pop(future), strategy.name)
-                    self._conclude(plan, strategy, seen, records, finished)
+                if replay_order:
+                    future = self._replay_next(in_flight, replay_order.popleft())
+                else:
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    # Several may finish together: the earliest trial first, the others after
+                    # the refill (wait() hands them back at once).
+                    future = min(done, key=lambda f: in_flight[f][0].number)
+                future.result()  # _execute records failures itself; this re-raises bugs
+                finished = self._settle(sweep_run, in_flight.pop(future), strategy.name)
+                for record in finished:
+                    if record.number not in (self._replay.told if self._replay else {}):
+                        sweep_run.tag_told(record, told)
+                    told += 1
+                self._conclude(plan, strategy, seen, records, finished)
+
+    def _replay_next(self, in_flight: dict[Future, list[TrialRecord]], number: int) -> Future:
+        """The in-flight (replayed, so already done) trial the strategy heard next last time."""
+        for future, batch in in_flight.items():
+            if batch[0].number == number:
+                return future
+        running = sorted(batch[0].number for batch in in_flight.values())
+        raise SweepAbortedError(
+            f"cannot resume exactly: the strategy heard trial {number} next last time, but "
+            f"now trials {running} are in flight; run with hydra.sweeper.resume=never to start "
+            "a new sweep"
+        )
 
     def _run_hyperband(
         self,

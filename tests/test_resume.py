@@ -160,3 +160,96 @@ def test_resume_never_starts_afresh_and_must_fails_without_a_sweep(write_app, tm
     assert must.proc.returncode != 0
     assert "hydra.sweeper.resume=must, but no unfinished sweep" in must.output
 
+
+# Asynchronous refill with 2 joblib workers: results arrive in an order set by timing (trial 0
+# is slow, so trial 1 finishes first). Trial 7 kills the whole sweep the first time round:
+# the sweeper's process, then its workers (this one last), as when the machine is lost.
+ASYNC_APP = """
+import os
+import pathlib
+import signal
+import time
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+os.environ.setdefault("SWEEPER_PID", str(os.getpid()))  # the joblib workers inherit it
+
+
+def descendants(pid):
+    parents = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def kill_the_sweep():
+    sweeper = int(os.environ["SWEEPER_PID"])
+    others = descendants(sweeper)
+    os.kill(sweeper, signal.SIGKILL)
+    for pid in others:
+        if pid != os.getpid():
+            os.kill(pid, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@hydra.main(version_base="1.3", config_path=".", config_name="config")
+def main(cfg):
+    number = HydraConfig.get().job.num
+    time.sleep(1.0 if number == 0 else 0.05 * ((cfg.model.width // 4 + cfg.model.depth) % 5))
+    marker = pathlib.Path(cfg.kill_marker)
+    if number == 7 and not marker.exists():
+        marker.write_text("killed once")
+        kill_the_sweep()
+    return -((cfg.model.width - 40) ** 2) / 100 + cfg.model.depth
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+ASYNC_ARGS = ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.batch_size=2")
+
+
+def test_killed_async_sweep_replays_results_in_the_order_the_strategy_heard_them(
+    write_app, tmp_path_factory
+):
+    cwd = write_app(ASYNC_APP, CONFIG.format(marker=tmp_path_factory.mktemp("m") / "killed"))
+    first = run_app(cwd, "train.py", "-m", *ASYNC_ARGS)
+    assert first.proc.returncode == -signal.SIGKILL, first.output
+    parent, trials = _trials(first)
+    finished = {int(c.data.tags["nas.trial"]): c for c in trials["ok"]}
+    # A trial that finished as the sweep died was never heard, so it has no position.
+    heard = sorted(
+        (int(c.data.tags["nas.told"]), n) for n, c in finished.items() if "nas.told" in c.data.tags
+    )
+    assert [position for position, _ in heard] == list(range(len(heard)))
+    assert len(heard) >= 5
+    order = [n for _, n in heard]
+    assert order != sorted(order), "results must have arrived out of trial order"
+    assert 7 not in finished
+
+    second = run_app(cwd, "train.py", "-m", *ASYNC_ARGS)  # the same command
+    assert second.proc.returncode == 0, second.output
+    assert "Resuming the unfinished sweep" in second.output
+    resumed_parent, trials = _trials(second)
+    assert resumed_parent.info.run_id == parent.info.run_id
+    ok = trials["ok"]
+    assert sorted(int(c.data.tags["nas.trial"]) for c in ok) == list(range(9))
+    assert len({c.data.tags["nas.encoding"] for c in ok}) == 9, "no candidate trained twice"
+    # Finished trials were replayed, not run again; had the strategy heard them in another
+    # order, it would have proposed other candidates for them and the sweep would have stopped.
+    assert {c.info.run_id for c in finished.values()} <= {c.info.run_id for c in ok}
+    told = sorted(int(c.data.tags["nas.told"]) for c in ok)
+    assert told == list(range(9)), "every result heard exactly once, in a recorded order"

@@ -17,7 +17,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from nas_plugin.leaderboard import TrialRecord, best_of, to_csv
 from nas_plugin.objective import Objective
-from nas_plugin.tracking.resume import TAG_FINGERPRINT
+from nas_plugin.tracking.resume import TAG_FINGERPRINT, TAG_TOLD
 from nas_plugin.tracking.trial import (
     TAG_ENCODING,
     TAG_MODEL_URI,
@@ -204,6 +204,11 @@ class SweepRun:
             run_id, tags=[RunTag(TAG_STATUS, "failed"), RunTag("nas.error", error[:5000])]
         )
         self.client.set_terminated(run_id, "FAILED")
+
+    def tag_told(self, record: TrialRecord, position: int) -> None:
+        """Record when the strategy heard this trial (before it does: see resume.TAG_TOLD)."""
+        if record.run_id is not None:
+            self.client.set_tag(record.run_id, TAG_TOLD, str(position))
 
     def tag_rung(self, record: TrialRecord, budget_key: str) -> None:
         """A multi-fidelity trial's budget (param), rung and bracket (tags)."""
