@@ -4,7 +4,8 @@ Asynchronous refill calls ``launcher.launch`` from several threads at once, one 
 That is safe for launchers that hand the job to another process and wait (joblib, submitit,
 Ray), with two quirks handled here: the basic launcher runs the job in the sweeper's own process
 through Hydra's global state, so it can only run one at a time; and the Ray launcher starts Ray
-lazily inside ``launch`` (check, then ``ray.init``), which two threads can race into.
+lazily inside ``launch`` (check, then ``ray.init``), which two threads can race into, and
+passes an ``object_store_memory`` that Ray refuses when joining an existing cluster.
 """
 
 from __future__ import annotations
@@ -26,15 +27,18 @@ def runs_jobs_in_process(launcher: Launcher) -> bool:
     return type(launcher).__name__ == "BasicLauncher"
 
 
-def prepare_concurrent_launches(launcher: Launcher) -> None:
-    """Do, once and in the sweeper's thread, what a launcher would otherwise do lazily and
-    unsafely in every concurrent ``launch`` call."""
+def prepare_launcher(launcher: Launcher) -> None:
+    """Do, once and in the sweeper's thread, what a launcher would otherwise do lazily in
+    every ``launch`` call (unsafely, when launches are concurrent)."""
     ray_cfg = getattr(launcher, "ray_cfg", None)
     if type(launcher).__name__ == "RayLauncher" and ray_cfg is not None:
         import ray
 
         if not ray.is_initialized():
             init = OmegaConf.to_container(ray_cfg.init, resolve=True) or {}
-            init.setdefault("object_store_memory", _RAY_OBJECT_STORE_BYTES)
-            log.info("Starting Ray once before concurrent launches: ray.init(%s)", init)
+            if not init.get("address"):
+                # Only for a local Ray started here: Ray refuses the setting when joining an
+                # existing cluster (ray start --head), which the launcher's own default breaks.
+                init.setdefault("object_store_memory", _RAY_OBJECT_STORE_BYTES)
+            log.info("Starting Ray for the sweep: ray.init(%s)", init)
             ray.init(**init)

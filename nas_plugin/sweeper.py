@@ -24,7 +24,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from nas_plugin.estimators.hyperband import Hyperband, promote
-from nas_plugin.launchers import prepare_concurrent_launches, runs_jobs_in_process
+from nas_plugin.launchers import prepare_launcher, runs_jobs_in_process
 from nas_plugin.leaderboard import TrialRecord, best_of, progress_line, ranked, render
 from nas_plugin.space import Encoding
 from nas_plugin.strategies import Strategy, make_strategy
@@ -161,6 +161,7 @@ class NASSweeperImpl:
             task_function=TrackedTask(self.task_function, context),
             config=self.config,
         )
+        prepare_launcher(self.launcher)
         log.info(
             "NAS sweep: %d trials, strategy=%s, search_space=%s (%s candidates), estimator=%s, "
             "MLflow %s, experiment '%s', parent run %s",
@@ -277,7 +278,6 @@ class NASSweeperImpl:
         in_flight: dict[Future, list[TrialRecord]] = {}
         replay_order = deque(self._replay.tell_order() if self._replay else [])
         next_number, exhausted, told = 0, False, 0
-        prepare_concurrent_launches(self.launcher)
         with ThreadPoolExecutor(max_workers=plan.batch_size) as pool:
             while True:
                 while (
