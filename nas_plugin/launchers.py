@@ -36,7 +36,7 @@ def prepare_launcher(launcher: Launcher) -> None:
 
         if not ray.is_initialized():
             init = OmegaConf.to_container(ray_cfg.init, resolve=True) or {}
-            if not init.get("address"):
+            if init.get("address") in (None, "", "local"):
                 # Only for a local Ray started here: Ray refuses the setting when joining an
                 # existing cluster (ray start --head), which the launcher's own default breaks.
                 init.setdefault("object_store_memory", _RAY_OBJECT_STORE_BYTES)

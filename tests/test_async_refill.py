@@ -75,8 +75,9 @@ def test_refill_batch_keeps_the_barrier(write_app):
 )
 def test_ray_launcher_refills_and_trials_log_from_ray_workers(write_app):
     """A local Ray cluster (2 CPUs) started for the sweep: no batch barrier there either."""
+    # address=local: a new Ray of our own, even where another cluster runs on this machine.
     ray_config = CONFIG.replace("launcher: joblib", "launcher: ray").replace(
-        "launcher: {n_jobs: 2}", "launcher: {ray: {init: {num_cpus: 2}}}"
+        "launcher: {n_jobs: 2}", "launcher: {ray: {init: {address: local, num_cpus: 2}}}"
     )
     cwd = write_app(APP, ray_config)
     result = run_app(cwd, "train.py", "-m")
