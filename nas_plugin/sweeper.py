@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from nas_plugin.estimators.hyperband import Hyperband, promote
+from nas_plugin.launchers import prepare_launcher, runs_jobs_in_process
 from nas_plugin.leaderboard import TrialRecord, best_of, progress_line, ranked, render
 from nas_plugin.oneshot.job import link_search, run_search_phase
 from nas_plugin.predictors import HeldOutCorrelation, PredictorError
@@ -36,6 +38,7 @@ from nas_plugin.sweep_config import (
     check_against_job_config,
     format_value,
 )
+from nas_plugin.sweep_dir import prepare_sweep_dir
 from nas_plugin.tracking.resume import (
     Replay,
     find_unfinished,
@@ -45,7 +48,12 @@ from nas_plugin.tracking.resume import (
 )
 from nas_plugin.tracking.screening import SearchAids
 from nas_plugin.tracking.secrets import mask_override, mask_secrets
-from nas_plugin.tracking.sweep_run import SweepRun, open_store, resolve_tracking_uri
+from nas_plugin.tracking.sweep_run import (
+    SweepRun,
+    TrackingLostError,
+    open_store,
+    resolve_tracking_uri,
+)
 from nas_plugin.tracking.trial import TAG_STATUS, TrackedTask, TrialOutcome
 from nas_plugin.tracking.warm_start import WarmStartError, load_warm_start
 
@@ -97,12 +105,10 @@ class NASSweeperImpl:
         strategy = make_strategy(plan.strategy_config, plan.space, plan.seed)
         self._aids = self._search_aids(plan, sweeper_cfg)
 
+        prepare_sweep_dir(Path(str(self.config.hydra.sweep.dir)), self.config)
         mlflow_cfg = sweeper_cfg.get("mlflow") or {}
         uri = resolve_tracking_uri(mlflow_cfg.get("tracking_uri"))
         sweep_run = SweepRun(open_store(uri), uri, str(mlflow_cfg.get("experiment") or "nas"))
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         # The hydra node is run-specific (times, output dirs): not part of the sweep's identity.
         app_cfg = {k: v for k, v in OmegaConf.to_container(job_cfg).items() if k != "hydra"}
         identity = fingerprint(sweeper_cfg, arguments, app_cfg)
@@ -170,6 +176,7 @@ class NASSweeperImpl:
             task_function=TrackedTask(self.task_function, context),
             config=self.config,
         )
+        prepare_launcher(self.launcher)
         log.info(
             "NAS sweep: %d trials, strategy=%s, search_space=%s (%s candidates), estimator=%s, "
             "MLflow %s, experiment '%s', parent run %s",
@@ -192,6 +199,7 @@ class NASSweeperImpl:
         else:
             run = self._run_trials
         search_run_id = None
+        lost = None
         try:
             if getattr(strategy, "needs_search", False):  # darts/gdas/proxyless: search first
                 search_run_id = run_search_phase(
@@ -208,14 +216,23 @@ class NASSweeperImpl:
             note = (
                 str(err) if isinstance(err, SweepAbortedError) else f"{type(err).__name__}: {err}"
             )
+            # The store went away (MLflow has given up retrying): say so, and write nothing
+            # more, which would only wait through MLflow's retries again.
+            lost = sweep_run.unreachable() if isinstance(err, Exception) else None
+            if lost is not None:
+                cause = str(err) if isinstance(err, TrackingLostError) else note
+                finished = sum(1 for r in records if r.ok)
+                message = sweep_run.lost_message(lost, cause, finished)
+                raise TrackingLostError(message) from err
             raise
         finally:
-            if warm is not None:
-                warm.tag_trials(sweep_run.client, records)
-            if search_run_id is not None:
-                trial_runs = [r.run_id for r in records if r.run_id]
-                link_search(sweep_run.client, search_run_id, trial_runs)
-            self._finish(plan, sweep_run, records, sweeper_cfg, status, note)
+            if lost is None:
+                if warm is not None:
+                    warm.tag_trials(sweep_run.client, records)
+                if search_run_id is not None:
+                    trial_runs = [r.run_id for r in records if r.run_id]
+                    link_search(sweep_run.client, search_run_id, trial_runs)
+                self._finish(plan, sweep_run, records, sweeper_cfg, status, note)
         return records
 
     def _refill_async(self, plan: SweepPlan, sweeper_cfg: dict[str, Any]) -> bool:
@@ -229,7 +246,7 @@ class NASSweeperImpl:
             return False
         # The basic launcher runs jobs in this process, through Hydra's global state: one at a
         # time. Launchers that run jobs elsewhere take concurrent launches.
-        in_process = type(self.launcher).__name__ == "BasicLauncher"
+        in_process = runs_jobs_in_process(self.launcher)
         if refill == "async" and in_process:
             raise SweepConfigError(
                 "hydra.sweeper.refill=async needs a launcher that runs jobs in other processes "
@@ -279,10 +296,16 @@ class NASSweeperImpl:
         records: list[TrialRecord],
     ) -> None:
         """No batch barrier: up to ``batch_size`` trials in flight, one launch each; when one
-        finishes, the strategy hears it and the next candidate starts at once."""
+        finishes, the strategy hears it and the next candidate starts at once.
+
+        The strategy hears one result, then is asked to fill the free slots, then hears the
+        next: so the order of results (tag ``nas.told``) fixes every ask and tell, and a
+        resumed sweep replays its finished trials in that order to rebuild the strategy
+        exactly, before it waits for anything new."""
         seen: dict[Encoding, TrialRecord] = {}
         in_flight: dict[Future, list[TrialRecord]] = {}
-        next_number, exhausted = 0, False
+        replay_order = deque(self._replay.tell_order() if self._replay else [])
+        next_number, exhausted, told = 0, False, 0
         with ThreadPoolExecutor(max_workers=plan.batch_size) as pool:
             while True:
                 while (
@@ -302,12 +325,32 @@ class NASSweeperImpl:
                     in_flight[future] = prepared
                 if not in_flight:
                     return
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                # Several may finish together: tell them in trial order, not set order.
-                for future in sorted(done, key=lambda f: in_flight[f][0].number):
-                    future.result()  # _execute records failures itself; this re-raises bugs
-                    finished = self._settle(sweep_run, in_flight.pop(future), strategy.name)
-                    self._conclude(plan, strategy, seen, records, finished)
+                if replay_order:
+                    future = self._replay_next(in_flight, replay_order.popleft())
+                else:
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    # Several may finish together: the earliest trial first, the others after
+                    # the refill (wait() hands them back at once).
+                    future = min(done, key=lambda f: in_flight[f][0].number)
+                future.result()  # _execute records failures itself; this re-raises bugs
+                finished = self._settle(sweep_run, in_flight.pop(future), strategy.name)
+                for record in finished:
+                    if record.number not in (self._replay.told if self._replay else {}):
+                        sweep_run.tag_told(record, told)
+                    told += 1
+                self._conclude(plan, strategy, seen, records, finished)
+
+    def _replay_next(self, in_flight: dict[Future, list[TrialRecord]], number: int) -> Future:
+        """The in-flight (replayed, so already done) trial the strategy heard next last time."""
+        for future, batch in in_flight.items():
+            if batch[0].number == number:
+                return future
+        running = sorted(batch[0].number for batch in in_flight.values())
+        raise SweepAbortedError(
+            f"cannot resume exactly: the strategy heard trial {number} next last time, but "
+            f"now trials {running} are in flight; run with hydra.sweeper.resume=never to start "
+            "a new sweep"
+        )
 
     def _run_hyperband(
         self,
@@ -504,6 +547,10 @@ class NASSweeperImpl:
     def _settle(
         self, sweep_run: SweepRun, records: list[TrialRecord], strategy_name: str
     ) -> list[TrialRecord]:
+        failed = next((r for r in records if r.status == "failed"), None)
+        if failed is not None and sweep_run.unreachable() is not None:
+            # Not the trial's fault: stop before launching more trials into a dead store.
+            raise TrackingLostError(f"trial {failed.number} failed: {failed.error}")
         for record in records:
             if record.status == "failed" and record.run_id is None:
                 record.run_id = sweep_run.record_unstarted_failure(record, strategy_name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 from conftest import run_app
 
@@ -65,3 +67,27 @@ def test_refill_batch_keeps_the_barrier(write_app):
     assert result.proc.returncode == 0, result.output
     trials = _by_trial(result)
     assert trials[2].start_time >= trials[0].end_time
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
+    reason="hydra-ray-launcher is not installed (.ci/run installs it)",
+)
+def test_ray_launcher_refills_and_trials_log_from_ray_workers(write_app):
+    """A local Ray cluster (2 CPUs) started for the sweep: no batch barrier there either."""
+    # address=local: a new Ray of our own, even where another cluster runs on this machine.
+    ray_config = CONFIG.replace("launcher: joblib", "launcher: ray").replace(
+        "launcher: {n_jobs: 2}", "launcher: {ray: {init: {address: local, num_cpus: 2}}}"
+    )
+    cwd = write_app(APP, ray_config)
+    result = run_app(cwd, "train.py", "-m")
+    assert result.proc.returncode == 0, result.output
+    parent, children = result.runs("refill")
+    assert sorted(int(c.data.tags["nas.trial"]) for c in children) == [0, 1, 2, 3, 4]
+    for child in children:
+        assert child.data.tags["nas.status"] == "ok" and "score" in child.data.metrics
+    # Trials ran in Ray worker processes, not in the sweeper's.
+    assert parent.data.tags["nas.worker"] not in {c.data.tags["nas.worker"] for c in children}
+    trials = _by_trial(result)
+    for number in (2, 3, 4):
+        assert trials[number].start_time < trials[0].end_time, number

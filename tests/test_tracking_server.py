@@ -160,3 +160,106 @@ def test_sweep_over_http_survives_a_server_restart(write_app, mlflow_server):
     parent = next(r for r in runs if r.data.tags.get("nas.sweep") == "parent")
     assert parent.info.status == "FINISHED"
     assert not (cwd / "mlflow.db").exists(), "nothing may fall back to a local store"
+
+
+# Trial 2 takes the server down for good (SIGKILL of its whole process group) the first time
+# round. MLflow's retry window is made short, as a user would export it.
+GONE_APP = """
+import os
+
+os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="1", MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="1",
+                  MLFLOW_HTTP_REQUEST_BACKOFF_JITTER="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+import pathlib
+import signal
+
+import hydra
+import mlflow
+from hydra.core.hydra_config import HydraConfig
+
+
+@hydra.main(version_base="1.3", config_path=".", config_name="config")
+def main(cfg):
+    mlflow.log_metric("before", 1.0)
+    marker = pathlib.Path(cfg.marker)
+    if HydraConfig.get().job.num == 2 and not marker.exists():
+        marker.write_text("server killed")
+        os.killpg(int(pathlib.Path(cfg.server_pid).read_text()), signal.SIGKILL)
+    return {"score": -abs(cfg.x - 5)}
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+GONE_CONFIG = """
+defaults:
+  - override hydra/sweeper: nas
+  - _self_
+x: 0
+marker: '{marker}'
+server_pid: '{server_pid}'
+hydra:
+  sweeper:
+    n_trials: 4
+    objective: {{metric: score}}
+    mlflow: {{tracking_uri: '{uri}', experiment: server-gone}}
+    params:
+      x: {{low: 0, high: 9}}
+"""
+
+
+def test_server_gone_for_good_stops_the_sweep_clearly_and_keeps_finished_trials(
+    write_app, tmp_path_factory
+):
+    from mlflow.tracking import MlflowClient
+
+    store = tmp_path_factory.mktemp("store")
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    pid_file = store / "server.pid"
+    proc = subprocess.Popen(
+        _server_command(store, port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=clean_env(),
+        cwd=store,
+        start_new_session=True,  # the trial kills the server with all its workers
+    )
+    try:
+        _wait_ready(proc)
+        pid_file.write_text(str(proc.pid))
+        marker = store / "killed"
+        cwd = write_app(
+            GONE_APP, GONE_CONFIG.format(marker=marker, server_pid=pid_file, uri=uri)
+        )
+        first = run_app(cwd, "train.py", "-m")
+        assert marker.exists(), first.output
+        assert first.proc.returncode != 0
+        assert (
+            f"MLflow tracking store '{uri}' (hydra.sweeper.mlflow.tracking_uri) stopped "
+            "answering during the sweep" in first.output
+        ), first.output
+        assert "Connection refused" in first.output
+        assert "the 2 trial(s) that finished before are in the store" in first.output
+        assert "Traceback" not in first.output
+
+        # What reached the server before it died is all in its store (read back directly:
+        # restarting the server on it and resuming was checked too, but costs half a minute).
+        client = MlflowClient(f"sqlite:///{store / 'server.db'}")
+        exp = client.get_experiment_by_name("server-gone")
+        runs = client.search_runs([exp.experiment_id])
+        (parent,) = [r for r in runs if r.data.tags.get("nas.sweep") == "parent"]
+        assert parent.info.status == "RUNNING"  # so the same command resumes it
+        done = {int(r.data.tags["nas.trial"]): r for r in runs if "nas.trial" in r.data.tags}
+        assert sorted(done) == [0, 1, 2], "no trial may be launched into a dead store"
+        for number in (0, 1):
+            assert done[number].info.status == "FINISHED"
+            assert done[number].data.tags["nas.status"] == "ok"
+            assert {"score", "before"} <= set(done[number].data.metrics)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)

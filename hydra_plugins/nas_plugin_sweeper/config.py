@@ -89,8 +89,8 @@ class NASSweeperConf:
     batch_size: int = 1
     # "auto": with a launcher that runs jobs in other processes (joblib, submitit, ray) and
     # batch_size > 1, keep batch_size trials in flight and start the next candidate as soon as
-    # one finishes (no batch barrier); "batch": launch in batches and wait for each (needed for
-    # exact resume, since the order results arrive in then does not depend on timing).
+    # one finishes (no batch barrier); "async": the same, an error with the basic launcher;
+    # "batch": launch in batches and wait for each (same seed, same candidates on every run).
     refill: str = "auto"
     # Seeds the strategy: the same seed proposes the same candidates.
     seed: int = 0

@@ -4,8 +4,9 @@ A sweep is identified by a fingerprint of its sweeper config, its command line a
 composed config. Running the same command again finds the parent run with that fingerprint that
 is still RUNNING (an orderly end marks it FINISHED or FAILED, so RUNNING means the sweeper died)
 and continues it: the finished trials are replayed to the strategy in their original order
-(the seeded strategy proposes the same candidates again and is told the recorded results, so
-its state is rebuilt, not guessed), the interrupted ones are run again with identical
+(the seeded strategy proposes the same candidates again and is told the recorded results, in
+the order it heard them the first time, so its state is rebuilt, not guessed), the interrupted
+ones are run again with identical
 overrides, and new trials continue the numbering under the same parent run.
 """
 
@@ -25,6 +26,9 @@ from nas_plugin.space import SearchSpace
 from nas_plugin.tracking.trial import TAG_ENCODING, TAG_ERROR, TAG_STATUS, TAG_TRIAL
 
 TAG_FINGERPRINT = "nas.fingerprint"
+# The position at which the sweeper told the strategy a trial's result (asynchronous refill,
+# where results arrive in an order set by timing): resume replays them in that order.
+TAG_TOLD = "nas.told"
 STATUS_INTERRUPTED = "interrupted"
 
 
@@ -45,6 +49,12 @@ class Replay:
     parent_run_id: str
     finished: dict[int, TrialRecord] = field(default_factory=dict)
     interrupted: dict[int, str] = field(default_factory=dict)  # trial number -> stale run id
+    told: dict[int, int] = field(default_factory=dict)  # trial number -> TAG_TOLD
+
+    def tell_order(self) -> list[int]:
+        """The finished trials in the order the strategy heard them; those it never heard
+        (finished as the sweep died) last, by number."""
+        return sorted(self.finished, key=lambda n: (n not in self.told, self.told.get(n, 0), n))
 
     @property
     def next_number(self) -> int:
@@ -90,6 +100,8 @@ def load_replay(
         status = tags.get(TAG_STATUS)
         if status in ("ok", "pruned", "failed") and run.info.status in ("FINISHED", "FAILED"):
             replay.finished[number] = record_from_run(run, number, space, objective)
+            if TAG_TOLD in tags:
+                replay.told[number] = int(tags[TAG_TOLD])
         elif status != STATUS_INTERRUPTED and mark_interrupted:
             # Killed mid-trial: keep the run for the record, but it counts for nothing.
             client.log_batch(run.info.run_id, tags=[RunTag(TAG_STATUS, STATUS_INTERRUPTED)])

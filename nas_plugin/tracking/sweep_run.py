@@ -17,7 +17,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from nas_plugin.leaderboard import TrialRecord, best_of, to_csv
 from nas_plugin.objective import Objective
-from nas_plugin.tracking.resume import TAG_FINGERPRINT
+from nas_plugin.tracking.resume import TAG_FINGERPRINT, TAG_TOLD
 from nas_plugin.tracking.trial import (
     TAG_ENCODING,
     TAG_MODEL_URI,
@@ -54,20 +54,39 @@ def resolve_tracking_uri(configured: str | None) -> str:
     return uri
 
 
-def open_store(uri: str) -> MlflowClient:
-    """A client for ``uri`` that has answered once, or a ``TrackingError`` that says why not."""
-    client = MlflowClient(uri)
+class TrackingLostError(TrackingError):
+    """The tracking store stopped answering in the middle of a sweep; nothing more can be
+    recorded, so the sweep stops (finished trials are already in the store)."""
+
+
+def probe(uri: str, client: MlflowClient) -> str | None:
+    """None if the store answers now, else why not (one quick try, no retries)."""
     try:
         if urlparse(uri).scheme in ("http", "https"):
             # One quick probe: MLflow's own client retries an absent server for minutes.
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10):
                 pass
-        client.search_experiments(max_results=1)
+        else:
+            client.search_experiments(max_results=1)
     except Exception as err:  # noqa: BLE001 - any failure here means "unusable store"
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client for ``uri`` that has answered once, or a ``TrackingError`` that says why not."""
+    client = MlflowClient(uri)
+    problem = probe(uri, client)
+    if problem is None and urlparse(uri).scheme in ("http", "https"):
+        try:  # the server is up; does it serve the tracking API?
+            client.search_experiments(max_results=1)
+        except Exception as err:  # noqa: BLE001 - any failure here means "unusable store"
+            problem = f"{type(err).__name__}: {err}"
+    if problem is not None:
         raise TrackingError(
             f"MLflow tracking store {uri!r} (hydra.sweeper.mlflow.tracking_uri) cannot be "
-            f"reached: {type(err).__name__}: {err}"
-        ) from err
+            f"reached: {problem}"
+        )
     return client
 
 
@@ -117,6 +136,22 @@ class SweepRun:
         self.client.log_batch(
             run_id,
             tags=[RunTag("nas.resumed", str(int(resumes) + 1)), RunTag(TAG_WORKER, worker_name())],
+        )
+
+    def unreachable(self) -> str | None:
+        """None if the store answers now, else why not."""
+        return probe(self.uri, self.client)
+
+    def lost_message(self, problem: str, cause: str, finished: int) -> str:
+        """What to tell the user when the store went away mid-sweep, after MLflow's retries."""
+        return (
+            f"MLflow tracking store {self.uri!r} (hydra.sweeper.mlflow.tracking_uri) stopped "
+            f"answering during the sweep: {problem} (after MLflow's retries: {cause}). "
+            f"The sweep stops; the {finished} trial(s) that "
+            f"finished before are in the store, and the parent run {self.run_id} stays "
+            "RUNNING, so running the same command again once the store is back resumes the "
+            "sweep. MLflow's retry window is set by MLFLOW_HTTP_REQUEST_MAX_RETRIES, "
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR and MLFLOW_HTTP_REQUEST_TIMEOUT."
         )
 
     def trial_context(self, **kwargs: Any) -> TrialContext:
@@ -169,6 +204,11 @@ class SweepRun:
             run_id, tags=[RunTag(TAG_STATUS, "failed"), RunTag("nas.error", error[:5000])]
         )
         self.client.set_terminated(run_id, "FAILED")
+
+    def tag_told(self, record: TrialRecord, position: int) -> None:
+        """Record when the strategy heard this trial (before it does: see resume.TAG_TOLD)."""
+        if record.run_id is not None:
+            self.client.set_tag(record.run_id, TAG_TOLD, str(position))
 
     def tag_rung(self, record: TrialRecord, budget_key: str) -> None:
         """A multi-fidelity trial's budget (param), rung and bracket (tags)."""
