@@ -121,3 +121,18 @@ def test_random_search_samples_each_choice_roughly_uniformly():
     for _ in range(2000):
         counts[dict(strategy.ask())["a"]] += 1
     assert all(400 < c < 600 for c in counts.values())
+
+
+def test_evolution_keeps_proposing_when_its_parents_neighbourhoods_are_used_up():
+    # A pre-screen asks for many candidates per trained one: the parents stay the same while
+    # their one-decision neighbourhoods run out. The search must go on, not report exhaustion.
+    space = SearchSpace.from_dict({"a": list(range(10)), "b": list(range(10))})
+    strategy = RegularizedEvolution(
+        space, seed=0, population_size=3, sample_size=3, max_resamples=20
+    )
+    for _ in range(3):
+        candidate = strategy.ask()
+        strategy.tell(candidate, float(sum(v for _, v in candidate)))
+    proposed = [strategy.ask() for _ in range(80)]
+    assert None not in proposed
+    assert len(set(proposed)) == 80

@@ -44,6 +44,14 @@ class RegularizedEvolution(Strategy):
             if candidate not in self._proposed:
                 self._proposed.add(candidate)
                 return candidate
+        # Every mutation tried was proposed before (the parents' neighbourhoods are used up,
+        # e.g. when a pre-screen asks for many candidates per trial): a fresh random candidate
+        # keeps the search going instead of ending it early.
+        for _ in range(self.max_resamples):
+            candidate = self.space.sample(self.rng)
+            if candidate not in self._proposed:
+                self._proposed.add(candidate)
+                return candidate
         return None
 
     def _propose(self) -> Encoding:
