@@ -1,6 +1,6 @@
 """Trial throughput with 2 joblib workers vs 1, on CPU-bound trials pinned to one thread each.
 
-    python tests/benchmarks/throughput.py [--trials 12] [--work 15000000]
+    python tests/benchmarks/throughput.py [--trials 12] [--work 300000000]
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def sweep(cwd: Path, workers: int, trials: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--work", type=int, default=15_000_000)
+    parser.add_argument("--work", type=int, default=300_000_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
