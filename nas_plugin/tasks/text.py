@@ -25,11 +25,11 @@ from transformers import PreTrainedTokenizerBase
 from nas_plugin.hardware.cost import measure_cost
 from nas_plugin.models.transformer import build_transformer, resolve_architecture
 from nas_plugin.pruning import EpochLoop
+from nas_plugin.tasks.optim import make_optimizer
 from nas_plugin.tasks.text_data import TextSplit, load_text_data
 from nas_plugin.tasks.tokenizer import LoadedTokenizer, load_tokenizer
 from nas_plugin.tracking.text_model import log_text_model
 
-OPTIMIZERS = ("adamw", "sgd")
 EVAL_BATCH_SIZE = 256
 INPUT_EXAMPLE_SIZE = 3
 MIN_SEQ_LENGTH = 1
@@ -203,7 +203,7 @@ def _train(
     epochs, batch_size = int(train_cfg.epochs), int(train_cfg.batch_size)
     train = splits["train"]
     steps_per_epoch = math.ceil(len(train) / batch_size)
-    optimizer = _optimizer(model, train_cfg)
+    optimizer = make_optimizer(model, train_cfg)
     scheduler = _warmup_cosine(
         optimizer, epochs * steps_per_epoch, float(train_cfg.get("warmup_fraction", 0.1))
     )
@@ -244,20 +244,6 @@ def _train(
             mlflow.log_metrics(metrics, step=epoch)
         loop.report(metrics)
     return train_loss, val, time.perf_counter() - start
-
-
-def _optimizer(model: nn.Module, train_cfg: DictConfig) -> torch.optim.Optimizer:
-    name = train_cfg.get("optimizer", "adamw")
-    lr, weight_decay = float(train_cfg.lr), float(train_cfg.get("weight_decay", 0.0))
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
-        )
-    raise ValueError(
-        f"train.optimizer = {name!r} is not allowed: expected one of {', '.join(OPTIMIZERS)}"
-    )
 
 
 def _warmup_cosine(

@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader, Subset
 from nas_plugin.hardware.cost import measure_cost
 from nas_plugin.models import build_model
 from nas_plugin.pruning import EpochLoop
+from nas_plugin.tasks.optim import make_optimizer
 from nas_plugin.tasks.vision_data import ImageTensorDataset, VisionData, load_vision_data
 from nas_plugin.tracking.model_logging import log_model
 
-OPTIMIZERS = ("adamw", "sgd")
 EVAL_BATCH_SIZE = 512
 # Images used to re-estimate BatchNorm statistics before each evaluation (as SPOS and OFA do).
 BN_RECALIBRATION_IMAGES = 2048
@@ -145,7 +145,7 @@ def _train(
             f"the training split has {len(data.train)} image(s): too few to train on; raise "
             "train.train_fraction or add data"
         )
-    optimizer = _optimizer(model, train_cfg)
+    optimizer = make_optimizer(model, train_cfg)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
     log = mlflow.active_run() is not None
     recalibration_images = int(train_cfg.get("bn_recalibration_images", BN_RECALIBRATION_IMAGES))
@@ -175,20 +175,6 @@ def _train(
             mlflow.log_metrics(metrics, step=epoch)
         loop.report(metrics)
     return train_loss, val_loss, val_accuracy, time.perf_counter() - start
-
-
-def _optimizer(model: nn.Module, train_cfg: DictConfig) -> torch.optim.Optimizer:
-    name = train_cfg.get("optimizer", "adamw")
-    lr, weight_decay = float(train_cfg.lr), float(train_cfg.get("weight_decay", 0.0))
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
-        )
-    raise ValueError(
-        f"train.optimizer = {name!r} is not allowed: expected one of {', '.join(OPTIMIZERS)}"
-    )
 
 
 @torch.no_grad()

@@ -1,0 +1,24 @@
+"""The optimizer a trial trains with, chosen by ``train.optimizer`` (shared by every task)."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def make_optimizer(model: nn.Module, train_cfg: DictConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD with Nesterov momentum, at ``train.lr`` and ``train.weight_decay``."""
+    name = train_cfg.get("optimizer", "adamw")
+    lr, weight_decay = float(train_cfg.lr), float(train_cfg.get("weight_decay", 0.0))
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay
+        )
+    raise ValueError(
+        f"train.optimizer = {name!r} is not allowed: expected one of {', '.join(OPTIMIZERS)}"
+    )
