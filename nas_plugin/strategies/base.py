@@ -69,3 +69,15 @@ def positive_int(strategy: str, key: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise StrategyError(f"strategy '{strategy}': {key}={value!r} must be a positive integer")
     return value
+
+
+def sample_unproposed(
+    space: SearchSpace, rng: random.Random, proposed: set[Encoding], tries: int
+) -> Encoding | None:
+    """A random candidate not in ``proposed``, or None when ``tries`` draws all were (the space
+    is taken as exhausted)."""
+    for _ in range(tries):
+        candidate = space.sample(rng)
+        if candidate not in proposed:
+            return candidate
+    return None

@@ -40,7 +40,7 @@ from scipy.stats import norm
 from nas_plugin.predictors import OneHotFeatures, Predictor
 from nas_plugin.predictors.surrogates import single_threaded_blas
 from nas_plugin.space import Encoding, SearchSpace
-from nas_plugin.strategies.base import Strategy, StrategyError, positive_int
+from nas_plugin.strategies.base import Strategy, StrategyError, positive_int, sample_unproposed
 
 SURROGATES = ("gp", "mlp")
 ACQUISITIONS = ("its", "ucb", "ei")
@@ -118,11 +118,7 @@ class BayesianOptimization(Strategy):
         return candidate
 
     def _random_new(self) -> Encoding | None:
-        for _ in range(self.max_resamples):
-            candidate = self.space.sample(self.rng)
-            if candidate not in self._proposed:
-                return candidate
-        return None
+        return sample_unproposed(self.space, self.rng, self._proposed, self.max_resamples)
 
     def _candidates(self, scored: list[tuple[Encoding, float]]) -> list[Encoding]:
         parents = [e for e, _ in sorted(scored, key=lambda pair: -pair[1])[: self.parents]]

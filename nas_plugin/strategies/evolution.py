@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 
 from nas_plugin.space import Encoding, SearchSpace
-from nas_plugin.strategies.base import Strategy, StrategyError, positive_int
+from nas_plugin.strategies.base import Strategy, StrategyError, positive_int, sample_unproposed
 
 
 class RegularizedEvolution(Strategy):
@@ -47,12 +47,10 @@ class RegularizedEvolution(Strategy):
         # Every mutation tried was proposed before (the parents' neighbourhoods are used up,
         # e.g. when a pre-screen asks for many candidates per trial): a fresh random candidate
         # keeps the search going instead of ending it early.
-        for _ in range(self.max_resamples):
-            candidate = self.space.sample(self.rng)
-            if candidate not in self._proposed:
-                self._proposed.add(candidate)
-                return candidate
-        return None
+        candidate = sample_unproposed(self.space, self.rng, self._proposed, self.max_resamples)
+        if candidate is not None:
+            self._proposed.add(candidate)
+        return candidate
 
     def _propose(self) -> Encoding:
         if len(self._proposed) < self.population_size or not self.population:

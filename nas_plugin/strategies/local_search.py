@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from nas_plugin.space import Encoding, SearchSpace
-from nas_plugin.strategies.base import Strategy, positive_int
+from nas_plugin.strategies.base import Strategy, positive_int, sample_unproposed
 
 
 class LocalSearch(Strategy):
@@ -83,11 +83,7 @@ class LocalSearch(Strategy):
         return candidate
 
     def _random_new(self) -> Encoding | None:
-        for _ in range(self.max_resamples):
-            candidate = self.space.sample(self.rng)
-            if candidate not in self._proposed:
-                return candidate
-        return None
+        return sample_unproposed(self.space, self.rng, self._proposed, self.max_resamples)
 
     def _any_unproposed_neighbour(self) -> Encoding | None:
         # Sampling rarely hits the last few members of a small space; the neighbourhoods of

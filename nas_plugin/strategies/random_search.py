@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nas_plugin.space import Encoding, SearchSpace
-from nas_plugin.strategies.base import Strategy, positive_int
+from nas_plugin.strategies.base import Strategy, positive_int, sample_unproposed
 
 
 class RandomSearch(Strategy):
@@ -16,9 +16,7 @@ class RandomSearch(Strategy):
         self._proposed: set[Encoding] = set()
 
     def ask(self) -> Encoding | None:
-        for _ in range(self.max_resamples):
-            candidate = self.space.sample(self.rng)
-            if candidate not in self._proposed:
-                self._proposed.add(candidate)
-                return candidate
-        return None
+        candidate = sample_unproposed(self.space, self.rng, self._proposed, self.max_resamples)
+        if candidate is not None:
+            self._proposed.add(candidate)
+        return candidate
