@@ -9,6 +9,7 @@ The sweeper never trains anything and the jobs never choose architectures.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections import deque
@@ -198,18 +199,22 @@ class NASSweeperImpl:
             run = self._run_trials_async
         else:
             run = self._run_trials
-        search_run_id = None
+        searches = None
         lost = None
         try:
             if getattr(strategy, "needs_search", False):  # darts/gdas/proxyless: search first
-                search_run_id = run_search_phase(
+                # n_trials independent searches; their distinct derived cells are the trials.
+                searches = run_search_phase(
                     self.hydra_context,
                     self.config,
                     self.task_function,
                     plan.fixed_overrides,
                     strategy,
                     sweep_run,
+                    plan.n_trials,
+                    plan.batch_size,
                 )
+                plan = dataclasses.replace(plan, n_trials=strategy.n_candidates)
             run(plan, strategy, sweep_run, records)
         except BaseException as err:
             status = "FAILED"
@@ -229,9 +234,8 @@ class NASSweeperImpl:
             if lost is None:
                 if warm is not None:
                     warm.tag_trials(sweep_run.client, records)
-                if search_run_id is not None:
-                    trial_runs = [r.run_id for r in records if r.run_id]
-                    link_search(sweep_run.client, search_run_id, trial_runs)
+                if searches is not None:
+                    link_search(sweep_run.client, searches, records)
                 self._finish(plan, sweep_run, records, sweeper_cfg, status, note)
         return records
 

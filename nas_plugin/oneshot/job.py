@@ -1,11 +1,14 @@
 """The sweeper's glue for one-shot strategies (``darts``, ``gdas``, ``proxyless``).
 
-Before the ordinary trial loop, :func:`run_search_phase` launches **one search job** through
-the sweep's own launcher (so it runs where trials run: in process, a joblib worker, a SLURM
-job). The job (:class:`SearchTask`) opens an MLflow child run of the sweep named ``search``
-(tag ``nas.role=search``, no ``nas.trial``: it is not a trial and not on the leaderboard), runs
+Before the ordinary trial loop, :func:`run_search_phase` launches ``n_trials`` **independent
+search jobs** through the sweep's own launcher, ``batch_size`` at a time (so they run where
+trials run, side by side with a parallel launcher: in process, joblib workers, SLURM jobs).
+Search ``k`` is seeded with the app's ``seed + k``. Each job (:class:`SearchTask`) opens an
+MLflow child run of the sweep named ``search-<k>`` (tags ``nas.role=search``,
+``nas.search_index=k``, no ``nas.trial``: it is not a trial and not on the leaderboard), runs
 the bilevel search on the app's task and model size, and logs:
 
+- params ``search.<option>`` (``search.seed`` included);
 - per epoch: ``alpha.<edge>.<op>`` (softmax weights), ``search_train_loss``,
   ``search_arch_loss``, ``search_derived_val_accuracy`` (the current argmax cell with inherited
   weights), ``search_skip_edges``, ``search_seconds`` (and ``search_tau``,
@@ -14,18 +17,27 @@ the bilevel search on the app's task and model size, and logs:
   ``search/genotype.json`` (string, per-edge ops, final weights), ``search/alphas.json`` (the
   weights per epoch), ``search/latency_lut.json`` (when a latency term is used).
 
-The strategy's only candidate is then the derived cell: trial 0, trained from scratch by the
-sweep's estimator. :func:`link_search` tags the two runs with each other's id
-(``nas.search_run_id`` on the trial, ``nas.derived_run_id`` on the search run). A resumed sweep
-reuses a finished search run of the same parent instead of searching again. Its Hydra job
-directory is ``<sweep dir>/search``.
+The strategy's candidates are then the distinct derived cells, in search order, each trained
+from scratch once by the sweep's estimator (a cell derived by several searches is trained once:
+the later search run gets tag ``nas.same_cell_as=<first search run id>``). :func:`link_search`
+tags every trial with the search run(s) that derived it (``nas.search_run_id``, comma-separated
+when several) and every search run with its cell's trial (``nas.derived_run_id``).
+
+A failed search is recorded (its run FAILED, ``trial/error.txt``) and the sweep goes on with the
+others; only when every search fails does the sweep fail. A resumed sweep reuses the recorded
+searches (finished or failed) of the same parent and runs only the missing or interrupted ones,
+so the derived cells, and so the trials' numbering, are the same as before. Hydra job
+directories: ``<sweep dir>/search-<k>``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +47,35 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig
 
+log = logging.getLogger(__name__)
+
 TAG_ROLE = "nas.role"
 TAG_DERIVED_ARCH = "nas.derived_arch"
 TAG_SEARCH_RUN = "nas.search_run_id"
 TAG_DERIVED_RUN = "nas.derived_run_id"
+TAG_SEARCH_INDEX = "nas.search_index"
+TAG_SAME_CELL = "nas.same_cell_as"
 
 
 class SearchFailedError(RuntimeError):
-    """The one-shot search job failed; the sweep cannot have a candidate."""
+    """Every one-shot search job failed; the sweep cannot have a candidate."""
+
+
+@dataclass
+class SearchOutcome:
+    """One search of the sweep: its run and derived cell (``None``: the search failed)."""
+
+    index: int
+    run_id: str | None
+    cell: dict[str, str] | None
+    error: str | None = None
+    reused: bool = False  # recorded by the sweep before a resume
+    encoding: Any = None  # the cell as the strategy's candidate (set by run_search_phase)
 
 
 class SearchTask:
-    """The search job's body (picklable, like ``TrackedTask``)."""
+    """The search job's body (picklable, like ``TrackedTask``). Its search index is the Hydra
+    job number: :func:`run_search_phase` launches search ``k`` as job ``k``."""
 
     def __init__(
         self, tracking_uri: str, experiment_id: str, parent_run_id: str, settings: dict[str, Any]
@@ -59,43 +88,57 @@ class SearchTask:
     def __call__(self, cfg: DictConfig) -> dict[str, Any]:
         from nas_plugin.tracking.trial import TAG_STATUS, TAG_STRATEGY, TAG_WORKER, worker_name
 
+        index = _job_index()
+        seed = int(cfg.seed) + index
         mlflow.set_tracking_uri(self.tracking_uri)
         client = MlflowClient(self.tracking_uri)
+        name = f"search-{index}"
         run = client.create_run(
             self.experiment_id,
-            run_name="search",
+            run_name=name,
             tags={
                 MLFLOW_PARENT_RUN_ID: self.parent_run_id,
-                MLFLOW_RUN_NAME: "search",
+                MLFLOW_RUN_NAME: name,
                 TAG_ROLE: "search",
+                TAG_SEARCH_INDEX: str(index),
                 TAG_STRATEGY: str(self.settings["method"]),
                 TAG_STATUS: "running",
                 TAG_WORKER: worker_name(),
             },
         )
         run_id = run.info.run_id
-        client.log_batch(
-            run_id, params=[Param(f"search.{k}", str(v)) for k, v in self.settings.items()]
-        )
+        params = {**self.settings, "seed": seed}
+        client.log_batch(run_id, params=[Param(f"search.{k}", str(v)) for k, v in params.items()])
         try:
             with mlflow.start_run(run_id=run_id):
-                result = run_search(cfg, self.settings)
+                result = run_search(cfg, self.settings, seed)
+                # Tagged before the run ends: a FINISHED search run always has its cell.
+                client.log_batch(
+                    run_id,
+                    params=[Param("derived_arch", result["arch_str"])],
+                    tags=[RunTag(TAG_DERIVED_ARCH, result["arch_str"]), RunTag(TAG_STATUS, "ok")],
+                )
         except BaseException as err:
             from nas_plugin.tracking.trial import _record_failure
 
             _record_failure(client, run_id, err)
+            err.nas_run_id = run_id  # type: ignore[attr-defined]
             raise
-        client.log_batch(
-            run_id,
-            params=[Param("derived_arch", result["arch_str"])],
-            tags=[RunTag(TAG_DERIVED_ARCH, result["arch_str"]), RunTag(TAG_STATUS, "ok")],
-        )
-        return {"run_id": run_id, **result}
+        return {"run_id": run_id, "index": index, **result}
 
 
-def run_search(cfg: DictConfig, settings: dict[str, Any]) -> dict[str, Any]:
+def _job_index() -> int:
+    from hydra.core.hydra_config import HydraConfig
+
+    return int(HydraConfig.get().job.num) if HydraConfig.initialized() else 0
+
+
+def run_search(
+    cfg: DictConfig, settings: dict[str, Any], seed: int | None = None
+) -> dict[str, Any]:
     """Search on the job's task with its model size (``model.channels``,
-    ``model.cells_per_stage``) and seed; log to the active run. Returns the derived cell."""
+    ``model.cells_per_stage``); ``seed`` (default: the app's) seeds the search, the app's seed
+    the training subset. Logs to the active run; returns the derived cell."""
     import torch
 
     from nas_plugin.oneshot.data import task_key, vision_data
@@ -104,9 +147,8 @@ def run_search(cfg: DictConfig, settings: dict[str, Any]) -> dict[str, Any]:
 
     train_cfg = cfg.get("train") or {}
     torch.set_num_threads(int(train_cfg.get("num_threads", 1)))
-    seed = int(cfg.seed)
     data, preprocess = vision_data(
-        task_key(cfg.task), float(train_cfg.get("train_fraction", 1.0)), seed
+        task_key(cfg.task), float(train_cfg.get("train_fraction", 1.0)), int(cfg.seed)
     )
     known = set(SearchSettings.__dataclass_fields__) - {"extra"}
     search_settings = SearchSettings(**{k: v for k, v in settings.items() if k in known})
@@ -118,7 +160,7 @@ def run_search(cfg: DictConfig, settings: dict[str, Any]) -> dict[str, Any]:
         int(cfg.model.channels),
         int(cfg.model.cells_per_stage),
         int(cfg.task.resolution),
-        seed,
+        int(cfg.seed) if seed is None else seed,
         log_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
     )
     seconds = time.perf_counter() - started
@@ -151,56 +193,153 @@ def run_search_phase(
     fixed_overrides: list[str],
     strategy: Any,
     sweep_run: Any,
-) -> str:
-    """Run (or, on resume, reuse) the search job; give the strategy its derived cell.
+    n_searches: int = 1,
+    batch_size: int = 1,
+) -> list[SearchOutcome]:
+    """Run (or, on resume, reuse) the ``n_searches`` search jobs, ``batch_size`` per launch;
+    give the strategy each successful search's cell, in search order.
 
-    Returns the search run's id."""
+    Returns every search's outcome, by index."""
     from hydra.core.plugins import Plugins
+
+    outcomes = _recorded_searches(sweep_run)
+    outcomes = {k: o for k, o in outcomes.items() if k < n_searches}
+    pending = [k for k in range(n_searches) if k not in outcomes]
+    if outcomes:
+        log.info(
+            "Resuming: %d of %d searches are recorded and reused; %d to run.",
+            len(outcomes),
+            n_searches,
+            len(pending),
+        )
+    elif n_searches > 1:
+        log.info(
+            "strategy=%s: %d independent searches (app seed + 0 ... + %d), then every distinct "
+            "derived cell trained once as a trial.",
+            strategy.name,
+            n_searches,
+            n_searches - 1,
+        )
+    if pending:
+        launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context,
+            task_function=SearchTask(
+                sweep_run.uri, sweep_run.experiment_id, sweep_run.run_id, strategy.search_settings()
+            ),
+            config=config,
+        )
+        for group in _launch_groups(pending, batch_size):
+            outcomes.update(_launch(launcher, group, fixed_overrides))
+    ordered = [outcomes[k] for k in range(n_searches)]
+    first: dict[Any, SearchOutcome] = {}
+    for outcome in ordered:
+        if outcome.cell is None:
+            log.warning(
+                "Search %d failed (%s); MLflow run %s. The sweep goes on with the other searches.",
+                outcome.index,
+                outcome.error,
+                outcome.run_id,
+            )
+            continue
+        outcome.encoding = strategy.derive(outcome.cell)
+        earlier = first.setdefault(outcome.encoding, outcome)
+        if earlier is not outcome:
+            log.info(
+                "Search %d derived the same cell as search %d: it is trained once.",
+                outcome.index,
+                earlier.index,
+            )
+            if outcome.run_id and earlier.run_id:
+                sweep_run.client.set_tag(outcome.run_id, TAG_SAME_CELL, earlier.run_id)
+    if not first:
+        raise SearchFailedError(
+            f"every {strategy.name} search job failed ({ordered[-1].error}); see the sweep's "
+            "MLflow child runs 'search-<k>' (trial/error.txt)"
+        )
+    if n_searches > 1:
+        log.info(
+            "%d searches: %d distinct derived cells, %d failed.",
+            n_searches,
+            len(first),
+            sum(o.cell is None for o in ordered),
+        )
+    return ordered
+
+
+def _launch_groups(indices: list[int], size: int) -> list[list[int]]:
+    """Consecutive indices (a launch numbers its jobs from ``initial_job_idx`` on), at most
+    ``size`` per launch."""
+    groups: list[list[int]] = []
+    for k in indices:
+        if groups and groups[-1][-1] + 1 == k and len(groups[-1]) < size:
+            groups[-1].append(k)
+        else:
+            groups.append([k])
+    return groups
+
+
+def _launch(launcher: Any, group: list[int], fixed: list[str]) -> dict[int, SearchOutcome]:
     from hydra.core.utils import JobStatus
 
-    previous = _finished_search(sweep_run)
-    if previous is not None:
-        run_id, cell = previous
-        strategy.derive(cell)
-        return run_id
-    launcher = Plugins.instance().instantiate_launcher(
-        hydra_context=hydra_context,
-        task_function=SearchTask(
-            sweep_run.uri, sweep_run.experiment_id, sweep_run.run_id, strategy.search_settings()
-        ),
-        config=config,
-    )
-    overrides = [*fixed_overrides, "hydra.sweep.subdir=search"]
-    (job,) = launcher.launch([overrides], initial_job_idx=0)
-    value = job._return_value  # .return_value re-raises a failed job's exception
-    if job.status != JobStatus.COMPLETED or not isinstance(value, dict):
-        raise SearchFailedError(
-            f"the {strategy.name} search job failed ({type(value).__name__}: {value}); see the "
-            "sweep's MLflow child run 'search' (trial/error.txt)"
-        )
-    strategy.derive(value["cell"])
-    return str(value["run_id"])
+    overrides = [[*fixed, f"hydra.sweep.subdir=search-{k}"] for k in group]
+    try:
+        jobs = launcher.launch(overrides, initial_job_idx=group[0])
+    except Exception as err:  # noqa: BLE001 - a lost worker fails its searches, not the sweep
+        cause = f"the job was lost ({type(err).__name__}: {err})"
+        return {k: SearchOutcome(k, None, None, cause) for k in group}
+    done = {}
+    for k, job in zip(group, jobs, strict=True):
+        value = job._return_value  # .return_value re-raises a failed job's exception
+        if job.status == JobStatus.COMPLETED and isinstance(value, dict):
+            done[k] = SearchOutcome(k, str(value["run_id"]), dict(value["cell"]))
+        else:
+            error = f"{type(value).__name__}: {value}"
+            done[k] = SearchOutcome(k, getattr(value, "nas_run_id", None), None, error)
+    return done
 
 
-def link_search(client: MlflowClient, search_run_id: str, trial_run_ids: list[str]) -> None:
-    """Tag the search run and the derived architecture's trial run(s) with each other's id."""
-    for run_id in trial_run_ids:
-        client.set_tag(run_id, TAG_SEARCH_RUN, search_run_id)
-    if trial_run_ids:
-        client.set_tag(search_run_id, TAG_DERIVED_RUN, ",".join(trial_run_ids))
+def link_search(client: MlflowClient, searches: Sequence[SearchOutcome], records: Any) -> None:
+    """Tag every trial with the search run(s) that derived its cell, and every search run with
+    that trial."""
+    by_cell: dict[Any, list[str]] = {}
+    for outcome in searches:
+        if outcome.encoding is not None and outcome.run_id is not None:
+            by_cell.setdefault(outcome.encoding, []).append(outcome.run_id)
+    for record in records:
+        search_runs = by_cell.get(record.encoding)
+        if not search_runs or record.run_id is None:
+            continue
+        client.set_tag(record.run_id, TAG_SEARCH_RUN, ",".join(search_runs))
+        for run_id in search_runs:
+            client.set_tag(run_id, TAG_DERIVED_RUN, record.run_id)
 
 
-def _finished_search(sweep_run: Any) -> tuple[str, dict[str, str]] | None:
+def _recorded_searches(sweep_run: Any) -> dict[int, SearchOutcome]:
+    """The sweep's recorded searches by index (a resumed sweep's): finished ones with their
+    cell, failed ones as failures. Searches killed mid-run are marked interrupted, to run
+    again."""
+    from nas_plugin.space.nb201 import EDGE_KEYS, from_arch_str
+    from nas_plugin.tracking.resume import STATUS_INTERRUPTED
+    from nas_plugin.tracking.trial import TAG_ERROR, TAG_STATUS
+
     runs = sweep_run.client.search_runs(
         [sweep_run.experiment_id],
         filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{sweep_run.run_id}' and "
-        f"tags.`{TAG_ROLE}` = 'search' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
+        f"tags.`{TAG_ROLE}` = 'search'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10000,
     )
-    if not runs or TAG_DERIVED_ARCH not in runs[0].data.tags:
-        return None
-    from nas_plugin.space.nb201 import EDGE_KEYS, from_arch_str
-
-    ops = from_arch_str(runs[0].data.tags[TAG_DERIVED_ARCH])
-    return runs[0].info.run_id, dict(zip(EDGE_KEYS, ops, strict=True))
+    found: dict[int, SearchOutcome] = {}
+    for run in runs:
+        tags, run_id = run.data.tags, run.info.run_id
+        index = int(tags.get(TAG_SEARCH_INDEX, 0))  # runs of a single-search sweep: index 0
+        if run.info.status == "FINISHED" and TAG_DERIVED_ARCH in tags:
+            ops = from_arch_str(tags[TAG_DERIVED_ARCH])
+            cell = dict(zip(EDGE_KEYS, ops, strict=True))
+            found[index] = SearchOutcome(index, run_id, cell, reused=True)
+        elif tags.get(TAG_STATUS) == "failed" and run.info.status == "FAILED":
+            found[index] = SearchOutcome(index, run_id, None, tags.get(TAG_ERROR), reused=True)
+        elif tags.get(TAG_STATUS) != STATUS_INTERRUPTED:
+            sweep_run.client.set_tag(run_id, TAG_STATUS, STATUS_INTERRUPTED)
+            sweep_run.client.set_terminated(run_id, "KILLED")
+    return found

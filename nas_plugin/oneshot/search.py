@@ -6,16 +6,21 @@ parameters ``alpha`` (6 edges x 5 operations) outside the supernet:
 
 - ``darts`` (Liu et al. 2019): the continuous mixture ``softmax(alpha)`` on every edge. First
   order: the architecture gradient at the current weights. Second order: at the weights after
-  one virtual SGD step, with the Hessian-vector product by finite differences (DARTS eq. 7-8).
+  one virtual step of the weight optimiser (SGD with its momentum buffer and weight decay, as
+  the DARTS reference code), with the Hessian-vector product by finite differences (DARTS eq.
+  7-8).
 - ``gdas`` (Dong & Yang 2019): one operation per edge sampled by Gumbel-max, the gradient of
   the tempered Gumbel-softmax (temperature annealed linearly from ``tau_max`` to ``tau_min``);
   only the sampled operation is computed. With ``latency_weight > 0`` the architecture loss is
   FBNet's ``CE * latency_weight * log(LAT)^latency_beta`` (LAT in microseconds, from the CPU
   look-up table, under the sampled weights).
-- ``proxyless`` (Cai et al. 2019): binarised paths, one operation per edge sampled from
-  ``softmax(alpha)``; the weight step trains that path only, the architecture step uses
-  BinaryConnect's gradient (all operations computed, the "full" estimator rather than the
-  paper's two-path memory saving), loss ``CE + latency_weight * E[LAT] / LAT(uniform cell)``.
+- ``proxyless`` (Cai et al. 2019): binarised paths. The weight step samples one operation per
+  edge from ``softmax(alpha)`` and trains that path only; the architecture step is the paper's
+  two-path scheme (:func:`~nas_plugin.supernets.nb201.two_path_gates`): two operations per edge
+  sampled, one of them active, only those two computed, BinaryConnect's gradient to their two
+  ``alpha`` through the pair's softmax, then the pair rescaled so the unsampled operations keep
+  their probabilities. Loss ``CE + latency_weight * E[LAT] / LAT(uniform cell)``, ``E[LAT]``
+  under the full ``softmax(alpha)`` (differentiable in every ``alpha``, as in the paper).
 
 The derived cell is the argmax of ``alpha`` on every edge.
 """
@@ -36,26 +41,29 @@ from nas_plugin.oneshot.data import halves, loader
 from nas_plugin.oneshot.latency import expected_latency, load_lut, measure_lut, op_costs
 from nas_plugin.oneshot.spos import evaluate_path
 from nas_plugin.space.nb201 import EDGE_KEYS, EDGES, OPS, to_arch_str
-from nas_plugin.supernets.nb201 import NB201Supernet, binary_gates, derive, gumbel_hard
+from nas_plugin.strategies.oneshot import SearchOptions
+from nas_plugin.supernets.nb201 import (
+    NB201Supernet,
+    binary_gates,
+    derive,
+    gumbel_hard,
+    rescale_pairs,
+    two_path_gates,
+)
 from nas_plugin.tasks.vision_data import VisionData
 
 METHODS = ("darts", "gdas", "proxyless")
 
 
 @dataclass
-class SearchSettings:
-    """One search's settings (``hydra/sweeper/strategy=<method>``; see its YAML)."""
+class SearchSettings(SearchOptions):
+    """One search's settings (``hydra/sweeper/strategy=<method>``; see its YAML): the shared
+    :class:`~nas_plugin.strategies.oneshot.SearchOptions` and each method's own."""
 
     method: str = "darts"
     order: int = 1
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.025
     momentum: float = 0.9
-    weight_decay: float = 3e-4
     grad_clip: float = 5.0
-    arch_lr: float = 3e-3
-    arch_weight_decay: float = 1e-3
     tau_max: float = 10.0
     tau_min: float = 0.1
     latency_weight: float = 0.0
@@ -134,9 +142,11 @@ def search(
         loss = F.cross_entropy(logits, labels)
         if costs is None:
             return loss
-        latency = expected_latency(weights, costs)
         if settings.method == "gdas":  # FBNet: multiplicative, log-latency (LAT in us > 1)
+            latency = expected_latency(weights, costs)  # under the Gumbel sample, as FBNet
             return loss * settings.latency_weight * torch.log(latency) ** settings.latency_beta
+        # ProxylessNAS: E[LAT] under softmax(alpha), a gradient for every operation's alpha.
+        latency = expected_latency(F.softmax(alpha, dim=-1), costs)
         return loss + settings.latency_weight * latency / reference
 
     alphas: list[list[list[float]]] = []
@@ -153,17 +163,26 @@ def search(
             xw, xa = preprocess(xw), preprocess(xa)
             # -- architecture step (on the other half) --
             a_opt.zero_grad(set_to_none=True)
+            pairs = None
             if settings.method == "darts" and settings.order == 2:
-                a_value = _unrolled_step(net, alpha, xw, yw, xa, ya, w_opt, settings)
+                a_value = _unrolled_step(net, alpha, xw, yw, xa, ya, w_opt)
+            elif settings.method == "proxyless":  # two paths per edge, the paper's scheme
+                weights, compute, pairs = two_path_gates(alpha, generator)
+                loss = arch_loss(net(xa, weights=weights, compute=compute), ya, weights)
+                loss.backward()
+                a_value = loss.item()
+                before = alpha.detach().clone()
             else:
-                weights, active = _relax(settings.method, alpha, tau, generator, arch=True)
+                weights, active = _relax(settings.method, alpha, tau, generator)
                 loss = arch_loss(net(xa, weights=weights, active_only=active), ya, weights)
                 loss.backward()
                 a_value = loss.item()
             a_opt.step()
+            if pairs is not None:
+                rescale_pairs(alpha.data, before, pairs)
             # -- weight step --
             with torch.no_grad():
-                weights, active = _relax(settings.method, alpha, tau, generator, arch=False)
+                weights, active = _relax(settings.method, alpha, tau, generator)
             loss = F.cross_entropy(net(xw, weights=weights, active_only=active), yw)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -201,15 +220,33 @@ def search(
 
 
 def _relax(
-    method: str, alpha: torch.Tensor, tau: float, generator: torch.Generator, arch: bool
+    method: str, alpha: torch.Tensor, tau: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, bool]:
-    """(edge weights, compute only non-zero ones) of one step."""
+    """(edge weights, compute only non-zero ones) of one step (ProxylessNAS: its weight step's
+    single sampled path)."""
     if method == "darts":
         return F.softmax(alpha, dim=-1), False
     if method == "gdas":
         return gumbel_hard(alpha, tau, generator), True
-    # proxyless: the arch step needs every operation's output for BinaryConnect's gradient.
-    return binary_gates(alpha, generator), not arch
+    return binary_gates(alpha, generator), True
+
+
+def virtual_step(
+    w_opt: torch.optim.SGD, params: list[torch.Tensor], grads: list[torch.Tensor]
+) -> list[torch.Tensor]:
+    """The weights one step of ``w_opt`` (SGD, no dampening or Nesterov) would give with these
+    gradients, without taking it: ``w - lr * (momentum * buffer + g + weight_decay * w)``, as
+    DARTS's ``_compute_unrolled_model`` (no buffer yet: the first step, plain SGD)."""
+    group = w_opt.param_groups[0]
+    lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
+    out = []
+    for p, g in zip(params, grads, strict=True):
+        step = g + decay * p
+        buffer = w_opt.state.get(p, {}).get("momentum_buffer")
+        if buffer is not None and momentum:
+            step = step + momentum * buffer
+        out.append((p - lr * step).detach())
+    return out
 
 
 def _unrolled_step(
@@ -220,10 +257,9 @@ def _unrolled_step(
     xa: torch.Tensor,
     ya: torch.Tensor,
     w_opt: torch.optim.SGD,
-    settings: SearchSettings,
 ) -> float:
     """Second-order DARTS: set ``alpha.grad`` to the gradient of the architecture loss at the
-    weights after one virtual SGD step (momentum ignored), ``xi`` = the current lr."""
+    weights after one virtual step of ``w_opt`` (:func:`virtual_step`), ``xi`` = its lr."""
     xi = w_opt.param_groups[0]["lr"]
     names = [n for n, _ in net.named_parameters()]
     params = [p for _, p in net.named_parameters()]
@@ -235,10 +271,7 @@ def _unrolled_step(
         return F.cross_entropy(logits, y)
 
     grads = torch.autograd.grad(loss_at(params, xw, yw), params)
-    unrolled = [
-        (p - xi * (g + settings.weight_decay * p)).detach().requires_grad_()
-        for p, g in zip(params, grads, strict=True)
-    ]
+    unrolled = [w.requires_grad_() for w in virtual_step(w_opt, params, list(grads))]
     val_loss = loss_at(unrolled, xa, ya)
     g_alpha, *g_unrolled = torch.autograd.grad(val_loss, [alpha, *unrolled])
     norm = torch.sqrt(sum((g * g).sum() for g in g_unrolled))

@@ -54,10 +54,12 @@ class Strategy(ABC):
 def check_options(cls: type[Strategy], options: dict[str, Any]) -> None:
     """Reject option names the strategy's constructor does not take, before any trial runs."""
     allowed = [
-        name
-        for name in inspect.signature(cls.__init__).parameters
-        if name not in ("self", "space", "seed")
+        param.name
+        for param in inspect.signature(cls.__init__).parameters.values()
+        if param.name not in ("self", "space", "seed") and param.kind != param.VAR_KEYWORD
     ]
+    # Options a family of strategies shares through **options (one-shot: SearchOptions).
+    allowed += list(getattr(cls, "shared_options", ()))
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise StrategyError(

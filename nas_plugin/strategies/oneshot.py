@@ -1,21 +1,25 @@
 """``darts``, ``gdas``, ``proxyless``: gradient-based one-shot search as a sweep's strategy.
 
 These methods are not ask/tell searches: one bilevel optimisation over a supernet yields one
-architecture. In a sweep they take two jobs (see :mod:`nas_plugin.oneshot.job`):
+architecture. In a sweep they take two phases (see :mod:`nas_plugin.oneshot.job`):
 
-1. the **search run**: a job that runs the bilevel search on the app's task and reports the
-   derived cell (MLflow child run ``search``, tag ``nas.role=search``);
-2. the **derived trial**: the sweeper hands the derived cell to this strategy (:meth:`derive`),
-   whose only candidate it becomes; it is trained from scratch as a normal trial (trial 0,
-   with the sweep's estimator).
+1. the **search runs**: ``n_trials`` independent search jobs (search ``k`` seeded with the
+   app's ``seed + k``), each running the bilevel search on the app's task and reporting its
+   derived cell (MLflow child run ``search-<k>``, tag ``nas.role=search``). DARTS-family results
+   vary a lot by seed, so "best of N searches" is the usual protocol;
+2. the **derived trials**: the sweeper hands each search's cell to this strategy
+   (:meth:`derive`, in search order); the distinct cells are its candidates, each trained from
+   scratch once as a normal trial with the sweep's estimator (two searches that derive the same
+   cell share its trial).
 
 Here, as for every strategy, only encodings and numbers: the options are validated before the
-sweep starts and passed to the search job as plain values.
+sweep starts and passed to the search jobs as plain values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,57 +29,93 @@ from nas_plugin.space.params import Categorical
 from nas_plugin.strategies.base import Strategy, StrategyError, positive_int
 
 
-class OneShotStrategy(Strategy):
-    """Base of the one-shot strategies: one candidate, the derived cell."""
+@dataclass
+class SearchOptions:
+    """The training options every one-shot search takes (the shared block of the strategy
+    YAMLs); :meth:`from_options` validates them with errors that name the option."""
 
-    #: the sweeper runs a search job first and calls :meth:`derive` with its cell
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.025
+    weight_decay: float = 3e-4
+    arch_lr: float = 3e-3
+    arch_weight_decay: float = 1e-3
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_options(cls, strategy: str, options: Mapping[str, Any]) -> SearchOptions:
+        unknown = sorted(set(options) - set(cls.names()))
+        if unknown:
+            raise StrategyError(
+                f"strategy '{strategy}': unknown option(s) {unknown}; shared one-shot options: "
+                f"{list(cls.names())}"
+            )
+        values = {**asdict(cls()), **options}
+        checks = {
+            "epochs": positive_int,
+            "batch_size": positive_int,
+            "lr": _positive,
+            "weight_decay": _non_negative,
+            "arch_lr": _positive,
+            "arch_weight_decay": _non_negative,
+        }
+        return cls(**{k: checks[k](strategy, k, v) for k, v in values.items()})
+
+
+class OneShotStrategy(Strategy):
+    """Base of the one-shot strategies: the candidates are the searches' derived cells."""
+
+    #: the sweeper runs the search jobs first and calls :meth:`derive` with each one's cell
     needs_search = True
+    #: options taken by every one-shot strategy besides its own (``check_options`` allows them)
+    shared_options = SearchOptions.names()
 
     def __init__(
         self,
         space: SearchSpace,
         seed: int = 0,
         prefix: str = DEFAULT_PREFIX,
-        epochs: int = 10,
-        batch_size: int = 64,
-        lr: float = 0.025,
-        weight_decay: float = 3e-4,
-        arch_lr: float = 3e-3,
-        arch_weight_decay: float = 1e-3,
+        **options: Any,
     ) -> None:
         super().__init__(space, seed)
         self.prefix = prefix
         _check_space(self.name, space, prefix)
-        self.settings: dict[str, Any] = {
-            "method": self.name,
-            "epochs": positive_int(self.name, "epochs", epochs),
-            "batch_size": positive_int(self.name, "batch_size", batch_size),
-            "lr": _positive(self.name, "lr", lr),
-            "weight_decay": _non_negative(self.name, "weight_decay", weight_decay),
-            "arch_lr": _positive(self.name, "arch_lr", arch_lr),
-            "arch_weight_decay": _non_negative(self.name, "arch_weight_decay", arch_weight_decay),
-        }
-        self._candidate: Encoding | None = None
-        self._asked = False
+        self.options = SearchOptions.from_options(self.name, options)
+        self.settings: dict[str, Any] = {"method": self.name, **asdict(self.options)}
+        self._candidates: list[Encoding] = []
+        self._asked = 0
+        self._derived = False
 
     def search_settings(self) -> dict[str, Any]:
         """Plain settings of the search job (:class:`nas_plugin.oneshot.search.SearchSettings`)."""
         return dict(self.settings)
 
     def derive(self, ops: Mapping[str, str]) -> Encoding:
-        """Make the search's cell ``{edge_j_i: op}`` this strategy's one candidate."""
-        self._candidate = self.space.encode({f"{self.prefix}.{k}": ops[k] for k in EDGE_KEYS})
-        return self._candidate
+        """Add one search's cell ``{edge_j_i: op}`` to the candidates (once, however many
+        searches derive it); returns its encoding."""
+        encoding = self.space.encode({f"{self.prefix}.{k}": ops[k] for k in EDGE_KEYS})
+        self._derived = True
+        if encoding not in self._candidates:
+            self._candidates.append(encoding)
+        return encoding
+
+    @property
+    def n_candidates(self) -> int:
+        """The distinct derived cells (the sweep's trials)."""
+        return len(self._candidates)
 
     def ask(self) -> Encoding | None:
-        if self._candidate is None:
+        if not self._derived:
             raise StrategyError(
                 f"strategy '{self.name}' has no candidate: its search job has not run"
             )
-        if self._asked:
+        if self._asked >= len(self._candidates):
             return None
-        self._asked = True
-        return self._candidate
+        self._asked += 1
+        return self._candidates[self._asked - 1]
 
 
 class Darts(OneShotStrategy):
@@ -87,16 +127,9 @@ class Darts(OneShotStrategy):
         seed: int = 0,
         order: int = 1,
         prefix: str = DEFAULT_PREFIX,
-        epochs: int = 10,
-        batch_size: int = 64,
-        lr: float = 0.025,
-        weight_decay: float = 3e-4,
-        arch_lr: float = 3e-3,
-        arch_weight_decay: float = 1e-3,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            space, seed, prefix, epochs, batch_size, lr, weight_decay, arch_lr, arch_weight_decay
-        )
+        super().__init__(space, seed, prefix, **options)
         if isinstance(order, bool) or order not in (1, 2):
             raise StrategyError(f"strategy 'darts': order={order!r} must be 1 or 2")
         self.settings["order"] = order
@@ -115,16 +148,9 @@ class Gdas(OneShotStrategy):
         latency_beta: float = 0.6,
         latency_table: str | None = None,
         prefix: str = DEFAULT_PREFIX,
-        epochs: int = 10,
-        batch_size: int = 64,
-        lr: float = 0.025,
-        weight_decay: float = 3e-4,
-        arch_lr: float = 3e-3,
-        arch_weight_decay: float = 1e-3,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            space, seed, prefix, epochs, batch_size, lr, weight_decay, arch_lr, arch_weight_decay
-        )
+        super().__init__(space, seed, prefix, **options)
         tau_max = _positive(self.name, "tau_max", tau_max)
         tau_min = _positive(self.name, "tau_min", tau_min)
         if tau_min > tau_max:
@@ -150,16 +176,9 @@ class Proxyless(OneShotStrategy):
         latency_weight: float = 0.0,
         latency_table: str | None = None,
         prefix: str = DEFAULT_PREFIX,
-        epochs: int = 10,
-        batch_size: int = 64,
-        lr: float = 0.025,
-        weight_decay: float = 3e-4,
-        arch_lr: float = 3e-3,
-        arch_weight_decay: float = 1e-3,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            space, seed, prefix, epochs, batch_size, lr, weight_decay, arch_lr, arch_weight_decay
-        )
+        super().__init__(space, seed, prefix, **options)
         self.settings["latency_weight"] = _non_negative(self.name, "latency_weight", latency_weight)
         self.settings["latency_table"] = _table(self.name, latency_table)
 

@@ -13,9 +13,11 @@ One forward pass, four ways of choosing each edge's operation:
 - **weights** (a 6 x 5 tensor, rows = edges, columns = :data:`~nas_plugin.space.nb201.OPS`):
   node ``j`` = sum over edges and operations of ``weight * op(node i)``. With
   ``softmax(alpha)`` this is DARTS's continuous relaxation; with :func:`gumbel_hard` (GDAS) or
-  :func:`binary_gates` (ProxylessNAS) the weights are one-hot in value but carry the gradient
-  of their relaxation, and only operations with a non-zero weight are computed when
-  ``active_only`` is set.
+  :func:`binary_gates` / :func:`two_path_gates` (ProxylessNAS) the weights are one-hot in value
+  but carry the gradient of their relaxation, and only operations with a non-zero weight are
+  computed when ``active_only`` is set, or only those of a ``compute`` mask (ProxylessNAS's
+  two-path architecture step: the sampled inactive path is computed too, with gate value 0, for
+  its gate's gradient).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class SuperCell(nn.Module):
         path: Sequence[str] | None = None,
         weights: torch.Tensor | None = None,
         active_only: bool = False,
+        compute: list[list[bool]] | None = None,
     ) -> torch.Tensor:
         nodes = [x]
         for node in (1, 2, 3):
@@ -67,7 +70,12 @@ class SuperCell(nn.Module):
                 assert weights is not None
                 for k, op in enumerate(OPS):
                     # `none` adds weight * 0; an inactive sampled op adds nothing either.
-                    if op == "none" or (active_only and not bool(weights[e, k] != 0)):
+                    if op == "none":
+                        continue
+                    if compute is not None:
+                        if not compute[e][k]:
+                            continue
+                    elif active_only and not bool(weights[e, k] != 0):
                         continue
                     terms.append(weights[e, k] * ops[op](nodes[i]))
             nodes.append(sum(terms[1:], terms[0]) if terms else torch.zeros_like(x))
@@ -109,8 +117,10 @@ class NB201Supernet(nn.Module):
         path: Sequence[str] | None = None,
         weights: torch.Tensor | None = None,
         active_only: bool = False,
+        compute: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits, with each edge's operation chosen by ``path`` or mixed by ``weights``."""
+        """Logits, with each edge's operation chosen by ``path`` or mixed by ``weights``;
+        ``compute`` (6 x 5, bool) restricts a mixture to the operations it marks."""
         if (path is None) == (weights is None):
             raise ValueError("give exactly one of path (six operations) or weights (6 x 5)")
         if path is not None:
@@ -119,10 +129,11 @@ class NB201Supernet(nn.Module):
             raise ValueError(
                 f"weights has shape {tuple(weights.shape)}; expected ({len(EDGES)}, {len(OPS)})"  # type: ignore[union-attr]
             )
+        mask = compute.tolist() if compute is not None else None
         out = self.stem(x)
         for layer in self.cells:
             if isinstance(layer, SuperCell):
-                out = layer(out, path=path, weights=weights, active_only=active_only)
+                out = layer(out, path=path, weights=weights, active_only=active_only, compute=mask)
             else:
                 out = layer(out)
         return self.classifier(self.head(out))
@@ -194,6 +205,40 @@ def binary_gates(alpha: torch.Tensor, generator: torch.Generator | None = None) 
     chosen = torch.multinomial(probs.detach(), 1, generator=generator).squeeze(-1)
     hard = F.one_hot(chosen, alpha.shape[-1]).to(probs.dtype)
     return hard - probs.detach() + probs
+
+
+def two_path_gates(
+    alpha: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ProxylessNAS's memory-saving architecture step (Cai et al. 2019, sec. 3.2.1): on every
+    edge two operations are sampled from ``softmax(alpha)`` without replacement, and one of them
+    is made active by the softmax over the pair's ``alpha``.
+
+    Returns ``(gates, compute, pairs)``: the gates are one-hot (the active operation) in value,
+    with BinaryConnect's gradient through the pair's softmax, so ``dL/dalpha_i = sum_j dL/dg_j
+    p_j (delta_ij - p_i)`` over the two sampled operations only (the others get none);
+    ``compute`` marks the two operations to run (the inactive one with gate 0, for its gate's
+    gradient); ``pairs`` (edges x 2) are their indices, for :func:`rescale_pairs`."""
+    probs = F.softmax(alpha.detach(), dim=-1)
+    pairs = torch.multinomial(probs, 2, replacement=False, generator=generator)
+    pair_probs = F.softmax(alpha.gather(1, pairs), dim=-1)
+    which = torch.multinomial(pair_probs.detach(), 1, generator=generator)
+    active = pairs.gather(1, which).squeeze(-1)
+    hard = F.one_hot(active, alpha.shape[-1]).to(pair_probs.dtype)
+    soft = torch.zeros_like(alpha).scatter(1, pairs, pair_probs)
+    compute = torch.zeros(alpha.shape, dtype=torch.bool).scatter(1, pairs, True)
+    return hard - soft.detach() + soft, compute, pairs
+
+
+@torch.no_grad()
+def rescale_pairs(alpha: torch.Tensor, before: torch.Tensor, pairs: torch.Tensor) -> None:
+    """After an architecture step on sampled pairs: shift the pair's ``alpha`` so that their
+    total ``exp`` is what it was before the step, so the unsampled operations' probabilities
+    stay as they were (ProxylessNAS's rescaling; ``before`` = ``alpha`` before the step)."""
+    old = before.gather(1, pairs)
+    new = alpha.gather(1, pairs)
+    offset = torch.logsumexp(new, dim=-1, keepdim=True) - torch.logsumexp(old, dim=-1, keepdim=True)
+    alpha.scatter_(1, pairs, new - offset)
 
 
 def derive(alpha: torch.Tensor) -> tuple[str, ...]:
