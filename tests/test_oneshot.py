@@ -139,11 +139,14 @@ def test_searches_deriving_one_cell_share_one_trial_and_recorded_searches_are_re
     killed = search_run(1, "RUNNING", {"nas.status": "running"})  # the sweeper died here
     first = search_run(0, "FINISHED", {TAG_DERIVED_ARCH: arch})
     second = search_run(1, "FINISHED", {TAG_DERIVED_ARCH: arch})
+    failed = search_run(2, "FAILED", {"nas.status": "failed", "nas.error": "FloatingPointError"})
     strategy = make_strategy({"name": "darts"}, nb201.search_space(), 0)
     # No Hydra context and no launcher: a launch attempt would fail.
-    outcomes = run_search_phase(None, None, None, [], strategy, sweep_run, n_searches=2)
+    outcomes = run_search_phase(None, None, None, [], strategy, sweep_run, n_searches=3)
     found = [(o.index, o.run_id, o.reused) for o in outcomes]
-    assert found == [(0, first, True), (1, second, True)]
+    assert found == [(0, first, True), (1, second, True), (2, failed, True)]
+    # A failed search stays failed (recorded, not rerun), and the sweep goes on without it.
+    assert outcomes[2].cell is None and outcomes[2].error == "FloatingPointError"
     assert client.get_run(killed).info.status == "KILLED"
     assert client.get_run(killed).data.tags["nas.status"] == "interrupted"
     # Both searches derived CELL: one candidate, trained once; the second search says so.
