@@ -270,3 +270,25 @@ def test_proxyless_two_path_gates_compute_two_operations_and_grade_only_their_al
     assert torch.allclose(
         F.softmax(alpha.detach(), -1)[unsampled], F.softmax(before, -1)[unsampled], atol=1e-6
     )
+
+
+def test_shared_search_options_are_checked_by_name_for_every_one_shot_strategy() -> None:
+    from nas_plugin.strategies import StrategyError
+    from nas_plugin.strategies.oneshot import Proxyless, SearchOptions
+
+    space = nb201.search_space()
+    for name in ("darts", "gdas", "proxyless"):
+        strategy = make_strategy({"name": name, "epochs": 3, "arch_lr": 0.1}, space, 0)
+        settings = strategy.search_settings()
+        assert (settings["method"], settings["epochs"], settings["arch_lr"]) == (name, 3, 0.1)
+        assert settings["batch_size"] == SearchOptions().batch_size
+        bad_lr = f"strategy '{name}': arch_lr=0 must be a number > 0"
+        with pytest.raises(StrategyError, match=bad_lr):
+            make_strategy({"name": name, "arch_lr": 0}, space, 0)
+        with pytest.raises(StrategyError, match="epochs=1.5 must be a positive integer"):
+            make_strategy({"name": name, "epochs": 1.5}, space, 0)
+        with pytest.raises(StrategyError, match=r"unknown option\(s\) \['momentum'\]; allowed: .*"):
+            make_strategy({"name": name, "momentum": 0.5}, space, 0)
+    # Built directly (no make_strategy), an unknown option is still named.
+    with pytest.raises(StrategyError, match=r"'proxyless': unknown option\(s\) \['tau_max'\]"):
+        Proxyless(space, tau_max=1.0)

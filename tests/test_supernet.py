@@ -101,6 +101,7 @@ def test_search_job_then_derived_architecture_trained_as_a_linked_trial(
         "-m",
         f"hydra/sweeper/strategy={strategy}",
         "hydra.sweeper.strategy.epochs=1",
+        "hydra.sweeper.n_trials=1",  # one search (n_trials counts the searches)
         *options,
         "hydra/sweeper/estimator=full",
         "hydra.sweeper.objective.metric=val_accuracy",
