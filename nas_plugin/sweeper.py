@@ -203,7 +203,8 @@ class NASSweeperImpl:
         lost = None
         try:
             if getattr(strategy, "needs_search", False):  # darts/gdas/proxyless: search first
-                # n_trials independent searches; their distinct derived cells are the trials.
+                # `searches` independent searches; their distinct derived cells are the trials
+                # (at most n_trials of them).
                 searches = run_search_phase(
                     self.hydra_context,
                     self.config,
@@ -211,10 +212,19 @@ class NASSweeperImpl:
                     plan.fixed_overrides,
                     strategy,
                     sweep_run,
-                    plan.n_trials,
+                    strategy.options.searches,
                     plan.batch_size,
                 )
-                plan = dataclasses.replace(plan, n_trials=strategy.n_candidates)
+                plan = dataclasses.replace(
+                    plan, n_trials=min(plan.n_trials, strategy.n_candidates)
+                )
+                if strategy.n_candidates > plan.n_trials:
+                    log.warning(
+                        "The searches derived %d distinct cells; n_trials=%d trains the first %d.",
+                        strategy.n_candidates,
+                        plan.n_trials,
+                        plan.n_trials,
+                    )
             run(plan, strategy, sweep_run, records)
         except BaseException as err:
             status = "FAILED"

@@ -1,4 +1,4 @@
-"""One-shot strategies: n_trials independent searches, their linking and resume; second-order
+"""One-shot strategies: `searches` independent searches, their linking and resume; second-order
 DARTS's virtual step; ProxylessNAS's two-path architecture step."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _cell(run) -> tuple[str, ...]:
 
 
 @pytest.mark.e2e
-def test_n_trials_runs_independent_searches_each_linked_to_its_trial_and_resumes(
+def test_searches_run_independently_each_linked_to_its_trial_and_resume(
     tmp_path: Path,
 ) -> None:
     args = [
@@ -55,7 +55,8 @@ def test_n_trials_runs_independent_searches_each_linked_to_its_trial_and_resumes
         "hydra/sweeper/strategy=darts",
         "hydra.sweeper.strategy.order=2",
         "hydra.sweeper.strategy.epochs=1",
-        "hydra.sweeper.n_trials=2",
+        # The config keeps its n_trials=100: searches, not n_trials, counts the searches.
+        "hydra.sweeper.strategy.searches=2",
         "hydra/sweeper/estimator=full",
         "hydra.sweeper.objective.metric=val_accuracy",
         "hydra.sweeper.leaderboard_columns=[]",
@@ -287,6 +288,8 @@ def test_shared_search_options_are_checked_by_name_for_every_one_shot_strategy()
             make_strategy({"name": name, "arch_lr": 0}, space, 0)
         with pytest.raises(StrategyError, match="epochs=1.5 must be a positive integer"):
             make_strategy({"name": name, "epochs": 1.5}, space, 0)
+        with pytest.raises(StrategyError, match="searches=0 must be a positive integer"):
+            make_strategy({"name": name, "searches": 0}, space, 0)
         with pytest.raises(StrategyError, match=r"unknown option\(s\) \['momentum'\]; allowed: .*"):
             make_strategy({"name": name, "momentum": 0.5}, space, 0)
     # Built directly (no make_strategy), an unknown option is still named.

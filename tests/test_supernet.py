@@ -85,7 +85,7 @@ def _children(client: MlflowClient, experiment: str) -> tuple[object, list, list
     return parent, search, trials
 
 
-# darts (second order, n_trials=2, resume): tests/test_oneshot.py
+# darts (second order, searches=2, resume): tests/test_oneshot.py
 @pytest.mark.parametrize(
     ("strategy", "options"),
     [("gdas", ["hydra.sweeper.strategy.latency_weight=0.2"])],
@@ -101,7 +101,6 @@ def test_search_job_then_derived_architecture_trained_as_a_linked_trial(
         "-m",
         f"hydra/sweeper/strategy={strategy}",
         "hydra.sweeper.strategy.epochs=1",
-        "hydra.sweeper.n_trials=1",  # one search (n_trials counts the searches)
         *options,
         "hydra/sweeper/estimator=full",
         "hydra.sweeper.objective.metric=val_accuracy",

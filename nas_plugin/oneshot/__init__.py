@@ -5,7 +5,7 @@
 - :mod:`~nas_plugin.oneshot.search`: the bilevel searches DARTS (first/second order), GDAS
   (Gumbel-softmax, FBNet's latency-weighted loss) and ProxylessNAS (binarised paths, two-path
   architecture step, latency term), each search one job of ``strategy=darts|gdas|proxyless``
-  (``n_trials`` independent searches per sweep);
+  (the strategy's ``searches``: independent searches per sweep);
 - :mod:`~nas_plugin.oneshot.latency`: the per-operation CPU latency look-up table;
 - :mod:`~nas_plugin.oneshot.job`: the sweeper's glue for the search job.
 """

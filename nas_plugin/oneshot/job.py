@@ -1,8 +1,9 @@
 """The sweeper's glue for one-shot strategies (``darts``, ``gdas``, ``proxyless``).
 
-Before the ordinary trial loop, :func:`run_search_phase` launches ``n_trials`` **independent
-search jobs** through the sweep's own launcher, ``batch_size`` at a time (so they run where
-trials run, side by side with a parallel launcher: in process, joblib workers, SLURM jobs).
+Before the ordinary trial loop, :func:`run_search_phase` launches the strategy's ``searches``
+**independent search jobs** through the sweep's own launcher, ``batch_size`` at a time (so they
+run where trials run, side by side with a parallel launcher: in process, joblib workers, SLURM
+jobs).
 Search ``k`` is seeded with the app's ``seed + k``. Each job (:class:`SearchTask`) opens an
 MLflow child run of the sweep named ``search-<k>`` (tags ``nas.role=search``,
 ``nas.search_index=k``, no ``nas.trial``: it is not a trial and not on the leaderboard), runs

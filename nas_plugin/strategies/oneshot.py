@@ -3,10 +3,10 @@
 These methods are not ask/tell searches: one bilevel optimisation over a supernet yields one
 architecture. In a sweep they take two phases (see :mod:`nas_plugin.oneshot.job`):
 
-1. the **search runs**: ``n_trials`` independent search jobs (search ``k`` seeded with the
-   app's ``seed + k``), each running the bilevel search on the app's task and reporting its
-   derived cell (MLflow child run ``search-<k>``, tag ``nas.role=search``). DARTS-family results
-   vary a lot by seed, so "best of N searches" is the usual protocol;
+1. the **search runs**: ``searches`` (an option, default 1) independent search jobs (search
+   ``k`` seeded with the app's ``seed + k``), each running the bilevel search on the app's task
+   and reporting its derived cell (MLflow child run ``search-<k>``, tag ``nas.role=search``).
+   DARTS-family results vary a lot by seed, so "best of N searches" is the usual protocol;
 2. the **derived trials**: the sweeper hands each search's cell to this strategy
    (:meth:`derive`, in search order); the distinct cells are its candidates, each trained from
    scratch once as a normal trial with the sweep's estimator (two searches that derive the same
@@ -34,6 +34,10 @@ class SearchOptions:
     """The training options every one-shot search takes (the shared block of the strategy
     YAMLs); :meth:`from_options` validates them with errors that name the option."""
 
+    # Independent searches per sweep (search k seeded with the app's seed + k). An option of
+    # its own, not n_trials: an app's n_trials is sized for multi-trial strategies (100 in
+    # conf/nb201.yaml), and 100 bilevel searches is never what switching strategy meant.
+    searches: int = 1
     epochs: int = 10
     batch_size: int = 64
     lr: float = 0.025
@@ -55,6 +59,7 @@ class SearchOptions:
             )
         values = {**asdict(cls()), **options}
         checks = {
+            "searches": positive_int,
             "epochs": positive_int,
             "batch_size": positive_int,
             "lr": _positive,
