@@ -4,7 +4,8 @@
     trainer = lightning.Trainer(max_epochs=20, callbacks=[PruningCallback("val_acc")])
 
 Importable only where ``lightning`` (or ``pytorch_lightning``) is installed; nas_plugin does
-not depend on it. Each validation is reported at its 1-based epoch with ``max_step`` the
+not depend on it. Each validation during ``fit`` is reported at its 1-based epoch with
+``max_step`` the
 trainer's ``max_epochs``; when the pruner says stop, ``trainer.should_stop`` ends training
 (Lightning keeps training up to ``min_epochs``, if set). Outside a NAS sweep it does nothing.
 Tested with Lightning 2.6 (tests/test_pruning_callbacks.py: a real multirun on digits).
@@ -39,7 +40,9 @@ class PruningCallback(pl.Callback):
         self.pruned = False
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        if trainer.sanity_checking:
+        # Only fit's validations: a trainer.validate() after fit would otherwise be reported as
+        # one epoch past the budget, and could mark a fully trained trial as pruned.
+        if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if self.monitor is not None and self.monitor not in metrics:
