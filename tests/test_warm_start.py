@@ -272,7 +272,7 @@ def _encoding(run) -> str:
     return run.data.tags["nas.encoding"]
 
 
-def test_warm_start_survives_a_resume_a_growing_source_and_the_joblib_launcher(write_app):
+def test_warm_start_with_a_resume_a_growing_source_hyperband_and_joblib(write_app):
     cwd = write_app(KILLABLE_APP, KILLABLE_CONFIG)
     _, src_first = _sweep(cwd, "src", "hydra.sweeper.n_trials=4").runs("src")
 
@@ -281,13 +281,25 @@ def test_warm_start_survives_a_resume_a_growing_source_and_the_joblib_launcher(w
     killed = run_app(cwd, "train.py", *dst, *EVOLUTION, "kill_at=3")
     assert killed.proc.returncode == -signal.SIGKILL, killed.output
 
-    # 2. Meanwhile src grows: a Hyperband sweep (3 candidates at 1 epoch, the best at 3).
-    _sweep(
+    # 2. Meanwhile src grows: a Hyperband sweep (3 candidates at 1 epoch, the best at 3),
+    # itself warm-started from src's best architecture, which it runs first, at 1 epoch.
+    hyperband = _sweep(
         cwd, "src", "hydra.sweeper.n_trials=4", "hydra.sweeper.seed=1",
         "hydra/sweeper/estimator=hyperband", "hydra.sweeper.estimator.budget_key=epochs",
         "hydra.sweeper.estimator.max_budget=3", "hydra.sweeper.estimator.brackets=1",
+        "hydra.sweeper.warm_start.experiment=src", "hydra.sweeper.warm_start.mode=best",
     )  # fmt: skip
     client = killed.client()
+    src_best = max(src_first, key=lambda r: r.data.metrics["objective"])
+    (seeded_hb,) = [
+        r
+        for r in client.search_runs([src_best.info.experiment_id])
+        if r.data.tags.get("nas.warm_start.source_run") == src_best.info.run_id
+        and r.data.tags.get("nas.trial") == "0"
+    ]
+    assert _encoding(seeded_hb) == _encoding(src_best)
+    assert seeded_hb.data.params["budget"] == "1" and seeded_hb.data.tags["nas.rung"] == "0"
+    assert "1 first candidates from 1 sweep(s)" in hyperband.output
     src = client.get_experiment_by_name("src").experiment_id
     src_runs = [r for r in client.search_runs([src]) if r.data.tags.get("nas.status") == "ok"]
     assert len(src_runs) == 8
