@@ -144,7 +144,7 @@ def load_warm_start(
         top = 1
     uri = resolve_tracking_uri(config.get("tracking_uri") or sweep_uri)
     client = open_store(uri)
-    recorded = _recorded(open_store(resolve_tracking_uri(sweep_uri)), resuming)
+    recorded = _recorded(sweep_uri, resuming) if resuming is not None else None
     if recorded is not None:
         return _from_record(recorded, client, str(experiment), mode, top, uri, space, objective)
     found = client.get_experiment_by_name(str(experiment))
@@ -172,9 +172,10 @@ def load_warm_start(
     return warm
 
 
-def _recorded(client: MlflowClient, parent_run: str | None) -> dict[str, Any] | None:
+def _recorded(sweep_uri: str, parent_run: str) -> dict[str, Any] | None:
     """The warm start a sweep recorded on its parent run, if it did."""
-    if parent_run is None or ARTIFACT not in {f.path for f in client.list_artifacts(parent_run)}:
+    client = MlflowClient(resolve_tracking_uri(sweep_uri))  # the sweep has reached it already
+    if ARTIFACT not in {f.path for f in client.list_artifacts(parent_run)}:
         return None
     with tempfile.TemporaryDirectory() as folder:
         with open(client.download_artifacts(parent_run, ARTIFACT, folder)) as handle:
