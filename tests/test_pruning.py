@@ -38,6 +38,9 @@ def test_median_stops_a_trial_below_the_median_at_the_same_step():
     assert decision.stop and "median" in decision.reason
     assert not rule.decide(curve(0.85, 2), others, None).stop
     assert not rule.decide(curve(0.8, 2), others, None).stop  # equal to the median: go on
+    # At its budget a trial has trained to the end: never recorded as pruned there.
+    assert rule.decide(curve(0.5, 4), others, 5).stop
+    assert not rule.decide(curve(0.5, 5), others, 5).stop
 
 
 def test_median_needs_min_trials_with_a_value_at_that_step():

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
+import yaml
 from conftest import REPO, AppRun, run_app
 
 from nas_plugin.objective import parse_objective
 from nas_plugin.space import nb201
-from nas_plugin.strategies import RegularizedEvolution
+from nas_plugin.strategies import RegularizedEvolution, make_strategy
+from nas_plugin.strategies.warm import WarmStarted
+from nas_plugin.sweep_config import build_plan
 from nas_plugin.tracking.warm_start import WarmStartError, load_warm_start
 
 pytestmark = pytest.mark.e2e
@@ -211,3 +215,161 @@ def test_bad_warm_start_options_are_refused_before_the_store_is_read(config, mes
         load_warm_start({"experiment": "x", **config}, "sqlite:///unused.db", space, objective, 0)
     assert str(err.value) == message
     assert load_warm_start({"experiment": None}, "sqlite:///unused.db", space, objective, 0) is None
+
+
+# The same scores, a budget (`epochs`, for Hyperband) that scales them, and a SIGKILL of the
+# whole sweep at trial `kill_at` the first time round (the basic launcher runs trials in the
+# sweeper's process): a warm-started sweep killed mid-way, at a known point.
+KILLABLE_APP = """
+import os
+import pathlib
+import signal
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+
+
+@hydra.main(version_base="1.3", config_path=".", config_name="config")
+def main(cfg):
+    marker = pathlib.Path(cfg.kill_marker)
+    if cfg.kill_at == HydraConfig.get().job.num and not marker.exists():
+        marker.write_text("killed once")
+        os.kill(os.getpid(), signal.SIGKILL)
+    score = cfg.model.width / 10 + cfg.model.depth + (0.5 if cfg.model.act == "gelu" else 0.0)
+    return score * cfg.epochs / 3
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+KILLABLE_CONFIG = """
+defaults:
+  - override hydra/sweeper: nas
+  - _self_
+model: {width: 8, depth: 1, act: relu}
+epochs: 3
+kill_marker: killed
+kill_at: -1
+hydra:
+  sweeper:
+    n_trials: 6
+    registry: {enabled: false}
+    params:
+      model.width: [8, 16, 32, 64]
+      model.depth: {low: 1, high: 4}
+      model.act: [relu, gelu]
+"""
+
+EVOLUTION = [
+    "hydra/sweeper/strategy=evolution",
+    "hydra.sweeper.strategy.population_size=3",
+    "hydra.sweeper.strategy.sample_size=2",
+]
+
+
+def _encoding(run) -> str:
+    return run.data.tags["nas.encoding"]
+
+
+def test_warm_start_with_a_resume_a_growing_source_hyperband_and_joblib(write_app):
+    cwd = write_app(KILLABLE_APP, KILLABLE_CONFIG)
+    _, src_first = _sweep(cwd, "src", "hydra.sweeper.n_trials=4").runs("src")
+
+    # 1. Evolution warm-started from src is killed at its trial 3.
+    dst = ["-m", "hydra.sweeper.mlflow.experiment=dst", "hydra.sweeper.warm_start.experiment=src"]
+    killed = run_app(cwd, "train.py", *dst, *EVOLUTION, "kill_at=3")
+    assert killed.proc.returncode == -signal.SIGKILL, killed.output
+
+    # 2. Meanwhile src grows: a Hyperband sweep (3 candidates at 1 epoch, the best at 3),
+    # itself warm-started from src's best architecture, which it runs first, at 1 epoch.
+    hyperband = _sweep(
+        cwd, "src", "hydra.sweeper.n_trials=4", "hydra.sweeper.seed=1",
+        "hydra/sweeper/estimator=hyperband", "hydra.sweeper.estimator.budget_key=epochs",
+        "hydra.sweeper.estimator.max_budget=3", "hydra.sweeper.estimator.brackets=1",
+        "hydra.sweeper.warm_start.experiment=src", "hydra.sweeper.warm_start.mode=best",
+    )  # fmt: skip
+    client = killed.client()
+    src_best = max(src_first, key=lambda r: r.data.metrics["objective"])
+    (seeded_hb,) = [
+        r
+        for r in client.search_runs([src_best.info.experiment_id])
+        if r.data.tags.get("nas.warm_start.source_run") == src_best.info.run_id
+        and r.data.tags.get("nas.trial") == "0"
+    ]
+    assert _encoding(seeded_hb) == _encoding(src_best)
+    assert seeded_hb.data.params["budget"] == "1" and seeded_hb.data.tags["nas.rung"] == "0"
+    assert "1 first candidates from 1 sweep(s)" in hyperband.output
+    src = client.get_experiment_by_name("src").experiment_id
+    src_runs = [r for r in client.search_runs([src]) if r.data.tags.get("nas.status") == "ok"]
+    assert len(src_runs) == 8
+    best: dict[str, float] = {}  # each architecture's best value in src
+    for run in src_runs:
+        best[_encoding(run)] = max(best.get(_encoding(run), -1), run.data.metrics["objective"])
+
+    # 3. The same command resumes dst with the warm start it recorded, not today's src.
+    resumed = run_app(cwd, "train.py", *dst, *EVOLUTION, "kill_at=3")
+    assert resumed.proc.returncode == 0, resumed.output
+    assert "Resuming the unfinished sweep" in resumed.output
+    assert "Warm start as the resumed sweep recorded it: 4 observations" in resumed.output
+    parent, children = resumed.runs("dst")
+    trials = [c for c in children if c.data.tags["nas.status"] == "ok"]
+    assert [int(t.data.tags["nas.trial"]) for t in trials] == list(range(6))
+    assert parent.data.params["warm_start.trials"] == "4"
+    first_src_parent = src_first[0].data.tags["mlflow.parentRunId"]
+    assert parent.data.tags["nas.warm_start.parent_runs"] == first_src_parent
+
+    # The candidates are exactly those of an uninterrupted sweep seeded with src's first 4
+    # trials: replay the strategy as the sweeper drives it (a known candidate is told again).
+    config = yaml.safe_load(
+        open(client.download_artifacts(parent.info.run_id, "sweep_config.yaml", str(cwd)))
+    )
+    plan = build_plan(config, [])
+    space = plan.space
+
+    def encode(run):
+        return space.encode(json.loads(_encoding(run)))
+
+    def strategy(observations):
+        return WarmStarted(make_strategy(plan.strategy_config, space, plan.seed), observations)
+
+    seeded = strategy([(encode(r), r.data.metrics["objective"]) for r in src_first])
+    seen: dict = {}
+    for trial in trials:
+        candidate = seeded.ask()
+        while candidate in seen:
+            seeded.tell(candidate, seen[candidate])
+            candidate = seeded.ask()
+        assert candidate == encode(trial), trial.data.tags["nas.trial"]
+        seen[candidate] = trial.data.metrics["objective"]
+        seeded.tell(candidate, seen[candidate])
+    # ... which today's src (8 trials; an architecture met twice, as a Hyperband climb or in
+    # both sweeps, counts once) would not give.
+    today = load_warm_start(
+        {"experiment": "src"}, killed.tracking_uri, space, plan.objective, plan.seed
+    )
+    assert len(today.observations) == len(best) < 8
+    assert today.wrap(make_strategy(plan.strategy_config, space, plan.seed)).ask() != encode(
+        trials[0]
+    )
+
+    # 4. Joblib, two trials in flight, no batch barrier: the two best architectures of src
+    # (both sweeps; by value, Hyperband's 1-epoch trials included) are the first two trials.
+    result = _sweep(
+        cwd, "async", "hydra.sweeper.warm_start.experiment=src",
+        "hydra.sweeper.warm_start.mode=best", "hydra.sweeper.warm_start.top=2",
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.batch_size=2",
+        "hydra.sweeper.n_trials=4",
+    )  # fmt: skip
+    parent, trials = result.runs("async")
+    assert len({t.data.tags["nas.worker"] for t in trials}) == 2
+    assert len({_encoding(t) for t in trials}) == 4
+    top2 = sorted(best.values(), reverse=True)[:2]
+    by_id = {r.info.run_id: r for r in src_runs}
+    for trial in trials[:2]:
+        source = by_id[trial.data.tags["nas.warm_start.source_run"]]
+        assert encode(source) == encode(trial)
+        assert source.data.metrics["objective"] == trial.data.metrics["objective"]
+    assert sorted((t.data.metrics["objective"] for t in trials[:2]), reverse=True) == top2
+    assert all("nas.warm_start.source_run" not in t.data.tags for t in trials[2:])
+    assert parent.data.params["warm_start.trials"] == "2"

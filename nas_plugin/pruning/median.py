@@ -1,5 +1,6 @@
 """Median stopping (Golovin et al., 2017, Google Vizier): stop a trial whose value at a step is
-below the median of the other trials' values at the same step."""
+below the median of the other trials' values at the same step (never at its step budget, when
+the loop reports one: a trial that has trained to the end is done, not pruned)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ class MedianRule(PruningRule):
         step, value = own[-1]
         if step <= self.warmup_steps:
             return CONTINUE
+        if max_step is not None and step >= max_step:
+            return CONTINUE  # trained to its budget: nothing left to save, so not "pruned"
         peers = [v for curve in others if (v := value_at(curve, step)) is not None]
         if len(peers) < self.min_trials:
             return CONTINUE

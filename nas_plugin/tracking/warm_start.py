@@ -15,7 +15,9 @@
 
 Where a warm start came from is recorded on the parent run (params ``warm_start.*``, tag
 ``nas.warm_start.parent_runs``, artifact ``warm_start.json``) and, in mode ``best``, on each
-seeded trial (tag ``nas.warm_start.source_run``).
+seeded trial (tag ``nas.warm_start.source_run``). A resumed sweep takes its warm start from that
+record, not from the experiment as it is now (which may have grown since): the strategy is
+seeded exactly as the first time, so it proposes the same candidates again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +38,7 @@ from nas_plugin.space import Encoding, SearchSpace, SearchSpaceError
 from nas_plugin.space.params import freeze, thaw
 from nas_plugin.strategies.base import Score, Strategy
 from nas_plugin.strategies.warm import WarmStarted
-from nas_plugin.tracking.resume import load_replay
+from nas_plugin.tracking.resume import load_replay, record_from_run
 from nas_plugin.tracking.sweep_run import open_store, resolve_tracking_uri
 from nas_plugin.tracking.trial import TAG_ENCODING, TAG_STATUS, TAG_TRIAL
 
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("observations", "best")
 KEY = "hydra.sweeper.warm_start"
+ARTIFACT = "warm_start.json"
 TAG_PARENT_RUNS = "nas.warm_start.parent_runs"
 TAG_SOURCE_RUN = "nas.warm_start.source_run"
 
@@ -100,7 +104,7 @@ class WarmStart:
             params=[Param(k, str(v)) for k, v in self.params().items()],
             tags=[RunTag(TAG_PARENT_RUNS, ",".join(self.parent_runs)[:5000])],
         )
-        client.log_text(run_id, json.dumps(self.describe(), indent=2), "warm_start.json")
+        client.log_text(run_id, json.dumps(self.describe(), indent=2), ARTIFACT)
 
     def tag_trials(self, client: MlflowClient, records: list[TrialRecord]) -> None:
         """Mode best: tag each trial that ran a seeded candidate with the run it came from."""
@@ -118,12 +122,14 @@ def load_warm_start(
     space: SearchSpace,
     objective: Objective,
     seed: int,
-    exclude: str | None = None,
+    resuming: str | None = None,
 ) -> WarmStart | None:
     """Read and check the warm start ``config`` asks for; None when it is off.
 
-    ``exclude``: a parent run not to read (the sweep being resumed, when it warm-starts from its
-    own experiment). Raises ``WarmStartError`` naming the key, the value and what is allowed."""
+    ``resuming``: the parent run of the sweep being resumed. Its warm start is the one it
+    recorded (``warm_start.json``), re-read run by run, so a source experiment that has grown
+    since changes nothing; without a record, the experiment is read afresh, that sweep left out.
+    Raises ``WarmStartError`` naming the key, the value and what is allowed."""
     config = dict(config or {})
     experiment = config.get("experiment")
     if experiment in (None, ""):
@@ -138,6 +144,9 @@ def load_warm_start(
         top = 1
     uri = resolve_tracking_uri(config.get("tracking_uri") or sweep_uri)
     client = open_store(uri)
+    recorded = _recorded(sweep_uri, resuming) if resuming is not None else None
+    if recorded is not None:
+        return _from_record(recorded, client, str(experiment), mode, top, uri, space, objective)
     found = client.get_experiment_by_name(str(experiment))
     if found is None:
         names = sorted(e.name for e in client.search_experiments())
@@ -146,7 +155,7 @@ def load_warm_start(
             f"experiments there: {names}"
         )
     parents = _parent_runs(client, found.experiment_id, config.get("parent_run"), experiment)
-    parents = [p for p in parents if p != exclude]
+    parents = [p for p in parents if p != resuming]
     warm = WarmStart(str(experiment), mode, top, uri, parents)
     if mode == "observations":
         _observations(warm, client, found.experiment_id, space, objective)
@@ -159,6 +168,53 @@ def load_warm_start(
         len(warm.observations) or len(warm.first),
         "observations told to the strategy" if mode == "observations" else "first candidates",
         len(parents),
+    )
+    return warm
+
+
+def _recorded(sweep_uri: str, parent_run: str) -> dict[str, Any] | None:
+    """The warm start a sweep recorded on its parent run, if it did."""
+    client = MlflowClient(resolve_tracking_uri(sweep_uri))  # the sweep has reached it already
+    if ARTIFACT not in {f.path for f in client.list_artifacts(parent_run)}:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        with open(client.download_artifacts(parent_run, ARTIFACT, folder)) as handle:
+            return json.load(handle)
+
+
+def _from_record(
+    recorded: Mapping[str, Any],
+    client: MlflowClient,
+    experiment: str,
+    mode: str,
+    top: int | None,
+    uri: str,
+    space: SearchSpace,
+    objective: Objective,
+) -> WarmStart:
+    """The warm start a resumed sweep recorded: the same runs, in the same order."""
+    warm = WarmStart(experiment, mode, top, uri, list(recorded.get("parent_runs") or []))
+    for trial in recorded["trials"]:
+        run_id, value = trial["run_id"], trial["value"]
+        warm.sources.append((run_id, value))
+        if mode == "best":  # the candidates as they were mapped onto this space
+            warm.first.append(space.encode(trial["architecture"]))
+            continue
+        try:
+            run = client.get_run(run_id)
+        except Exception as err:  # noqa: BLE001 - MLflow raises its own error for a lost run
+            raise WarmStartError(
+                f"{KEY}: the sweep being resumed was warm-started from run {run_id} of "
+                f"experiment {experiment!r}, which cannot be read any more ({err}); resume "
+                "with hydra.sweeper.resume=never to start a new sweep"
+            ) from err
+        record = record_from_run(run, 0, space, objective)
+        warm.observations.append((record.encoding, record.score))
+    log.info(
+        "Warm start as the resumed sweep recorded it: %d %s from experiment '%s'.",
+        len(warm.sources),
+        "observations" if mode == "observations" else "first candidates",
+        experiment,
     )
     return warm
 
