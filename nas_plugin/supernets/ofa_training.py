@@ -35,12 +35,7 @@ from nas_plugin.space import Encoding
 from nas_plugin.supernets.elastic_mbconv import ElasticConfigError, ElasticMBConv
 
 # The vision trial's own building blocks: same preprocessing, BN recalibration and scoring.
-from nas_plugin.tasks.vision import (
-    Preprocess,
-    _channel_stats,
-    _evaluate,
-    _recalibrate_batchnorm,
-)
+from nas_plugin.tasks.vision import Preprocess, channel_stats, evaluate, recalibrate_batchnorm
 from nas_plugin.tasks.vision_data import VisionData
 
 PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -53,7 +48,7 @@ PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def wrap(supernet: ElasticMBConv, data: VisionData, resolution: int) -> nn.Sequential:
     """``Preprocess`` (resize + the training split's normalisation) followed by the supernet."""
-    mean, std = _channel_stats(data.train)
+    mean, std = channel_stats(data.train)
     return nn.Sequential(Preprocess(resolution, mean, std), supernet)
 
 
@@ -170,13 +165,13 @@ def score_subnet(
     Returns the extracted model and ``val_accuracy``, ``val_loss`` (inherited weights).
     """
     sub = extract_model(model, arch)
-    _recalibrate_batchnorm(sub, data.train, bn_images, seed)
-    val_loss, val_accuracy = _evaluate(sub, data.val)
+    recalibrate_batchnorm(sub, data.train, bn_images, seed)
+    val_loss, val_accuracy = evaluate(sub, data.val)
     return sub, {"val_accuracy": val_accuracy, "val_loss": val_loss}
 
 
 def score_on_test(model: nn.Module, data: VisionData) -> dict[str, float]:
-    test_loss, test_accuracy = _evaluate(model, data.test)
+    test_loss, test_accuracy = evaluate(model, data.test)
     return {"test_accuracy": test_accuracy, "test_loss": test_loss}
 
 
