@@ -6,7 +6,8 @@ Phases, each with its own optimizer and cosine schedule, in OFA's order:
 2. ``kernel``: a random kernel size per stage, largest expansion and depth;
 3. ``depth``: random kernels and depths;
 4. ``expand``: random kernels, depths and expansion ratios (channels importance-sorted first
-   when ``sort_channels``).
+   when ``sort_channels``), and, where the space makes them elastic, widths (``channels``,
+   ``width_mult``), squeeze-excite and activation.
 
 Every step samples ``subnets_per_step`` subnets and accumulates their gradients (OFA uses 2-4).
 Optionally (``distill`` > 0), as in OFA, shrinking phases distil from the largest network as
@@ -42,7 +43,8 @@ PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("full", ()),
     ("kernel", ("kernel",)),
     ("depth", ("kernel", "depth")),
-    ("expand", ("kernel", "depth", "expansion")),
+    # Elastic width, squeeze-excite and activation (when the space has them) join last.
+    ("expand", ("kernel", "depth", "expansion", "channels", "se", "width_mult", "activation")),
 )
 
 
