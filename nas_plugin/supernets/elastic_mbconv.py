@@ -61,7 +61,7 @@ FIXED_STAGE_FIELDS = ("channels", "se", "stride")
 FIXED_GLOBAL_FIELDS = ("width_mult", "activation")
 # Networks the supernet runs, one per subnet config, kept per process (only their structure is
 # used: the weights come from the supernet).
-SKELETON_CACHE_SIZE = 64
+SKELETON_CACHE_SIZE = 512
 
 
 class ElasticConfigError(ValueError):
@@ -268,8 +268,10 @@ class ElasticMBConv(nn.Module):
         if key in self._skeletons:
             self._skeletons.move_to_end(key)
             return self._skeletons[key]
-        # On the CPU: timm's weight init on the meta device is slower than the real one.
+        # Built on the CPU (timm's weight init on the meta device is slower), then emptied: its
+        # weights are never read, and a cached skeleton should cost no memory.
         skeleton = build_mbconv(cfg, self.net.num_classes, self.net.conv_stem.in_channels)
+        skeleton.to("meta")
         self._skeletons[key] = skeleton
         if len(self._skeletons) > SKELETON_CACHE_SIZE:
             self._skeletons.popitem(last=False)
