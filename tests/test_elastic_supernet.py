@@ -170,6 +170,7 @@ def test_vision_sweep_trains_the_elastic_supernet_once_and_trials_inherit_it(
     for trial in trials:
         assert 0.1 < trial.data.metrics["val_accuracy"] <= 1.0  # well above chance (0.1)
         assert trial.data.params["estimator.kind"] == "mbconv"
+        assert trial.data.metrics["latency_ms"] > 0  # the extracted model's, as hardware.* says
         if trial is not trained:
             assert "supernet_train_seconds" not in trial.data.metrics
     names = [a.path for a in client.list_artifacts(parent.info.run_id, "supernet")]

@@ -16,8 +16,9 @@ Two kinds of supernet, picked by ``kind`` (``auto``: from the app's ``model.kind
 
 Every trial then extracts its candidate with the inherited weights, optionally fine-tunes it
 for ``finetune_steps`` steps, re-estimates its BatchNorm statistics on ``bn_images`` training
-images and returns its ``val_accuracy`` (and ``test_accuracy``). Any strategy then searches at
-about a second per trial.
+images and returns its ``val_accuracy`` (and ``test_accuracy``; with ``hardware.measure: true``
+in the app's config, the extracted model's ``params``, ``flops``, ``latency_ms`` as a trained
+trial measures them). Any strategy then searches at about a second per trial.
 
 Where the weights live, and who trains them (both kinds): the **first trial that needs them
 trains them, under a file lock**, and logs them as artifact ``supernet/<key>.pt`` (plus
@@ -288,7 +289,7 @@ class SupernetEstimator(Estimator):
             batch_size=self.batch_size,
             bn_images=self.bn_images,
         )
-        return {**metrics, **_test(model, data)}, extra
+        return {**metrics, **_test(model, data), **_cost(cfg, model, data)}, extra
 
     def _score_mbconv(self, cfg: Any) -> tuple[dict[str, float], dict[str, float]]:
         from omegaconf import OmegaConf
@@ -356,7 +357,7 @@ class SupernetEstimator(Estimator):
             self.batch_size,
             self.bn_images,
         )
-        return {**metrics, **_test(model, data)}, extra
+        return {**metrics, **_test(model, data), **_cost(cfg, model, data)}, extra
 
     # -- the shared supernet ------------------------------------------------------------------
 
@@ -436,6 +437,23 @@ def _test(model: Any, data: Any) -> dict[str, float]:
 
     test_loss, test_accuracy = evaluate(model, data.test)
     return {"test_accuracy": test_accuracy, "test_loss": test_loss}
+
+
+def _cost(cfg: Any, model: Any, data: Any) -> dict[str, float]:
+    """The extracted model's hardware cost, as a trained trial measures it (``hardware.*``
+    of the app's config; nothing without ``hardware.measure: true``): multi-objective
+    searches over accuracy and latency work on inherited weights too."""
+    from nas_plugin.hardware.cost import measure_cost
+
+    hardware = cfg.get("hardware") or {}
+    if not hardware.get("measure", False):
+        return {}
+    return measure_cost(
+        model,
+        data.image_shape,
+        latency_repeats=int(hardware.get("latency_repeats", 30)),
+        warmup=int(hardware.get("latency_warmup", 5)),
+    )
 
 
 def _build_largest(space: Any) -> None:

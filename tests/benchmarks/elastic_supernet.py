@@ -10,9 +10,11 @@ and the estimator's defaults (conf/plugin/hydra/sweeper/estimator/supernet.yaml)
    time per candidate);
 3. the same candidates are trained stand-alone as a trial of the demo sweep trains them
    (``run_vision_trial`` with conf/vision.yaml: 3 epochs, hardware measured, no model logged);
-4. Kendall tau and Spearman rho between inherited and stand-alone validation accuracy.
+4. Kendall tau and Spearman rho between inherited and stand-alone validation accuracy (and
+   Kendall tau after ``--finetune-steps`` fine-tuning steps per candidate, as the estimator's
+   ``finetune_steps`` does).
 
-One torch thread. nice -n 10 python tests/benchmarks/elastic_supernet.py [--archs 12]
+One torch thread. nice -n 10 python tests/benchmarks/elastic_supernet.py [--archs 20]
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--archs", type=int, default=12)
+    parser.add_argument("--archs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--finetune-steps", type=int, default=20, help="also scored after this many steps"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
 
@@ -94,6 +99,18 @@ def main() -> None:
         model = nn.Sequential(preprocess, supernet.extract(arch)).eval()
         inherited = score_inherited(model, data, estimator.seed, bn_images=estimator.bn_images)
         inherited_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        tuned = nn.Sequential(preprocess, supernet.extract(arch))
+        finetuned = score_inherited(
+            tuned,
+            data,
+            estimator.seed,
+            finetune_steps=args.finetune_steps,
+            finetune_lr=estimator.finetune_lr,
+            batch_size=estimator.batch_size,
+            bn_images=estimator.bn_images,
+        )
+        finetuned_seconds = time.perf_counter() - start
         overrides = [f"{k}={format_value(v)}" for k, v in arch.items()]
         with initialize_config_dir(str(conf), version_base="1.3"):
             cfg = compose("vision", overrides=["log_model=false", *overrides])
@@ -104,6 +121,8 @@ def main() -> None:
             "arch": arch,
             "inherited_val_accuracy": inherited["val_accuracy"],
             "inherited_seconds": inherited_seconds,
+            "finetuned_val_accuracy": finetuned["val_accuracy"],
+            "finetuned_seconds": finetuned_seconds,
             "standalone_val_accuracy": trained["val_accuracy"],
             "standalone_seconds": trained_seconds,
             "standalone_train_seconds": trained["train_seconds"],
@@ -112,7 +131,8 @@ def main() -> None:
         rows.append(row)
         print(
             f"{index:2d} inherited {row['inherited_val_accuracy']:.4f} "
-            f"({inherited_seconds:.2f} s)  stand-alone {row['standalone_val_accuracy']:.4f} "
+            f"({inherited_seconds:.2f} s)  fine-tuned {row['finetuned_val_accuracy']:.4f} "
+            f"({finetuned_seconds:.2f} s)  stand-alone {row['standalone_val_accuracy']:.4f} "
             f"({trained_seconds:.1f} s)",
             flush=True,
         )
@@ -120,6 +140,8 @@ def main() -> None:
     standalone = [r["standalone_val_accuracy"] for r in rows]
     tau, tau_p = kendalltau(inherited, standalone)
     rho, rho_p = spearmanr(inherited, standalone)
+    finetuned = [r["finetuned_val_accuracy"] for r in rows]
+    tau_ft, tau_ft_p = kendalltau(finetuned, standalone)
     summary = {
         "archs": len(rows),
         "supernet_seconds": supernet_seconds,
@@ -130,6 +152,11 @@ def main() -> None:
         "kendall_p": tau_p,
         "spearman_rho": rho,
         "spearman_p": rho_p,
+        "finetune_steps": args.finetune_steps,
+        "finetuned_seconds_median": statistics.median(r["finetuned_seconds"] for r in rows),
+        "finetuned_kendall_tau": tau_ft,
+        "finetuned_kendall_p": tau_ft_p,
+        "finetuned_mean": statistics.mean(finetuned),
         "inherited_mean": statistics.mean(inherited),
         "standalone_mean": statistics.mean(standalone),
     }
