@@ -14,7 +14,9 @@ and the estimator's defaults (conf/plugin/hydra/sweeper/estimator/supernet.yaml)
    Kendall tau after ``--finetune-steps`` fine-tuning steps per candidate, as the estimator's
    ``finetune_steps`` does).
 
-One torch thread; wall and CPU seconds (CPU time is the robust one on a shared machine). nice -n 10 python tests/benchmarks/elastic_supernet.py [--archs 20]
+One torch thread; wall and CPU seconds (CPU time is the robust one on a shared machine).
+
+nice -n 10 python tests/benchmarks/elastic_supernet.py [--archs 20]
 """
 
 from __future__ import annotations
