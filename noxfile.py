@@ -32,7 +32,8 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks that print tables: sweeper overhead vs Hydra's basic sweeper, parallel
     throughput, the demo, pruning (ASHA vs none), strategies on NAS-Bench-201, zero-cost proxies
-    vs training, the learned predictor, one-shot NAS and Once-for-All."""
+    vs training, the learned predictor, one-shot NAS, Once-for-All and the elastic supernet
+    estimator."""
     session.run("python", "tests/benchmarks/overhead.py", *session.posargs)
     session.run("python", "tests/benchmarks/throughput.py")
     session.run("python", "tests/benchmarks/demo.py")
@@ -44,3 +45,5 @@ def bench(session: nox.Session) -> None:
     # The learned predictor's held-out rank correlation on NB201, and a predictor pre-screen.
     session.run("python", "tests/benchmarks/predictor.py", "--seeds", "10", "--search-seeds", "20")
     session.run("python", "tests/benchmarks/ofa.py")
+    # estimator=supernet on the mbconv space: cost, and inherited vs stand-alone ranking.
+    session.run("python", "tests/benchmarks/elastic_supernet.py")

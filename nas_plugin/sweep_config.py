@@ -176,6 +176,11 @@ def check_against_job_config(plan: SweepPlan, job_cfg: DictConfig) -> None:
                 f"{what} '{key}' is not a key of the app's config; the search space may only "
                 f"name existing keys (top-level keys: {top})"
             )
+    try:
+        # The trials' jobs rebuild the estimator from this config: hand them what it prepared.
+        plan.estimator_config.update(plan.estimator.prepare(plan.space, job_cfg))
+    except ValueError as err:
+        raise SweepConfigError(str(err)) from err
 
 
 def _run_validator(plan: SweepPlan, job_cfg: DictConfig) -> None:

@@ -347,7 +347,7 @@ def test_vision_factory_builds_the_model_the_trial_trains(monkeypatch) -> None:
         captured.update(state(model))
         raise _Captured
 
-    monkeypatch.setattr(vision, "_train", capture_untrained)
+    monkeypatch.setattr(vision, "train", capture_untrained)
     with pytest.raises(_Captured):
         vision.run_vision_trial(cfg)
 

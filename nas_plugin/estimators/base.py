@@ -32,6 +32,13 @@ class Estimator:
         """Keys of the app's config this estimator sets; checked to exist before the sweep."""
         return list(self.overrides())
 
+    def prepare(self, space: Any, job_cfg: Any) -> dict[str, Any]:
+        """Check this estimator against the sweep's search space and the app's composed config
+        before any trial (raise ``EstimatorError`` naming the key, the value and what is
+        allowed); return options to add to the estimator's config, which every trial's job
+        rebuilds it from (what a job cannot know alone, such as the whole search space)."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """Settings logged with every trial as ``estimator.*`` params."""
         return {"name": self.name}

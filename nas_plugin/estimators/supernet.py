@@ -1,26 +1,41 @@
-"""``supernet``: score NB201 cells with weights inherited from one weight-sharing supernet.
+"""``supernet``: score candidates with weights inherited from one supernet trained per sweep.
 
-The supernet (:class:`~nas_plugin.supernets.nb201.NB201Supernet`, sized by the trial's
-``model.channels`` / ``model.cells_per_stage``) is trained **once per sweep** by single-path
-one-shot training (SPOS: a uniformly sampled cell per step), then every trial extracts its cell
-with the inherited weights, optionally fine-tunes it for ``finetune_steps`` steps, re-estimates
-its BatchNorm statistics on ``bn_images`` training images and returns its validation accuracy.
-Any strategy then searches at a fraction of a second per trial.
+Two kinds of supernet, picked by ``kind`` (``auto``: from the app's ``model.kind``):
 
-Where the weights live, and who trains them: the **first trial that needs them trains them,
-under a file lock**, and logs them as artifact ``supernet/<key>.pt`` (plus ``<key>.json``: the
-settings and the training time) of the sweep's **parent run**; every later trial, in any worker
-process and in a resumed sweep (which reuses the parent run), downloads them instead. ``key``
-hashes the supernet settings, the task and the model size, so one parent may hold several. The
-lock is a file under ``cache_dir`` (default ``~/.cache/nas_plugin/supernets``), so concurrent
-first trials on one machine train once; workers on other machines that start together may each
-train (with the same seed: the same weights) and the last upload wins. The trial that trained
-the supernet logs ``supernet_train_seconds`` and tag ``nas.supernet=trained``; the others tag
-``nas.supernet=loaded``. Each process keeps the weights in memory after the first trial.
+- ``nb201``: the NB201 cell supernet (:class:`~nas_plugin.supernets.nb201.NB201Supernet`, sized
+  by the trial's ``model.channels`` / ``model.cells_per_stage``), trained by single-path one-shot
+  training (SPOS: a uniformly sampled cell per step, ``epochs``);
+- ``mbconv``: the Once-for-All elastic supernet
+  (:class:`~nas_plugin.supernets.elastic_mbconv.ElasticMBConv`) of the sweep's mbconv search
+  space, trained by progressive shrinking (``phase_epochs``). Before the sweep starts, the space
+  is checked against what the supernet can share (every searched key must be a per-stage
+  ``kernel``/``expansion``/``depth``/``channels``/``se``, ``model.width_mult`` or
+  ``model.activation``, with a finite list of values, one block type per stage), and the space's
+  values (``choices``) and the app's model config (``base_model``) are added to the estimator's
+  config, so that every trial builds the same supernet: the largest network of the space.
+
+Every trial then extracts its candidate with the inherited weights, optionally fine-tunes it
+for ``finetune_steps`` steps, re-estimates its BatchNorm statistics on ``bn_images`` training
+images and returns its ``val_accuracy`` (and ``test_accuracy``; with ``hardware.measure: true``
+in the app's config, the extracted model's ``params``, ``flops``, ``latency_ms`` as a trained
+trial measures them). Any strategy then searches at about a second per trial.
+
+Where the weights live, and who trains them (both kinds): the **first trial that needs them
+trains them, under a file lock**, and logs them as artifact ``supernet/<key>.pt`` (plus
+``<key>.json``: the settings and the training time) of the sweep's **parent run**; every later
+trial, in any worker process and in a resumed sweep (which reuses the parent run), downloads
+them instead. ``key`` hashes the supernet's settings, the task and the model, so one parent may
+hold several. The lock is a file under ``cache_dir`` (default ``~/.cache/nas_plugin/supernets``),
+so concurrent first trials on one machine train once; workers on other machines that start
+together may each train (with the same seed: the same weights) and the last upload wins. The
+trial that trained the supernet logs ``supernet_train_seconds`` and tag ``nas.supernet=trained``;
+the others tag ``nas.supernet=loaded``. Each process keeps the weights in memory after the
+first trial.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import tempfile
@@ -33,17 +48,28 @@ from nas_plugin.estimators.base import Estimator, EstimatorError, reject_unknown
 
 TAG_SUPERNET = "nas.supernet"
 ARTIFACT_DIR = "supernet"
+KINDS = ("auto", "nb201", "mbconv")
+PHASES = ("full", "kernel", "depth", "expand")
 OPTIONS = [
+    "kind",
     "epochs",
+    "phase_epochs",
     "batch_size",
     "lr",
+    "shrink_lr",
     "weight_decay",
+    "subnets_per_step",
+    "kernel_transform",
+    "sort_channels",
     "seed",
     "finetune_steps",
     "finetune_lr",
     "bn_images",
     "prefix",
     "cache_dir",
+    # Filled in from the sweep before it starts (kind mbconv): not for users to set.
+    "choices",
+    "base_model",
 ]
 # (parent run id, key) -> (supernet, preprocess, data): trials in one process reuse them.
 _LOADED: dict[tuple[str, str], Any] = {}
@@ -54,21 +80,43 @@ class SupernetEstimator(Estimator):
 
     def __init__(
         self,
+        kind: str = "auto",
         epochs: int = 10,
+        phase_epochs: Mapping[str, int] | None = None,
         batch_size: int = 64,
         lr: float = 0.005,
+        shrink_lr: float = 0.005,
         weight_decay: float = 1e-4,
+        subnets_per_step: int = 2,
+        kernel_transform: bool = True,
+        sort_channels: bool = True,
         seed: int = 0,
         finetune_steps: int = 0,
         finetune_lr: float = 1e-3,
         bn_images: int = 512,
         prefix: str = "model.cell",
         cache_dir: str | None = None,
+        choices: Mapping[str, list[Any]] | None = None,
+        base_model: Mapping[str, Any] | None = None,
     ) -> None:
+        if kind not in KINDS:
+            raise EstimatorError(
+                f"hydra.sweeper.estimator.kind={kind!r} is not allowed: expected one of {KINDS}"
+            )
+        self.kind = kind
         self.epochs = _int(epochs, "epochs", 1)
+        self.phase_epochs = _phases(
+            {"full": 6, "kernel": 3, "depth": 3, "expand": 3}
+            if phase_epochs is None
+            else phase_epochs
+        )
         self.batch_size = _int(batch_size, "batch_size", 2)
         self.lr = _number(lr, "lr")
+        self.shrink_lr = _number(shrink_lr, "shrink_lr")
         self.weight_decay = _number(weight_decay, "weight_decay", allow_zero=True)
+        self.subnets_per_step = _int(subnets_per_step, "subnets_per_step", 1)
+        self.kernel_transform = _bool(kernel_transform, "kernel_transform")
+        self.sort_channels = _bool(sort_channels, "sort_channels")
         self.seed = _int(seed, "seed", None)
         self.finetune_steps = _int(finetune_steps, "finetune_steps", 0)
         self.finetune_lr = _number(finetune_lr, "finetune_lr")
@@ -80,6 +128,8 @@ class SupernetEstimator(Estimator):
             )
         self.prefix = prefix
         self.cache_dir = cache_dir
+        self.choices = None if choices is None else {k: list(v) for k, v in choices.items()}
+        self.base_model = None if base_model is None else _container(base_model)
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> SupernetEstimator:
@@ -87,39 +137,117 @@ class SupernetEstimator(Estimator):
         return cls(**options)
 
     def config_keys(self) -> list[str]:
-        return [self.prefix, "model.channels", "model.cells_per_stage", "task"]
+        if self.kind == "nb201":
+            return [self.prefix, "model.channels", "model.cells_per_stage", "task"]
+        return ["task", "model"]
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "seed": self.seed,
-            "finetune_steps": self.finetune_steps,
-            "bn_images": self.bn_images,
-        }
+        described: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.kind == "mbconv":
+            described["phase_epochs"] = json.dumps(self.phase_epochs)
+        else:
+            described["epochs"] = self.epochs
+        described.update(
+            lr=self.lr,
+            seed=self.seed,
+            finetune_steps=self.finetune_steps,
+            bn_images=self.bn_images,
+        )
+        return described
+
+    def prepare(self, space: Any, job_cfg: Any) -> dict[str, Any]:
+        """Resolve ``kind`` from the app's config; for ``mbconv``, check the space against the
+        elastic supernet and hand its values and the base model config to the trials."""
+        from omegaconf import OmegaConf
+
+        kind = self.kind
+        model_kind = OmegaConf.select(job_cfg, "model.kind", default=None)
+        if kind == "auto":
+            if model_kind in ("nb201", "mbconv"):
+                kind = model_kind
+            else:
+                raise EstimatorError(
+                    f"estimator 'supernet' cannot tell the supernet from model.kind="
+                    f"{model_kind!r}: expected model.kind nb201 or mbconv (our model=nb201 / "
+                    "model=mbconv), or set hydra.sweeper.estimator.kind"
+                )
+        self.kind = kind
+        missing = object()
+        for key in self.config_keys():
+            if OmegaConf.select(job_cfg, key, default=missing) is missing:
+                raise EstimatorError(
+                    f"estimator 'supernet' (kind {kind}) needs the key '{key}' in the app's config"
+                )
+        if kind == "nb201":
+            return {"kind": kind}
+        from nas_plugin.supernets.elastic_mbconv import ElasticConfigError, ElasticSpace
+
+        choices: dict[str, list[Any]] = {}
+        for param in space.params:
+            if not param.is_discrete:
+                raise EstimatorError(
+                    f"search space key '{param.name}' is a float interval ({param.describe()}): "
+                    "the elastic supernet shares weights over a finite list of values; give a list"
+                )
+            choices[param.name] = [_value(v) for v in param.values()]
+        base = OmegaConf.to_container(job_cfg.model, resolve=True)
+        try:
+            elastic = ElasticSpace.from_choices(base, choices)
+            _build_largest(elastic)
+        except (ElasticConfigError, ValueError) as err:
+            raise EstimatorError(str(err)) from err
+        self.choices, self.base_model = choices, base
+        return {"kind": kind, "choices": choices, "base_model": base}
 
     def settings(self) -> dict[str, Any]:
         """What the supernet's weights depend on (fine-tuning and BN images do not count)."""
-        return {
-            "epochs": self.epochs,
+        common = {
             "batch_size": self.batch_size,
             "lr": self.lr,
             "weight_decay": self.weight_decay,
             "seed": self.seed,
         }
+        if self.kind != "mbconv":
+            return {"epochs": self.epochs, **common}
+        return {
+            "kind": "mbconv",
+            "phase_epochs": self.phase_epochs,
+            "shrink_lr": self.shrink_lr,
+            "subnets_per_step": self.subnets_per_step,
+            "kernel_transform": self.kernel_transform,
+            "sort_channels": self.sort_channels,
+            **common,
+        }
 
     def run_job(self, cfg: Any, task_function: Callable[[Any], Any]) -> dict[str, float]:
-        """Score the trial's cell with inherited weights; ``task_function`` never runs."""
+        """Score the trial's candidate with inherited weights; ``task_function`` never runs."""
         import mlflow
         import torch
 
-        from nas_plugin.estimators.tabular import _select
-        from nas_plugin.models.nb201 import cell_ops
-        from nas_plugin.oneshot.spos import evaluate_path
-
         train_cfg = cfg.get("train") or {}
         torch.set_num_threads(int(train_cfg.get("num_threads", 1)))
+        score = self._score_mbconv if self._kind(cfg) == "mbconv" else self._score_nb201
+        start = time.perf_counter()
+        metrics, extra = score(cfg)
+        if mlflow.active_run() is not None:
+            mlflow.set_tag(TAG_SUPERNET, "trained" if extra else "loaded")
+        seconds = time.perf_counter() - start - extra.get("supernet_train_seconds", 0.0)
+        return {**metrics, **extra, "eval_seconds": seconds}
+
+    def _kind(self, cfg: Any) -> str:
+        if self.kind != "auto":
+            return self.kind
+        kind = (cfg.get("model") or {}).get("kind")
+        return "mbconv" if kind == "mbconv" else "nb201"
+
+    # -- the two kinds ------------------------------------------------------------------------
+
+    def _score_nb201(self, cfg: Any) -> tuple[dict[str, float], dict[str, float]]:
+        from nas_plugin.estimators.tabular import _select
+        from nas_plugin.models.nb201 import cell_ops
+        from nas_plugin.oneshot.spos import evaluate_path, train_spos
+        from nas_plugin.supernets.nb201 import NB201Supernet
+
         cell = _select(cfg, self.prefix)
         if not isinstance(cell, Mapping):
             raise EstimatorError(
@@ -127,9 +255,30 @@ class SupernetEstimator(Estimator):
                 f"cell there (found {cell!r})"
             )
         ops = cell_ops({"cell": cell})
-        supernet, preprocess, data, extra = self._supernet(cfg)
-        start = time.perf_counter()
-        _, metrics = evaluate_path(
+        identity = {
+            "channels": int(cfg.model.channels),
+            "cells_per_stage": int(cfg.model.cells_per_stage),
+        }
+
+        def build(data: Any) -> Any:
+            return NB201Supernet(
+                identity["channels"], identity["cells_per_stage"], data.num_classes, data.in_chans
+            )
+
+        def train(supernet: Any, preprocess: Any, data: Any) -> dict[str, float]:
+            return train_spos(
+                supernet,
+                preprocess,
+                data,
+                self.epochs,
+                self.batch_size,
+                self.lr,
+                self.seed,
+                self.weight_decay,
+            )
+
+        supernet, preprocess, data, extra = self.shared_supernet(cfg, identity, build, train)
+        model, metrics = evaluate_path(
             supernet,
             preprocess,
             data,
@@ -140,28 +289,109 @@ class SupernetEstimator(Estimator):
             batch_size=self.batch_size,
             bn_images=self.bn_images,
         )
-        if mlflow.active_run() is not None:
-            mlflow.set_tag(TAG_SUPERNET, "trained" if extra else "loaded")
-        return {**metrics, **extra, "eval_seconds": time.perf_counter() - start}
+        return {**metrics, **_test(model, data), **_cost(cfg, model, data)}, extra
 
-    # -- the shared supernet ----------------------------------------------------------------
+    def _score_mbconv(self, cfg: Any) -> tuple[dict[str, float], dict[str, float]]:
+        from omegaconf import OmegaConf
+        from torch import nn
 
-    def key(self, cfg: Any) -> str:
+        from nas_plugin.oneshot.spos import score_inherited
+        from nas_plugin.supernets.elastic_mbconv import (
+            ElasticConfigError,
+            ElasticMBConv,
+            ElasticSpace,
+        )
+        from nas_plugin.supernets.ofa_training import train_progressive_shrinking
+
+        if self.choices is None or self.base_model is None:
+            raise EstimatorError(
+                "estimator 'supernet' (kind mbconv) got no search space: it runs in a NAS "
+                "sweep, which hands the space's values to every trial"
+            )
+        space = ElasticSpace.from_choices(self.base_model, self.choices)
+        # Every decision as this trial's config has it: the searched ones and the fixed ones
+        # (which must be what the supernet was built with).
+        arch = {key: OmegaConf.select(cfg, key, default=None) for key in space.decisions()}
+        arch = {key: _value(value) for key, value in arch.items() if value is not None}
+        try:
+            values = space.values(arch)
+        except ElasticConfigError as err:
+            raise EstimatorError(f"the trial's candidate is not in the supernet: {err}") from err
+        identity = {"base_model": self.base_model, "choices": self.choices}
+
+        def build(data: Any) -> Any:
+            return ElasticMBConv(space, data.num_classes, data.in_chans, self.kernel_transform)
+
+        def train(supernet: Any, preprocess: Any, data: Any) -> dict[str, float]:
+            start = time.perf_counter()
+            losses: list[float] = []
+            seconds = train_progressive_shrinking(
+                nn.Sequential(preprocess, supernet),
+                data,
+                {
+                    "epochs": self.phase_epochs,
+                    "batch_size": self.batch_size,
+                    "lr": self.lr,
+                    "shrink_lr": self.shrink_lr,
+                    "weight_decay": self.weight_decay,
+                    "subnets_per_step": self.subnets_per_step,
+                    "sort_channels": self.sort_channels,
+                },
+                self.seed,
+                on_epoch=lambda phase, epoch, loss: losses.append(loss),
+            )
+            return {
+                "supernet_train_loss": losses[-1],
+                "supernet_train_seconds": time.perf_counter() - start,
+                **{f"supernet_{phase}_seconds": s for phase, s in seconds.items()},
+            }
+
+        supernet, preprocess, data, extra = self.shared_supernet(cfg, identity, build, train)
+        model = nn.Sequential(copy.deepcopy(preprocess), supernet.extract(values)).eval()
+        metrics = score_inherited(
+            model,
+            data,
+            self.seed,
+            self.finetune_steps,
+            self.finetune_lr,
+            self.batch_size,
+            self.bn_images,
+        )
+        return {**metrics, **_test(model, data), **_cost(cfg, model, data)}, extra
+
+    # -- the shared supernet ------------------------------------------------------------------
+
+    def key(self, cfg: Any, identity: Mapping[str, Any]) -> str:
+        """Hash of what the weights depend on: settings, task, training fraction, model."""
         from nas_plugin.oneshot.data import task_key
 
         train_cfg = cfg.get("train") or {}
-        identity = {
-            **self.settings(),
-            "task": json.loads(task_key(cfg.task)),
-            "channels": int(cfg.model.channels),
-            "cells_per_stage": int(cfg.model.cells_per_stage),
-            "train_fraction": float(train_cfg.get("train_fraction", 1.0)),
-        }
-        text = json.dumps(identity, sort_keys=True)
+        text = json.dumps(
+            {
+                **self.settings(),
+                "task": json.loads(task_key(cfg.task)),
+                "train_fraction": float(train_cfg.get("train_fraction", 1.0)),
+                **identity,
+            },
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def _supernet(self, cfg: Any) -> tuple[Any, Any, Any, dict[str, float]]:
-        """(supernet, preprocess, data, metrics of its training if this call trained it)."""
+    def shared_supernet(
+        self,
+        cfg: Any,
+        identity: Mapping[str, Any],
+        build: Callable[[Any], Any],
+        train: Callable[[Any, Any, Any], dict[str, float]],
+    ) -> tuple[Any, Any, Any, dict[str, float]]:
+        """(supernet, preprocess, data, metrics of its training if this call trained it).
+
+        ``build(data)`` makes the untrained supernet; ``train(supernet, preprocess, data)``
+        trains it in place and returns its metrics (``supernet_train_seconds`` among them).
+        The first caller of the sweep trains and uploads, under a file lock; the others
+        download (see the module doc).
+        """
         import mlflow
         import torch
         from filelock import FileLock  # a dependency of torch
@@ -169,8 +399,6 @@ class SupernetEstimator(Estimator):
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         from nas_plugin.oneshot.data import task_key, vision_data
-        from nas_plugin.oneshot.spos import train_spos
-        from nas_plugin.supernets.nb201 import NB201Supernet
 
         active = mlflow.active_run()
         parent = active.data.tags.get(MLFLOW_PARENT_RUN_ID) if active is not None else None
@@ -179,7 +407,7 @@ class SupernetEstimator(Estimator):
                 "estimator 'supernet' runs inside a NAS sweep's trial (its weights are an "
                 "artifact of the sweep's parent run); no parent run is active"
             )
-        key = self.key(cfg)
+        key = self.key(cfg, identity)
         if (parent, key) in _LOADED:
             return (*_LOADED[(parent, key)], {})
         train_cfg = cfg.get("train") or {}
@@ -187,12 +415,7 @@ class SupernetEstimator(Estimator):
             task_key(cfg.task), float(train_cfg.get("train_fraction", 1.0)), self.seed
         )
         torch.manual_seed(self.seed)  # the initial weights, should this process train them
-        supernet = NB201Supernet(
-            int(cfg.model.channels),
-            int(cfg.model.cells_per_stage),
-            data.num_classes,
-            data.in_chans,
-        )
+        supernet = build(data)
         client = MlflowClient()
         cache = Path(self.cache_dir or Path.home() / ".cache" / "nas_plugin" / "supernets")
         cache.mkdir(parents=True, exist_ok=True)
@@ -200,22 +423,45 @@ class SupernetEstimator(Estimator):
         with FileLock(str(cache / f"{parent}-{key}.lock")):
             state = _download(client, parent, key)
             if state is None:
-                extra = train_spos(
-                    supernet,
-                    preprocess,
-                    data,
-                    self.epochs,
-                    self.batch_size,
-                    self.lr,
-                    self.seed,
-                    self.weight_decay,
-                )
+                extra = train(supernet, preprocess, data)
                 _upload(client, parent, key, supernet, {**self.settings(), **extra})
             else:
                 supernet.load_state_dict(state)
         supernet.eval()
         _LOADED[(parent, key)] = (supernet, preprocess, data)
         return supernet, preprocess, data, extra
+
+
+def _test(model: Any, data: Any) -> dict[str, float]:
+    from nas_plugin.tasks.vision import evaluate
+
+    test_loss, test_accuracy = evaluate(model, data.test)
+    return {"test_accuracy": test_accuracy, "test_loss": test_loss}
+
+
+def _cost(cfg: Any, model: Any, data: Any) -> dict[str, float]:
+    """The extracted model's hardware cost, as a trained trial measures it (``hardware.*``
+    of the app's config; nothing without ``hardware.measure: true``): multi-objective
+    searches over accuracy and latency work on inherited weights too."""
+    from nas_plugin.hardware.cost import measure_cost
+
+    hardware = cfg.get("hardware") or {}
+    if not hardware.get("measure", False):
+        return {}
+    return measure_cost(
+        model,
+        data.image_shape,
+        latency_repeats=int(hardware.get("latency_repeats", 30)),
+        warmup=int(hardware.get("latency_warmup", 5)),
+    )
+
+
+def _build_largest(space: Any) -> None:
+    """Build the supernet's network once (10 classes, RGB): a model config the builder rejects
+    stops the sweep here."""
+    from nas_plugin.models.mbconv import build_mbconv
+
+    build_mbconv(space.model_config(space.largest()), 10, 3)
 
 
 def _download(client: Any, run_id: str, key: str) -> dict[str, Any] | None:
@@ -238,6 +484,48 @@ def _upload(client: Any, run_id: str, key: str, supernet: Any, info: dict[str, A
         client.log_artifact(run_id, str(Path(folder) / f"{key}.json"), ARTIFACT_DIR)
         torch.save(supernet.state_dict(), Path(folder) / f"{key}.pt")
         client.log_artifact(run_id, str(Path(folder) / f"{key}.pt"), ARTIFACT_DIR)
+
+
+def _container(value: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    return copy.deepcopy(dict(value))
+
+
+def _value(value: Any) -> Any:
+    """A space value or config value as plain Python (tuples from encodings, OmegaConf)."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _phases(value: Any) -> dict[str, int]:
+    key = "hydra.sweeper.estimator.phase_epochs"
+    if not isinstance(value, Mapping) or set(value) - set(PHASES):
+        raise EstimatorError(
+            f"{key}={value!r} is not allowed: expected a mapping of {', '.join(PHASES)} -> "
+            "epochs (0 or missing skips a phase)"
+        )
+    epochs = {phase: value.get(phase, 0) for phase in PHASES}
+    for phase, count in epochs.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise EstimatorError(f"{key}.{phase}={count!r} must be an integer >= 0")
+    if epochs["full"] < 1:
+        raise EstimatorError(
+            f"{key}.full={epochs['full']} must be >= 1: progressive shrinking starts from the "
+            "largest network"
+        )
+    return epochs
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise EstimatorError(f"hydra.sweeper.estimator.{key}={value!r} must be true or false")
+    return value
 
 
 def _int(value: Any, key: str, minimum: int | None) -> int:

@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from nas_plugin.tasks.vision import Preprocess, _channel_stats
+from nas_plugin.tasks.vision import Preprocess, channel_stats
 from nas_plugin.tasks.vision_data import ImageTensorDataset, VisionData, load_vision_data
 
 
@@ -33,7 +33,7 @@ def vision_data(key: str, train_fraction: float, seed: int) -> tuple[VisionData,
     """The task's splits and the trial's preprocessing (resize + normalise) module."""
     task = json.loads(key)
     data = load_vision_data(task, train_fraction, seed)
-    mean, std = _channel_stats(data.train)
+    mean, std = channel_stats(data.train)
     return data, Preprocess(int(task["resolution"]), mean, std)
 
 

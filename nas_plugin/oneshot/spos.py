@@ -19,7 +19,7 @@ from torch import nn
 
 from nas_plugin.oneshot.data import loader
 from nas_plugin.supernets.nb201 import NB201Supernet, sample_path
-from nas_plugin.tasks.vision import _evaluate, _recalibrate_batchnorm
+from nas_plugin.tasks.vision import evaluate, recalibrate_batchnorm
 from nas_plugin.tasks.vision_data import VisionData
 
 
@@ -77,6 +77,23 @@ def evaluate_path(
     """The cell ``path`` with inherited weights, as a stand-alone model (preprocessing
     included), and its ``val_accuracy``, ``val_loss``, ``params``. The supernet is untouched."""
     model = nn.Sequential(copy.deepcopy(preprocess), supernet.extract(path))
+    metrics = score_inherited(model, data, seed, finetune_steps, finetune_lr, batch_size, bn_images)
+    return model, metrics
+
+
+def score_inherited(
+    model: nn.Module,
+    data: VisionData,
+    seed: int,
+    finetune_steps: int = 0,
+    finetune_lr: float = 1e-3,
+    batch_size: int = 64,
+    bn_images: int = 512,
+) -> dict[str, float]:
+    """Score a subnet extracted from a supernet (any kind): optionally ``finetune_steps`` AdamW
+    steps on the training split, then BatchNorm statistics re-estimated on ``bn_images``
+    training images, then ``val_accuracy``, ``val_loss`` and ``params``. ``model`` (with its
+    preprocessing) is changed in place."""
     if finetune_steps > 0:
         torch.manual_seed(seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=finetune_lr)
@@ -91,7 +108,7 @@ def evaluate_path(
                 steps += 1
                 if steps == finetune_steps:
                     break
-    _recalibrate_batchnorm(model, data.train, bn_images, seed)
-    val_loss, val_accuracy = _evaluate(model, data.val)
+    recalibrate_batchnorm(model, data.train, bn_images, seed)
+    val_loss, val_accuracy = evaluate(model, data.val)
     params = float(sum(p.numel() for p in model.parameters()))
-    return model, {"val_accuracy": val_accuracy, "val_loss": val_loss, "params": params}
+    return {"val_accuracy": val_accuracy, "val_loss": val_loss, "params": params}

@@ -1,8 +1,8 @@
 """Once-for-All elastic supernet for the ``mbconv`` search space (Cai et al., ICLR 2020).
 
-The supernet *is* the largest network of the space, built by the same timm builder as every
-trial (``nas_plugin.models.mbconv.build_mbconv``): per stage the largest kernel, the largest
-expansion ratio and the largest depth. A subnet uses slices of its weights:
+The supernet *is* the largest network of its space, built by the same timm builder as every
+trial (``nas_plugin.models.mbconv.build_mbconv``): per decision the largest value. A subnet uses
+the first slices of its weights, on every dimension:
 
 - **elastic kernel**: a k x k depthwise kernel is the centre of the largest one, optionally
   passed through OFA's kernel transform (a learned ``k^2 x k^2`` matrix per block and per
@@ -10,63 +10,68 @@ expansion ratio and the largest depth. A subnet uses slices of its weights:
 - **elastic expansion**: the first ``mid`` channels of the expanded layer (``mid`` as timm
   computes it, ``make_divisible(in_chs * e)``); :meth:`ElasticMBConv.sort_channels` reorders
   them by importance (L1 norm of the projection weights) so that small subnets keep the best;
-- **elastic depth**: the first ``d`` blocks of each stage.
+- **elastic depth**: the first ``d`` blocks of each stage;
+- **elastic width** (``channels`` per stage, ``width_mult``): the first output channels of every
+  layer, as in slimmable networks / BigNAS;
+- **elastic squeeze-excite** (``se``): a subnet without it skips the module;
+- **elastic activation**: the same weights under another activation function.
 
-Covered decisions of ``conf/plugin/hydra/sweeper/search_space/mbconv.yaml``: per stage
-``kernel``, ``expansion`` and ``depth`` (the keys keep their names there, so an encoding of the
-covered space is an encoding of the mbconv space restricted to them). Fixed by the supernet's
-model config (one supernet per choice, as OFA trains one per width): ``width_mult``,
-``activation``, each stage's ``channels``, ``se`` and ``stride``, the stem and head. A stage
-whose config expansion is 1 is a depthwise-separable block: only its kernel is elastic.
+Which decisions are elastic, and their values: :class:`ElasticSpace`. ``ElasticSpace(model_cfg,
+kernels, expansions, depths)`` is OFA's setting (``pipelines/ofa.py``): kernel, expansion and
+depth of every stage, the rest fixed by the model config (one supernet per choice, as OFA trains
+one per width); ``ElasticSpace.from_choices(model_cfg, choices)`` makes exactly the listed keys
+elastic (``estimator=supernet`` lists a sweep's search space). The keys are those of
+``conf/plugin/hydra/sweeper/search_space/mbconv.yaml``, so an encoding of the covered space is an
+encoding of the mbconv space restricted to them.
 
-:func:`extract_subnet` builds a standalone timm ``EfficientNet`` with ``build_mbconv`` and
-copies the sliced (and transformed) weights into it: it needs nothing of this module to run,
-and in eval mode it computes exactly what the supernet computes for that subnet.
+A subnet's network is the one ``build_mbconv`` builds from its model config; the supernet runs it
+(:meth:`ElasticMBConv.forward`) with ``torch.func.functional_call`` on the sliced weights (the
+gradients flow into the supernet's weights, BatchNorm statistics update the supernet's slices),
+and :meth:`ElasticMBConv.extract` copies the same slices into a standalone timm
+``EfficientNet``: it needs nothing of this module to run, and in eval mode it computes exactly
+what the supernet computes for that subnet.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import random
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from timm.layers import make_divisible
-from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
+from timm.models._efficientnet_blocks import InvertedResidual
 from torch import nn
+from torch.func import functional_call
 
-from nas_plugin.models.mbconv import KERNELS, build_mbconv
+from nas_plugin.models.mbconv import ACTIVATIONS, KERNELS, MIN_CHANNELS, build_mbconv
 from nas_plugin.space import Encoding, SearchSpace
 
 ELASTIC_FIELDS = ("kernel", "expansion", "depth")
-# Keys of the mbconv search space the supernet fixes, and the model-config field each reads.
+# Every decision a subnet is made of: per stage, then global. Stride is never elastic (it
+# changes the feature map sizes); it is listed so a full candidate may carry it.
+STAGE_FIELDS = ("kernel", "expansion", "depth", "channels", "se", "stride")
+GLOBAL_FIELDS = ("width_mult", "activation")
+SHAREABLE_STAGE_FIELDS = ("kernel", "expansion", "depth", "channels", "se")
 FIXED_STAGE_FIELDS = ("channels", "se", "stride")
 FIXED_GLOBAL_FIELDS = ("width_mult", "activation")
+# Networks the supernet runs, one per subnet config, kept per process (only their structure is
+# used: the weights come from the supernet).
+SKELETON_CACHE_SIZE = 512
 
 
 class ElasticConfigError(ValueError):
     """A bad supernet config or a subnet outside the supernet: names the key and the value."""
 
 
-@dataclass(frozen=True)
-class StageChoices:
-    """The values one stage may take; a depthwise-separable stage has one expansion and depth."""
-
-    name: str
-    kernels: tuple[int, ...]
-    expansions: tuple[float, ...]
-    depths: tuple[int, ...]
-
-    @property
-    def elastic_expansion(self) -> bool:
-        return len(self.expansions) > 1 or self.expansions != (1.0,)
-
-
 class ElasticSpace:
-    """The elastic decisions of a supernet, as ``model.stages.<s>.<field>`` keys."""
+    """The decisions of a supernet, as ``model.width_mult``, ``model.activation`` and
+    ``model.stages.<s>.<field>`` keys: the elastic ones with their values, the others fixed to
+    the model config's value."""
 
     def __init__(
         self,
@@ -74,140 +79,137 @@ class ElasticSpace:
         kernels: Sequence[int] = (3, 5, 7),
         expansions: Sequence[float] = (3, 4, 6),
         depths: Sequence[int] = (1, 2, 3),
+        choices: Mapping[str, Sequence[Any]] | None = None,
     ) -> None:
-        kernels = _check_values("supernet.kernels", kernels, lambda v: v in KERNELS, KERNELS)
-        expansions = _check_values(
-            "supernet.expansions",
-            expansions,
-            lambda v: v > 1,
-            "numbers > 1 (1 is a depthwise-separable block, set per stage in the model config)",
-        )
-        depths = _check_values("supernet.depths", depths, lambda v: int(v) == v and v >= 1, ">= 1")
         stages = model_cfg.get("stages")
         if not isinstance(stages, Mapping) or not stages:
             raise ElasticConfigError(f"model.stages = {stages!r}: expected a non-empty mapping")
         self.model_cfg = model_cfg
-        self.stages: list[StageChoices] = []
-        for name, stage in stages.items():
-            if float(stage.get("expansion", 1)) == 1.0:
-                # Depthwise-separable: no expansion layer, depth as configured.
-                depth = int(stage.get("depth", 1))
-                self.stages.append(StageChoices(str(name), kernels, (1.0,), (depth,)))
-            else:
-                self.stages.append(
-                    StageChoices(
-                        str(name),
-                        kernels,
-                        tuple(float(e) for e in expansions),
-                        tuple(int(d) for d in depths),
-                    )
+        self.stage_names = [str(name) for name in stages]
+        if choices is None:
+            choices = _ofa_choices(model_cfg, kernels, expansions, depths)
+        # key -> the values the supernet is trained for (in config order of the keys).
+        self.elastic: dict[str, tuple[Any, ...]] = {}
+        for key in self.decisions():
+            if key in choices:
+                self.elastic[key] = _check_choice(key, choices[key])
+        unknown = sorted(set(choices) - set(self.elastic))
+        if unknown:
+            raise ElasticConfigError(
+                f"{unknown[0]} cannot be shared by the elastic supernet: it searches "
+                f"model.width_mult, model.activation and model.stages.<stage>."
+                f"{{{', '.join(SHAREABLE_STAGE_FIELDS)}}} of the stages "
+                f"{', '.join(self.stage_names)}"
+            )
+        for name in self.stage_names:
+            key = _key(name, "expansion")
+            values = self.elastic.get(key, (self._configured(key),))
+            if len({float(v) == 1.0 for v in values}) > 1:
+                raise ElasticConfigError(
+                    f"{key} = {[_plain(v) for v in values]} mixes 1 (a depthwise-separable "
+                    "block) and > 1 (an MBConv block): the supernet cannot share weights "
+                    "between the two; search only one kind per stage"
                 )
+        self.choices: dict[str, tuple[Any, ...]] = {
+            key: self.elastic.get(key, (self._configured(key),)) for key in self.decisions()
+        }
+
+    @classmethod
+    def from_choices(
+        cls, model_cfg: Mapping[str, Any], choices: Mapping[str, Sequence[Any]]
+    ) -> ElasticSpace:
+        """Exactly the keys of ``choices`` elastic, with those values; the rest as configured."""
+        return cls(model_cfg, choices=choices)
+
+    def decisions(self) -> list[str]:
+        keys = [f"model.{field}" for field in GLOBAL_FIELDS]
+        return keys + [_key(name, field) for name in self.stage_names for field in STAGE_FIELDS]
+
+    def _configured(self, key: str) -> Any:
+        field = key.rsplit(".", 1)[1]
+        if key.count(".") == 1:
+            default = {"width_mult": 1.0, "activation": "relu"}[field]
+            return _normal(field, self.model_cfg.get(field, default))
+        stage = self.model_cfg["stages"][key.split(".")[2]]
+        return _normal(field, stage.get(field, False if field == "se" else None))
 
     def search_space(self) -> SearchSpace:
         """The covered part of the mbconv space, for the strategies in ``nas_plugin.strategies``."""
-        spec: dict[str, Any] = {}
-        for stage in self.stages:
-            spec[_key(stage.name, "kernel")] = list(stage.kernels)
-            if stage.elastic_expansion:
-                spec[_key(stage.name, "expansion")] = [_plain(e) for e in stage.expansions]
-                spec[_key(stage.name, "depth")] = list(stage.depths)
+        spec = {key: [_plain(v) for v in values] for key, values in self.elastic.items()}
         return SearchSpace.from_dict(spec)
 
     def largest(self) -> dict[str, Any]:
-        return self._extreme(max)
+        """The largest subnet (the supernet itself): the largest value of each elastic key."""
+        return {key: _plain(self._pick(key, values, max)) for key, values in self.elastic.items()}
 
     def smallest(self) -> dict[str, Any]:
-        return self._extreme(min)
+        return {key: _plain(self._pick(key, values, min)) for key, values in self.elastic.items()}
 
-    def _extreme(self, pick: Any) -> dict[str, Any]:
-        arch: dict[str, Any] = {}
-        for stage in self.stages:
-            arch[_key(stage.name, "kernel")] = pick(stage.kernels)
-            if stage.elastic_expansion:
-                arch[_key(stage.name, "expansion")] = _plain(pick(stage.expansions))
-                arch[_key(stage.name, "depth")] = pick(stage.depths)
-        return arch
+    def _pick(self, key: str, values: tuple[Any, ...], pick: Any) -> Any:
+        if key.endswith(".activation"):  # not a size: the configured one if it is elastic
+            configured = self._configured(key)
+            return configured if configured in values else values[0]
+        return pick(values)
 
     def sample(self, rng: random.Random, elastic: Sequence[str]) -> dict[str, Any]:
         """A random subnet where only the fields in ``elastic`` vary; the rest are the largest."""
         arch = self.largest()
-        for stage in self.stages:
-            for field, values in zip(
-                ELASTIC_FIELDS, (stage.kernels, stage.expansions, stage.depths), strict=True
-            ):
-                key = _key(stage.name, field)
-                if field in elastic and key in arch:
-                    arch[key] = _plain(rng.choice(values))
+        for key, values in self.elastic.items():
+            if key.rsplit(".", 1)[1] in elastic and len(values) > 1:
+                arch[key] = _plain(rng.choice(values))
         return arch
 
-    def resolve(self, arch: Mapping[str, Any] | Encoding) -> list[tuple[int, float, int]]:
-        """``(kernel, expansion, depth)`` per stage of a subnet given as an encoding or a dict.
-
-        Keys of the mbconv space the supernet fixes (channels, se, width_mult, activation, ...)
-        may be present if they equal the supernet's value; anything else is an error.
-        """
-        values = dict(arch)
-        self._check_fixed(values)
-        known = {_key(s.name, f) for s in self.stages for f in ELASTIC_FIELDS}
-        resolved = []
-        for stage in self.stages:
-            kernel = values.pop(_key(stage.name, "kernel"), max(stage.kernels))
-            expansion = values.pop(_key(stage.name, "expansion"), max(stage.expansions))
-            depth = values.pop(_key(stage.name, "depth"), max(stage.depths))
-            for field, value, allowed in (
-                ("kernel", kernel, stage.kernels),
-                ("expansion", expansion, stage.expansions),
-                ("depth", depth, stage.depths),
-            ):
-                if (
-                    isinstance(value, bool)
-                    or not isinstance(value, int | float)
-                    or (value not in allowed)
-                ):
+    def values(self, arch: Mapping[str, Any] | Encoding) -> dict[str, Any]:
+        """Every decision's value for a subnet given as an encoding or a dict (missing elastic
+        keys: the largest value). Keys the supernet fixes (channels, se, width_mult, ...) may be
+        present if they equal the supernet's value; anything else is an error."""
+        given = dict(arch)
+        largest = self.largest()
+        resolved: dict[str, Any] = {}
+        for key, allowed in self.choices.items():
+            if key not in given:
+                resolved[key] = largest.get(key, allowed[0])
+                continue
+            field, value = key.rsplit(".", 1)[1], given.pop(key)
+            if not _allowed(field, value, allowed):
+                if key in self.elastic:
                     raise ElasticConfigError(
-                        f"{_key(stage.name, field)} = {value!r} is not in the supernet: expected "
-                        f"one of {', '.join(str(_plain(a)) for a in allowed)}"
+                        f"{key} = {value!r} is not in the supernet: expected one of "
+                        f"{', '.join(str(_plain(a)) for a in allowed)}"
                     )
-            resolved.append((int(kernel), float(expansion), int(depth)))
-        unknown = sorted(k for k in values if k not in known)
-        if unknown:
+                hint = " (train a supernet with that value to search it)"
+                raise ElasticConfigError(
+                    f"{key} = {value!r} is not in the supernet: it is fixed to "
+                    f"{_plain(allowed[0])!r}{hint if field in GLOBAL_FIELDS else ''}"
+                )
+            resolved[key] = _normal(field, value)
+        if given:
             raise ElasticConfigError(
-                f"subnet keys {unknown} are not decisions of the supernet; it covers "
+                f"subnet keys {sorted(given)} are not decisions of the supernet; it covers "
                 f"{sorted(self.search_space().names)} (and fixes {self._fixed_description()})"
             )
         return resolved
 
+    def resolve(self, arch: Mapping[str, Any] | Encoding) -> list[tuple[int, float, int]]:
+        """``(kernel, expansion, depth)`` per stage of a subnet (see :meth:`values`)."""
+        values = self.values(arch)
+        return [
+            (
+                int(values[_key(name, "kernel")]),
+                float(values[_key(name, "expansion")]),
+                int(values[_key(name, "depth")]),
+            )
+            for name in self.stage_names
+        ]
+
     def model_config(self, arch: Mapping[str, Any] | Encoding) -> dict[str, Any]:
         """The ``model`` config (as in ``conf/model/mbconv.yaml``) of a subnet."""
         cfg = _to_dict(self.model_cfg)
-        for stage, (kernel, expansion, depth) in zip(self.stages, self.resolve(arch), strict=True):
-            cfg["stages"][stage.name].update(
-                kernel=kernel, expansion=_plain(expansion), depth=depth
-            )
+        for key, value in self.values(arch).items():
+            parts = key.split(".")
+            target = cfg if len(parts) == 2 else cfg["stages"][parts[2]]
+            target[parts[-1]] = _plain(value)
         return cfg
-
-    def _check_fixed(self, values: dict[str, Any]) -> None:
-        """Pop keys the supernet fixes, after checking they hold the supernet's value."""
-        for field in FIXED_GLOBAL_FIELDS:
-            key = f"model.{field}"
-            if key in values:
-                fixed = self.model_cfg.get(field)
-                value = values.pop(key)
-                if value != fixed:
-                    raise ElasticConfigError(
-                        f"{key} = {value!r} is not in the supernet: it is fixed to {fixed!r} "
-                        "(train a supernet with that value to search it)"
-                    )
-        for stage in self.stages:
-            stage_cfg = self.model_cfg["stages"][stage.name]
-            for field in FIXED_STAGE_FIELDS:
-                key = _key(stage.name, field)
-                if key in values:
-                    value, fixed = values.pop(key), stage_cfg.get(field)
-                    if value != fixed:
-                        raise ElasticConfigError(
-                            f"{key} = {value!r} is not in the supernet: it is fixed to {fixed!r}"
-                        )
 
     def _fixed_description(self) -> str:
         return ", ".join(
@@ -233,59 +235,71 @@ class ElasticMBConv(nn.Module):
         super().__init__()
         self.space = space
         self.net = build_mbconv(space.model_config(space.largest()), num_classes, in_chans)
-        self.kernel_sizes = sorted(space.stages[0].kernels, reverse=True)
+        self.kernel_sizes = sorted(
+            {int(k) for key, ks in space.choices.items() if key.endswith(".kernel") for k in ks},
+            reverse=True,
+        )
         # transforms["<stage>_<block>_<from>to<to>"]: k^2 x k^2, identity at the start (OFA).
         self.transforms = nn.ParameterDict()
         if kernel_transform:
             for s, stage in enumerate(self.net.blocks):
                 for b in range(len(stage)):
+                    size = stage[b].conv_dw.kernel_size[0]
                     for big, small in zip(self.kernel_sizes, self.kernel_sizes[1:], strict=False):
-                        self.transforms[_transform_key(s, b, big, small)] = nn.Parameter(
-                            torch.eye(small * small)
-                        )
-        self.active: list[tuple[int, float, int]] = space.resolve(space.largest())
+                        if big <= size:
+                            self.transforms[_transform_key(s, b, big, small)] = nn.Parameter(
+                                torch.eye(small * small)
+                            )
+        self.active: dict[str, Any] = space.values(space.largest())
+        self._skeletons: OrderedDict[str, nn.Module] = OrderedDict()
 
     def set_active(self, arch: Mapping[str, Any] | Encoding) -> None:
-        self.active = self.space.resolve(arch)
+        self.active = self.space.values(arch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        net = self.net
-        x = net.bn1(net.conv_stem(x))
-        for s, (stage, (kernel, expansion, depth)) in enumerate(
-            zip(net.blocks, self.active, strict=True)
-        ):
-            for b in range(depth):
-                x = self._block(s, b, stage[b], x, kernel, expansion)
-        x = net.bn2(net.conv_head(x))
-        return net.forward_head(x)
+        skeleton = self._skeleton(self.active)
+        skeleton.train(self.training)
+        return functional_call(skeleton, self.sliced_state(self.active, skeleton), (x,))
 
-    def _block(
-        self, s: int, b: int, block: nn.Module, x: torch.Tensor, kernel: int, expansion: float
-    ) -> torch.Tensor:
-        shortcut = x
-        if isinstance(block, DepthwiseSeparableConv):
-            channels = block.conv_dw.in_channels
-            x = self._depthwise(s, b, block.conv_dw, x, kernel, channels)
-            x = block.se(_bn_act(block.bn1, x, channels))
-            x = _bn_act(block.bn2, block.conv_pw(x), block.conv_pw.out_channels)
-        elif isinstance(block, InvertedResidual):
-            mid = mid_channels(block.conv_pw.in_channels, expansion)
-            x = F.conv2d(x, block.conv_pw.weight[:mid])
-            x = _bn_act(block.bn1, x, mid)
-            x = self._depthwise(s, b, block.conv_dw, x, kernel, mid)
-            x = _bn_act(block.bn2, x, mid)
-            x = _se(block.se, x, mid)
-            x = F.conv2d(x, block.conv_pwl.weight[:, :mid])
-            x = _bn_act(block.bn3, x, block.conv_pwl.out_channels)
-        else:  # pragma: no cover - build_mbconv only makes these two
-            raise TypeError(f"unsupported block type {type(block).__name__}")
-        return x + shortcut if block.has_skip else x
+    def _skeleton(self, values: Mapping[str, Any]) -> nn.Module:
+        """The subnet's network, whose own weights are never used, cached."""
+        cfg = self.space.model_config(values)
+        key = json.dumps(cfg, sort_keys=True, default=str)
+        if key in self._skeletons:
+            self._skeletons.move_to_end(key)
+            return self._skeletons[key]
+        # Built on the CPU (timm's weight init on the meta device is slower), then emptied: its
+        # weights are never read, and a cached skeleton should cost no memory.
+        skeleton = build_mbconv(cfg, self.net.num_classes, self.net.conv_stem.in_channels)
+        skeleton.to("meta")
+        self._skeletons[key] = skeleton
+        if len(self._skeletons) > SKELETON_CACHE_SIZE:
+            self._skeletons.popitem(last=False)
+        return skeleton
 
-    def _depthwise(
-        self, s: int, b: int, conv: nn.Conv2d, x: torch.Tensor, kernel: int, channels: int
-    ) -> torch.Tensor:
-        weight = self.kernel_weight(s, b, conv, kernel)[:channels]
-        return F.conv2d(x, weight, stride=conv.stride, padding=kernel // 2, groups=channels)
+    def sliced_state(self, values: Mapping[str, Any], subnet: nn.Module) -> dict[str, torch.Tensor]:
+        """``subnet``'s state dict as slices (views) of the supernet's tensors: the first
+        entries along every dimension; depthwise kernels through :meth:`kernel_weight`."""
+        source = self.net.state_dict(keep_vars=True)
+        kernels = {}
+        for s, name in enumerate(self.space.stage_names):
+            kernel = int(values[_key(name, "kernel")])
+            for b in range(int(values[_key(name, "depth")])):
+                conv = self.net.blocks[s][b].conv_dw
+                kernels[f"blocks.{s}.{b}.conv_dw.weight"] = self.kernel_weight(s, b, conv, kernel)
+        state = {}
+        for name, target in subnet.state_dict(keep_vars=True).items():
+            tensor = kernels.get(name, source[name])
+            if tensor.dim() == 0:
+                state[name] = tensor
+                continue
+            if any(n > m for n, m in zip(target.shape, tensor.shape, strict=True)):
+                raise ElasticConfigError(
+                    f"{name} of the subnet has shape {tuple(target.shape)}, larger than the "
+                    f"supernet's {tuple(tensor.shape)}: the supernet is not its largest network"
+                )
+            state[name] = tensor[tuple(slice(0, n) for n in target.shape)]
+        return state
 
     def kernel_weight(self, s: int, b: int, conv: nn.Conv2d, kernel: int) -> torch.Tensor:
         """The ``kernel`` x ``kernel`` depthwise weight of block ``b`` of stage ``s``."""
@@ -333,22 +347,12 @@ class ElasticMBConv(nn.Module):
     @torch.no_grad()
     def extract(self, arch: Mapping[str, Any] | Encoding) -> nn.Module:
         """A standalone timm ``EfficientNet`` of the subnet with the supernet's weights."""
-        cfg = self.space.model_config(arch)
+        values = self.space.values(arch)
+        cfg = self.space.model_config(values)
         sub = build_mbconv(cfg, self.net.num_classes, self.net.conv_stem.in_channels)
-        resolved = self.space.resolve(arch)
-        super_state = self.net.state_dict()
         sub_state = sub.state_dict()
-        kernels = {}
-        for s, (kernel, _, depth) in enumerate(resolved):
-            for b in range(depth):
-                name = f"blocks.{s}.{b}.conv_dw.weight"
-                kernels[name] = self.kernel_weight(s, b, self.net.blocks[s][b].conv_dw, kernel)
-        for name, target in sub_state.items():
-            source = kernels.get(name, super_state[name])
-            if source.dim() == 0:
-                target.copy_(source)
-            else:
-                target.copy_(source[tuple(slice(0, n) for n in target.shape)])
+        for name, tensor in self.sliced_state(values, sub).items():
+            sub_state[name].copy_(tensor)
         sub.train(self.training)
         return sub
 
@@ -363,35 +367,82 @@ def mid_channels(in_chs: int, expansion: float) -> int:
     return int(make_divisible(in_chs * expansion))
 
 
-def _bn_act(norm: nn.Module, x: torch.Tensor, channels: int) -> torch.Tensor:
-    """timm's ``BatchNormAct2d`` on the first ``channels`` channels (running stats sliced in
-    place, so training updates the supernet's statistics)."""
-    training = norm.training or norm.running_mean is None
-    momentum = 0.0 if norm.momentum is None else norm.momentum
-    if norm.training and norm.num_batches_tracked is not None:
-        norm.num_batches_tracked.add_(1)
-        if norm.momentum is None:
-            momentum = 1.0 / float(norm.num_batches_tracked)
-    x = F.batch_norm(
-        x,
-        None if norm.running_mean is None else norm.running_mean[:channels],
-        None if norm.running_var is None else norm.running_var[:channels],
-        norm.weight[:channels],
-        norm.bias[:channels],
-        training,
-        momentum,
-        norm.eps,
+def _ofa_choices(
+    model_cfg: Mapping[str, Any],
+    kernels: Sequence[int],
+    expansions: Sequence[float],
+    depths: Sequence[int],
+) -> dict[str, tuple[Any, ...]]:
+    """OFA's setting: kernel of every stage, expansion and depth of every MBConv stage."""
+    kernels = _check_values("supernet.kernels", kernels, lambda v: v in KERNELS, KERNELS)
+    expansions = _check_values(
+        "supernet.expansions",
+        expansions,
+        lambda v: v > 1,
+        "numbers > 1 (1 is a depthwise-separable block, set per stage in the model config)",
     )
-    return norm.act(norm.drop(x))
+    depths = _check_values("supernet.depths", depths, lambda v: int(v) == v and v >= 1, ">= 1")
+    choices: dict[str, tuple[Any, ...]] = {}
+    for name, stage in model_cfg["stages"].items():
+        choices[_key(str(name), "kernel")] = kernels
+        if float(stage.get("expansion", 1)) != 1.0:  # depthwise-separable: depth as configured
+            choices[_key(str(name), "expansion")] = tuple(float(e) for e in expansions)
+            choices[_key(str(name), "depth")] = tuple(int(d) for d in depths)
+    return choices
 
 
-def _se(se: nn.Module, x: torch.Tensor, channels: int) -> torch.Tensor:
-    if not hasattr(se, "conv_reduce"):
-        return se(x)
-    pooled = x.mean((2, 3), keepdim=True)
-    pooled = se.act1(F.conv2d(pooled, se.conv_reduce.weight[:, :channels], se.conv_reduce.bias))
-    gate = F.conv2d(pooled, se.conv_expand.weight[:channels], se.conv_expand.bias[:channels])
-    return x * se.gate(gate)
+def _check_choice(key: str, values: Any) -> tuple[Any, ...]:
+    """The values one elastic key may take, checked and normalised (sorted, no repeats)."""
+    field = key.rsplit(".", 1)[1]
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
+        raise ElasticConfigError(
+            f"{key} = {values!r} cannot be shared by the elastic supernet: expected a "
+            "non-empty list of values"
+        )
+    checks: dict[str, tuple[Any, str]] = {
+        "kernel": (lambda v: _is_number(v) and v in KERNELS, f"one of {KERNELS}"),
+        "expansion": (lambda v: _is_number(v) and v >= 1, "numbers >= 1"),
+        "depth": (lambda v: _is_int(v) and v >= 1, "integers >= 1"),
+        "channels": (lambda v: _is_int(v) and v >= MIN_CHANNELS, f"integers >= {MIN_CHANNELS}"),
+        "se": (lambda v: isinstance(v, bool), "true or false"),
+        "width_mult": (lambda v: _is_number(v) and v > 0, "numbers > 0"),
+        "activation": (lambda v: v in ACTIVATIONS, f"one of {', '.join(ACTIVATIONS)}"),
+    }
+    if field not in checks:
+        raise ElasticConfigError(
+            f"{key} cannot be shared by the elastic supernet: it changes the feature map sizes; "
+            "fix it (one value) or use another estimator"
+        )
+    ok, allowed = checks[field]
+    for value in values:
+        if not ok(value):
+            raise ElasticConfigError(
+                f"{key} = {value!r} cannot be shared by the elastic supernet: expected {allowed}"
+            )
+    normal = {_normal(field, v) for v in values}
+    return tuple(sorted(normal, key=lambda v: (str(type(v)), v)))
+
+
+def _allowed(field: str, value: Any, allowed: tuple[Any, ...]) -> bool:
+    if field in ("se", "activation"):
+        return isinstance(value, bool | str) and value in allowed
+    return _is_number(value) and value in allowed
+
+
+def _normal(field: str, value: Any) -> Any:
+    if field in ("kernel", "depth", "channels", "stride"):
+        return int(value) if _is_number(value) else value
+    if field in ("expansion", "width_mult"):
+        return float(value) if _is_number(value) else value
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _centre(weight: torch.Tensor, size: int) -> torch.Tensor:
@@ -407,8 +458,10 @@ def _key(stage: str, field: str) -> str:
     return f"model.stages.{stage}.{field}"
 
 
-def _plain(value: float) -> int | float:
-    """6.0 -> 6, so encodings read like the mbconv space's YAML values."""
+def _plain(value: Any) -> Any:
+    """6.0 -> 6, so encodings read like the mbconv space's YAML values (others unchanged)."""
+    if not _is_number(value):
+        return value
     return int(value) if float(value).is_integer() else float(value)
 
 

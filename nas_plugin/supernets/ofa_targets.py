@@ -50,7 +50,8 @@ from nas_plugin.supernets.ofa_training import (
     train_progressive_shrinking,
     wrap,
 )
-from nas_plugin.tasks.vision import _train
+from nas_plugin.tasks.vision import evaluate as evaluate_model
+from nas_plugin.tasks.vision import train
 from nas_plugin.tasks.vision_data import VisionData, load_vision_data
 from nas_plugin.tracking.model_logging import log_model
 
@@ -325,7 +326,7 @@ def _budget_run(
                     "bn_recalibration_images": evaluate.bn_images,
                 }
             )
-            *_, seconds = _train(sub, data, train_cfg, evaluate.seed)
+            *_, seconds = train(sub, data, train_cfg, evaluate.seed)
             metrics["finetune_seconds"] = seconds
         metrics.update(val_accuracy=_val(sub, data))
         metrics.update(score_on_test(sub, data))
@@ -380,9 +381,7 @@ def _timings_ms(
 
 
 def _val(model: nn.Module, data: VisionData) -> float:
-    from nas_plugin.tasks.vision import _evaluate
-
-    return _evaluate(model, data.val)[1]
+    return evaluate_model(model, data.val)[1]
 
 
 def _log_supernet(supernet: ElasticMBConv, cfg: DictConfig, data: VisionData) -> None:

@@ -6,7 +6,8 @@ Phases, each with its own optimizer and cosine schedule, in OFA's order:
 2. ``kernel``: a random kernel size per stage, largest expansion and depth;
 3. ``depth``: random kernels and depths;
 4. ``expand``: random kernels, depths and expansion ratios (channels importance-sorted first
-   when ``sort_channels``).
+   when ``sort_channels``), and, where the space makes them elastic, widths (``channels``,
+   ``width_mult``), squeeze-excite and activation.
 
 Every step samples ``subnets_per_step`` subnets and accumulates their gradients (OFA uses 2-4).
 Optionally (``distill`` > 0), as in OFA, shrinking phases distil from the largest network as
@@ -35,25 +36,21 @@ from nas_plugin.space import Encoding
 from nas_plugin.supernets.elastic_mbconv import ElasticConfigError, ElasticMBConv
 
 # The vision trial's own building blocks: same preprocessing, BN recalibration and scoring.
-from nas_plugin.tasks.vision import (
-    Preprocess,
-    _channel_stats,
-    _evaluate,
-    _recalibrate_batchnorm,
-)
+from nas_plugin.tasks.vision import Preprocess, channel_stats, evaluate, recalibrate_batchnorm
 from nas_plugin.tasks.vision_data import VisionData
 
 PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("full", ()),
     ("kernel", ("kernel",)),
     ("depth", ("kernel", "depth")),
-    ("expand", ("kernel", "depth", "expansion")),
+    # Elastic width, squeeze-excite and activation (when the space has them) join last.
+    ("expand", ("kernel", "depth", "expansion", "channels", "se", "width_mult", "activation")),
 )
 
 
 def wrap(supernet: ElasticMBConv, data: VisionData, resolution: int) -> nn.Sequential:
     """``Preprocess`` (resize + the training split's normalisation) followed by the supernet."""
-    mean, std = _channel_stats(data.train)
+    mean, std = channel_stats(data.train)
     return nn.Sequential(Preprocess(resolution, mean, std), supernet)
 
 
@@ -170,13 +167,13 @@ def score_subnet(
     Returns the extracted model and ``val_accuracy``, ``val_loss`` (inherited weights).
     """
     sub = extract_model(model, arch)
-    _recalibrate_batchnorm(sub, data.train, bn_images, seed)
-    val_loss, val_accuracy = _evaluate(sub, data.val)
+    recalibrate_batchnorm(sub, data.train, bn_images, seed)
+    val_loss, val_accuracy = evaluate(sub, data.val)
     return sub, {"val_accuracy": val_accuracy, "val_loss": val_loss}
 
 
 def score_on_test(model: nn.Module, data: VisionData) -> dict[str, float]:
-    test_loss, test_accuracy = _evaluate(model, data.test)
+    test_loss, test_accuracy = evaluate(model, data.test)
     return {"test_accuracy": test_accuracy, "test_loss": test_loss}
 
 

@@ -88,7 +88,7 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
 
     data = load_vision_data(cfg.task, float(train_cfg.get("train_fraction", 1.0)), seed)
     net = build_model(cfg.model, data.num_classes, data.in_chans)
-    mean, std = _channel_stats(data.train)
+    mean, std = channel_stats(data.train)
     model = nn.Sequential(Preprocess(int(cfg.task.resolution), mean, std), net)
 
     results: dict[str, float] = {}
@@ -106,8 +106,8 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
         results["params"] = float(sum(p.numel() for p in model.parameters()))
 
     loop = EpochLoop(epochs)
-    train_loss, val_loss, val_accuracy, seconds = _train(model, data, train_cfg, seed, loop)
-    test_loss, test_accuracy = _evaluate(model, data.test)
+    train_loss, val_loss, val_accuracy, seconds = train(model, data, train_cfg, seed, loop)
+    test_loss, test_accuracy = evaluate(model, data.test)
     results.update(
         val_accuracy=val_accuracy,
         val_loss=val_loss,
@@ -126,12 +126,29 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
     return results
 
 
-def _train(
-    model: nn.Module, data: VisionData, train_cfg: DictConfig, seed: int, loop: EpochLoop
+def train(
+    model: nn.Module,
+    data: VisionData,
+    train_cfg: DictConfig,
+    seed: int,
+    loop: EpochLoop | None = None,
 ) -> tuple[float, float, float, float]:
-    """Train for the loop's epochs (fewer if pruned); return (last epoch's train loss, val
-    loss, val accuracy, seconds)."""
+    """Train ``model`` in place on ``data.train`` with the vision trial's loop.
+
+    ``train_cfg`` holds ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``optimizer``
+    (see :func:`~nas_plugin.tasks.optim.make_optimizer`; a cosine schedule over all steps) and
+    ``bn_recalibration_images``. After each epoch BatchNorm statistics are re-estimated
+    (:func:`recalibrate_batchnorm`), the model is scored on ``data.val``, the epoch's metrics
+    are logged to the active MLflow run (if any) and reported to ``loop`` (default
+    ``EpochLoop(train_cfg.epochs)``: the sweep's pruner may stop it early).
+
+    Returns (last epoch's mean train loss, val loss, val accuracy, seconds).
+
+    Raises:
+        FloatingPointError: the training loss became NaN or infinite.
+    """
     epochs, batch_size = int(train_cfg.epochs), int(train_cfg.batch_size)
+    loop = EpochLoop(epochs) if loop is None else loop
     loader = DataLoader(
         data.train,
         batch_size=batch_size,
@@ -168,8 +185,8 @@ def _train(
             total_loss += loss.item() * len(labels)
             seen += len(labels)
         train_loss = total_loss / seen
-        _recalibrate_batchnorm(model, data.train, recalibration_images, seed)
-        val_loss, val_accuracy = _evaluate(model, data.val)
+        recalibrate_batchnorm(model, data.train, recalibration_images, seed)
+        val_loss, val_accuracy = evaluate(model, data.val)
         metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
         if log:
             mlflow.log_metrics(metrics, step=epoch)
@@ -178,8 +195,12 @@ def _train(
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, dataset: ImageTensorDataset) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` in eval mode on ``dataset``."""
+def evaluate(model: nn.Module, dataset: ImageTensorDataset) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode on ``dataset``.
+
+    Raises:
+        FloatingPointError: the loss is NaN or infinite (a diverged model).
+    """
     model.eval()
     total_loss, correct = 0.0, 0
     for images, labels in DataLoader(dataset, batch_size=EVAL_BATCH_SIZE):
@@ -193,10 +214,16 @@ def _evaluate(model: nn.Module, dataset: ImageTensorDataset) -> tuple[float, flo
 
 
 @torch.no_grad()
-def _recalibrate_batchnorm(
+def recalibrate_batchnorm(
     model: nn.Module, train: ImageTensorDataset, images: int, seed: int
 ) -> None:
-    """Replace BatchNorm running statistics by their average over ``images`` training images."""
+    """Replace BatchNorm running statistics by their average over ``images`` training images.
+
+    The images are a seeded random subset of ``train``; only the norms run in train mode (the
+    rest of the model in eval mode). ``images <= 0`` leaves the statistics as they are. Used
+    after training and on weights inherited from a supernet, whose running statistics mix the
+    statistics of many subnets.
+    """
     batchnorms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # timm's subclass them
     norms = [m for m in model.modules() if isinstance(m, batchnorms)]
     if not norms or images <= 0:
@@ -217,7 +244,7 @@ def _recalibrate_batchnorm(
         norm.momentum = momentum
 
 
-def _channel_stats(train: ImageTensorDataset) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_stats(train: ImageTensorDataset) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of the training images, in [0, 1] units."""
     scale = 255.0 if train.images.dtype == torch.uint8 else 1.0
     total = torch.zeros(train.images.shape[1], dtype=torch.float64)
@@ -237,3 +264,10 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+# The names these had before they became public (kept for callers outside the package).
+_train = train
+_evaluate = evaluate
+_recalibrate_batchnorm = recalibrate_batchnorm
+_channel_stats = channel_stats

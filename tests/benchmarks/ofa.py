@@ -54,7 +54,7 @@ def main() -> None:
         train_progressive_shrinking,
         wrap,
     )
-    from nas_plugin.tasks.vision import Preprocess, _channel_stats, _seed_everything, _train
+    from nas_plugin.tasks.vision import Preprocess, _seed_everything, channel_stats, train
     from nas_plugin.tasks.vision_data import load_vision_data
 
     torch.set_num_threads(1)
@@ -97,7 +97,7 @@ def main() -> None:
     search_seconds = time.perf_counter() - start
     _progress(f"search done: {len(evaluate.cache)} subnets in {search_seconds:.0f} s")
 
-    mean, std = _channel_stats(data.train)
+    mean, std = channel_stats(data.train)
     bn_images = int(train_cfg.bn_recalibration_images)
 
     def scratch(arch: dict, n_epochs: int, run_seed: int) -> tuple[float, float]:
@@ -114,7 +114,7 @@ def main() -> None:
                 "bn_recalibration_images": bn_images,
             }
         )
-        *_, seconds = _train(net, data, run_cfg, run_seed)
+        *_, seconds = train(net, data, run_cfg, run_seed)
         return score_on_test(net, data)["test_accuracy"], seconds
 
     rows = []
@@ -135,7 +135,7 @@ def main() -> None:
                 "bn_recalibration_images": bn_images,
             }
         )
-        *_, ft_seconds = _train(sub, data, ft_cfg, seed)
+        *_, ft_seconds = train(sub, data, ft_cfg, seed)
         finetuned = score_on_test(sub, data)["test_accuracy"]
         short = [scratch(arch, args.finetune, s) for s in range(args.seeds)]
         long = [scratch(arch, total_epochs, s) for s in range(args.seeds)]
