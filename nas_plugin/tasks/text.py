@@ -8,7 +8,6 @@ truncated to ``model.max_length`` tokens and padded per batch to the longest tex
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,9 +24,9 @@ from transformers import PreTrainedTokenizerBase
 from nas_plugin.hardware.cost import measure_cost
 from nas_plugin.models.transformer import build_transformer, resolve_architecture
 from nas_plugin.pruning import EpochLoop
-from nas_plugin.tasks.optim import make_optimizer
 from nas_plugin.tasks.text_data import TextSplit, load_text_data
 from nas_plugin.tasks.tokenizer import LoadedTokenizer, load_tokenizer
+from nas_plugin.tasks.training import make_optimizer, seed_everything
 from nas_plugin.tracking.text_model import log_text_model
 
 EVAL_BATCH_SIZE = 256
@@ -105,7 +104,7 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
         ValueError: a bad config value, named in the message.
     """
     seed = int(cfg.seed)
-    _seed_everything(seed)
+    seed_everything(seed)
     train_cfg = cfg.train
     epochs, batch_size, lr = int(train_cfg.epochs), int(train_cfg.batch_size), float(train_cfg.lr)
     if epochs < 1 or batch_size < 1 or not lr > 0:
@@ -311,8 +310,3 @@ def _tokenizer_tags(loaded: LoadedTokenizer) -> dict[str, str]:
         "tokenizer.vocab_size": str(len(loaded.tokenizer)),
     }
 
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)

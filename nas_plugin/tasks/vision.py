@@ -8,11 +8,9 @@ images in [0, 1] at the dataset's native resolution.
 from __future__ import annotations
 
 import math
-import random
 import time
 
 import mlflow
-import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -22,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from nas_plugin.hardware.cost import measure_cost
 from nas_plugin.models import build_model
 from nas_plugin.pruning import EpochLoop
-from nas_plugin.tasks.optim import make_optimizer
+from nas_plugin.tasks.training import make_optimizer, seed_everything
 from nas_plugin.tasks.vision_data import ImageTensorDataset, VisionData, load_vision_data
 from nas_plugin.tracking.model_logging import log_model
 
@@ -76,7 +74,7 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
         FloatingPointError: the training loss became NaN or infinite.
     """
     seed = int(cfg.seed)
-    _seed_everything(seed)
+    seed_everything(seed)
     train_cfg = cfg.train
     epochs, batch_size, lr = int(train_cfg.epochs), int(train_cfg.batch_size), float(train_cfg.lr)
     if epochs < 1 or batch_size < 1 or not lr > 0:
@@ -258,16 +256,3 @@ def channel_stats(train: ImageTensorDataset) -> tuple[torch.Tensor, torch.Tensor
     mean = total / count
     std = (total_sq / count - mean.square()).clamp_min(0).sqrt()
     return mean.float(), std.float().clamp_min(1e-6)  # a constant channel must not divide by 0
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-# The names these had before they became public (kept for callers outside the package).
-_train = train
-_evaluate = evaluate
-_recalibrate_batchnorm = recalibrate_batchnorm
-_channel_stats = channel_stats

@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from nas_plugin.models import build_model
-from nas_plugin.tasks.vision import Preprocess, _channel_stats, _seed_everything
+from nas_plugin.tasks.training import seed_everything
+from nas_plugin.tasks.vision import Preprocess, channel_stats
 from nas_plugin.tasks.vision_data import VisionData, load_vision_data
 
 
@@ -40,7 +41,7 @@ def proxy_inputs(
     )
     # The trial seeds, loads its data (which draws nothing from torch's generator), then builds:
     # seeding right before building gives the trial's initial weights.
-    _seed_everything(trial_seed)
+    seed_everything(trial_seed)
     net = build_model(cfg.model, data.num_classes, data.in_chans)
     model = nn.Sequential(Preprocess(int(cfg.task.resolution), mean, std), net)
 
@@ -75,5 +76,5 @@ def _cached_data(
     """The task's splits and channel statistics, loaded once per process: a pre-screen or a
     correlation report builds many models on the same data."""
     data = load_vision_data(json.loads(task_key), train_fraction, seed)
-    mean, std = _channel_stats(data.train)
+    mean, std = channel_stats(data.train)
     return data, mean, std

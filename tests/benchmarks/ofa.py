@@ -54,7 +54,8 @@ def main() -> None:
         train_progressive_shrinking,
         wrap,
     )
-    from nas_plugin.tasks.vision import Preprocess, _seed_everything, channel_stats, train
+    from nas_plugin.tasks.training import seed_everything
+    from nas_plugin.tasks.vision import Preprocess, channel_stats, train
     from nas_plugin.tasks.vision_data import load_vision_data
 
     torch.set_num_threads(1)
@@ -101,7 +102,7 @@ def main() -> None:
     bn_images = int(train_cfg.bn_recalibration_images)
 
     def scratch(arch: dict, n_epochs: int, run_seed: int) -> tuple[float, float]:
-        _seed_everything(run_seed)
+        seed_everything(run_seed)
         net = build_mbconv(space.model_config(arch), data.num_classes, data.in_chans)
         net = torch.nn.Sequential(Preprocess(int(task.resolution), mean, std), net)
         run_cfg = OmegaConf.create(

@@ -1,12 +1,23 @@
-"""The optimizer a trial trains with, chosen by ``train.optimizer`` (shared by every task)."""
+"""What every task's training starts from: seeded random generators and the optimizer chosen by
+``train.optimizer``."""
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
 
 OPTIMIZERS = ("adamw", "sgd")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (same seed, same trial)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def make_optimizer(model: nn.Module, train_cfg: DictConfig) -> torch.optim.Optimizer:
