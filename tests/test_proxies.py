@@ -248,6 +248,29 @@ def test_naswot_scores_collapsed_activation_patterns_lower() -> None:
     assert score(collapsed, x, y, ["naswot"])["naswot"] < score(healthy, x, y, ["naswot"])["naswot"]
 
 
+def test_fisher_counts_each_channel_once_per_weight_as_the_reference_code() -> None:
+    # Abdelfattah et al.'s code broadcasts a channel's Fisher value to that channel's weights
+    # and sums them: a 3x3 conv channel over 2 inputs counts 18 times, a linear unit over 3
+    # inputs 3 times. Recomputed here by hand, without hooks.
+    torch.manual_seed(0)
+    conv, linear = nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.Linear(3, 4)
+    model = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear)
+    x = torch.rand(6, 2, 5, 5, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+
+    a_conv = conv(x)
+    a_conv.retain_grad()
+    a_linear = linear(a_conv.relu().mean(dim=(2, 3)))
+    a_linear.retain_grad()
+    nn.functional.cross_entropy(a_linear, y).backward()
+    per_channel_conv = (a_conv * a_conv.grad).detach().sum(dim=(2, 3))  # examples x channels
+    per_unit_linear = (a_linear * a_linear.grad).detach()
+    expected = 18 * float(0.5 * per_channel_conv.square().mean(0).sum()) + 3 * float(
+        0.5 * per_unit_linear.square().mean(0).sum()
+    )
+    assert score(model, x, y, ["fisher"])["fisher"] == pytest.approx(expected, rel=1e-5)
+
+
 @pytest.mark.parametrize("proxy", ["params", "flops"])
 def test_bigger_networks_have_more_params_and_flops(proxy: str) -> None:
     x, y = images()

@@ -86,18 +86,22 @@ def _hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
 
 def fisher(model: nn.Module, batches: Sequence[Batch]) -> float:
     """Fisher information of every conv/linear output channel (Theis et al., 2018; Turner et
-    al., 2020): ``0.5 * mean over examples of (sum over positions of a * dL/da) ** 2``, summed
-    over channels and layers; averaged over the batches."""
+    al., 2020): ``0.5 * mean over examples of (sum over positions of a * dL/da) ** 2``; as in
+    Abdelfattah et al.'s code, each channel's value counts once per weight of that channel (its
+    fan-in: in_channels x kernel size), summed over channels and layers; averaged over the
+    batches."""
     layers = [m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d)]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    outputs: list[tuple[torch.Tensor, int]] = []
+    outputs: list[tuple[torch.Tensor, int, int]] = []
 
     def keep(channel_dim: int) -> Callable[..., torch.Tensor | None]:
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor | None:
             if not isinstance(output, torch.Tensor) or not output.requires_grad:
                 return None
             output.retain_grad()
-            outputs.append((output, channel_dim))
+            # The reference broadcasts a channel's value to its weights before summing.
+            fan_in = module.weight[0].numel()
+            outputs.append((output, channel_dim, fan_in))
             # Later in-place ops (ReLU(inplace=True)) must not rewrite the stored activation.
             return output.clone()
 
@@ -111,13 +115,13 @@ def fisher(model: nn.Module, batches: Sequence[Batch]) -> float:
             outputs.clear()
             model.zero_grad(set_to_none=True)
             loss_of(call(model, inputs), targets).backward()
-            for activation, channel_dim in outputs:
+            for activation, channel_dim, fan_in in outputs:
                 if activation.grad is None:
                     continue  # an output that does not reach the loss
                 per_channel = _per_example_channel_sums(
                     activation.detach() * activation.grad, channel_dim
                 )
-                total += float(0.5 * per_channel.square().mean(dim=0).sum())
+                total += float(0.5 * per_channel.square().mean(dim=0).sum()) * fan_in
     finally:
         for handle in handles:
             handle.remove()
