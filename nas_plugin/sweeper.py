@@ -17,13 +17,15 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import CompactHydraException
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from nas_plugin.estimators import make_estimator
 from nas_plugin.estimators.hyperband import Hyperband, promote
 from nas_plugin.launchers import prepare_launcher, runs_jobs_in_process
 from nas_plugin.leaderboard import TrialRecord, best_of, progress_line, ranked, render
@@ -55,7 +57,7 @@ from nas_plugin.tracking.sweep_run import (
     open_store,
     resolve_tracking_uri,
 )
-from nas_plugin.tracking.trial import TAG_STATUS, TrackedTask, TrialOutcome
+from nas_plugin.tracking.trial import TAG_MODEL_URI, TAG_STATUS, TrackedTask, TrialOutcome
 from nas_plugin.tracking.warm_start import WarmStartError, load_warm_start
 
 log = logging.getLogger(__name__)
@@ -640,16 +642,56 @@ class NASSweeperImpl:
             )
         if config is None:
             return SearchAids(None, held_out)
-        loader = self.hydra_context.config_loader  # type: ignore[union-attr]
 
         def compose(encoding: Encoding) -> DictConfig:
-            # The trial's config exactly as its job will compose it: the proxy scores the
-            # network the trial would train.
-            overrides = plan.trial_overrides(plan.space.decode(encoding))
-            return loader.load_sweep_config(self.config, list(overrides))
+            # The proxy scores the network the trial would train.
+            return self._compose(plan.trial_overrides(plan.space.decode(encoding)))
 
         predictor = held_out.predictor if held_out is not None else None
         return SearchAids(Prescreener(config, plan.n_trials, compose, predictor), held_out)
+
+    def _compose(self, overrides: list[str]) -> DictConfig:
+        """A trial's config exactly as its job composes it from ``overrides``."""
+        assert self.hydra_context is not None
+        return self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+
+    def _log_missing_model(self, plan: SweepPlan, sweep_run: SweepRun, record: TrialRecord) -> None:
+        """A trial about to be registered that logged no model (estimator=supernet logs none
+        per trial, to stay cheap): the estimator logs it now, into the trial's run, if the
+        app's ``log_model`` is true. A failure is a warning: the sweep's results stand."""
+        end_time = None
+        try:
+            run = sweep_run.client.get_run(record.run_id)
+            if run.data.tags.get(TAG_MODEL_URI):
+                return
+            cfg = self._compose(record.overrides or plan.trial_overrides(record.architecture))
+            if not OmegaConf.select(cfg, "log_model", default=False):
+                return
+            with read_write(cfg), open_dict(cfg):
+                del cfg["hydra"]  # as Hydra hands the job its config
+            estimator = make_estimator(plan.estimator_config)
+            mlflow.set_tracking_uri(sweep_run.uri)
+            # The trial's own run, resumed (it keeps its parent tag), then given back its
+            # status and end time: the model lands beside the trial's metrics.
+            end_time = run.info.end_time
+            with mlflow.start_run(run_id=record.run_id, nested=mlflow.active_run() is not None):
+                logged = estimator.log_best_model(cfg)
+            if logged:
+                log.info("Logged trial %d's model (estimator %s).", record.number, estimator.name)
+        except Exception as err:  # noqa: BLE001 - the sweep's results must survive this
+            log.warning(
+                "Could not log the model of trial %d (run %s), so it cannot be registered; the "
+                "sweep's results and leaderboard are kept. %s: %s",
+                record.number,
+                record.run_id,
+                type(err).__name__,
+                err,
+            )
+        if end_time is not None:
+            try:
+                sweep_run.client.set_terminated(record.run_id, "FINISHED", end_time)
+            except Exception:  # noqa: BLE001 - the store may be gone; nothing more to keep
+                pass
 
     def _register(
         self,
@@ -678,6 +720,7 @@ class NASSweeperImpl:
             return
         versions = []
         for position, record in enumerate(chosen):
+            self._log_missing_model(plan, sweep_run, record)
             version = sweep_run.register(
                 record,
                 name,

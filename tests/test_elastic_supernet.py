@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_app
+from conftest import REPO, clean_env, run_app
 from omegaconf import OmegaConf
 from timm.layers import get_act_layer
 
@@ -195,6 +197,42 @@ def test_vision_sweep_trains_the_elastic_supernet_once_and_trials_inherit_it(
     model = torch.nn.Sequential(preprocess, supernet.eval().extract(arch))
     metrics = score_inherited(model, data, seed=0, bn_images=256)
     assert metrics["val_accuracy"] == pytest.approx(trial.data.metrics["val_accuracy"], abs=1e-9)
+
+    # The trials logged no model; at the end the best one's was rebuilt, logged into its run
+    # and registered: it loads from the registry in a new process (no supernet code) and
+    # scores on the val split what its trial scored with inherited weights.
+    best = max(trials, key=lambda t: t.data.metrics["val_accuracy"])
+    assert parent.data.tags["nas.best_run_id"] == best.info.run_id
+    for trial in trials:
+        has_model = "nas.model_uri" in client.get_run(trial.info.run_id).data.tags
+        assert has_model == (trial is best)
+    best_run = client.get_run(best.info.run_id)
+    assert best_run.info.status == "FINISHED"
+    version = client.get_model_version_by_alias("nas-vision-digits", "champion")
+    assert version.tags["run_id"] == best.info.run_id
+    images = torch.stack([data.val[i][0] for i in range(len(data.val))])
+    labels = torch.tensor([data.val[i][1] for i in range(len(data.val))])
+    torch.save({"images": images, "labels": labels}, tmp_path / "val.pt")
+    check = (
+        "import mlflow, numpy as np, torch\n"
+        f"mlflow.set_tracking_uri({run.tracking_uri!r})\n"
+        "model = mlflow.pyfunc.load_model('models:/nas-vision-digits@champion')\n"
+        "val = torch.load('val.pt')\n"
+        "logits = np.asarray(model.predict(val['images'].numpy()))\n"
+        "print(logits.shape, float((logits.argmax(1) == val['labels'].numpy()).mean()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    shape, accuracy = out.stdout.strip().rsplit(" ", 1)
+    assert shape == f"({len(labels)}, 10)"
+    assert float(accuracy) == pytest.approx(best.data.metrics["val_accuracy"], abs=1e-9)
 
 
 def _param(text: str) -> object:

@@ -163,6 +163,8 @@ def test_supernet_estimator_trains_once_and_workers_inherit_its_weights(tmp_path
         "hydra.launcher.n_jobs=2",
         "hydra.sweeper.leaderboard_columns=[]",
         "hydra.sweeper.mlflow.experiment=spos",
+        "log_model=true",
+        "hydra.sweeper.registry.enabled=true",
         *TINY,
     )
     assert result.proc.returncode == 0, result.output
@@ -178,6 +180,13 @@ def test_supernet_estimator_trains_once_and_workers_inherit_its_weights(tmp_path
     for trial in trials:
         assert 0.0 <= trial.data.metrics["val_accuracy"] <= 1.0
         assert trial.data.params["estimator.name"] == "supernet"
+    # No trial logged a model; the sweeper process (which ran none of them) rebuilt the best
+    # candidate from the supernet artifact at the end, logged it into its run, registered it.
+    best = parent.data.tags["nas.best_run_id"]
+    with_model = [t.info.run_id for t in trials if "nas.model_uri" in t.data.tags]
+    assert with_model == [best], result.output
+    assert client.get_model_version_by_alias("spos", "champion").tags["run_id"] == best
+    assert client.get_run(best).info.status == "FINISHED"
 
 
 @pytest.mark.parametrize("method", ["gdas", "proxyless"])

@@ -43,6 +43,14 @@ class Estimator:
         """Settings logged with every trial as ``estimator.*`` params."""
         return {"name": self.name}
 
+    def log_best_model(self, cfg: Any) -> bool:
+        """Log the model of the trial whose config is ``cfg`` to the active MLflow run (that
+        trial's run, resumed by the sweeper at the end of the sweep) and return True; False if
+        this estimator cannot. Called in the sweeper's process, only for the trial(s) about to
+        be registered that logged no model themselves, and only if the app's ``log_model`` is
+        true: an estimator whose trials log no model (to stay cheap) logs the winner's here."""
+        return False
+
 
 def reject_unknown(name: str, options: Mapping[str, Any], allowed: list[str]) -> None:
     unknown = sorted(set(options) - set(allowed))

@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -45,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from nas_plugin.estimators.base import Estimator, EstimatorError, reject_unknown
+
+log = logging.getLogger(__name__)
 
 TAG_SUPERNET = "nas.supernet"
 ARTIFACT_DIR = "supernet"
@@ -222,17 +225,44 @@ class SupernetEstimator(Estimator):
     def run_job(self, cfg: Any, task_function: Callable[[Any], Any]) -> dict[str, float]:
         """Score the trial's candidate with inherited weights; ``task_function`` never runs."""
         import mlflow
-        import torch
 
-        train_cfg = cfg.get("train") or {}
-        torch.set_num_threads(int(train_cfg.get("num_threads", 1)))
-        score = self._score_mbconv if self._kind(cfg) == "mbconv" else self._score_nb201
+        _set_threads(cfg)
         start = time.perf_counter()
-        metrics, extra = score(cfg)
+        model, data, metrics, extra = self._candidate(cfg)
+        metrics = {**metrics, **_test(model, data), **_cost(cfg, model, data)}
         if mlflow.active_run() is not None:
             mlflow.set_tag(TAG_SUPERNET, "trained" if extra else "loaded")
         seconds = time.perf_counter() - start - extra.get("supernet_train_seconds", 0.0)
         return {**metrics, **extra, "eval_seconds": seconds}
+
+    def log_best_model(self, cfg: Any) -> bool:
+        """Rebuild the trial's candidate exactly as its trial scored it (the same supernet
+        artifact, fine-tuning and BatchNorm re-estimation, same seed) and log it, with its
+        preprocessing, to the active run (the trial's, resumed by the sweeper)."""
+        import mlflow
+        import torch
+
+        from nas_plugin.tasks.vision import input_example
+        from nas_plugin.tracking.model_logging import log_model
+
+        previous = torch.get_num_threads()  # this runs in the sweeper's process
+        _set_threads(cfg)
+        try:
+            model, data, metrics, _ = self._candidate(cfg)
+            log_model(model, input_example(data.val))
+        finally:
+            torch.set_num_threads(previous)
+        run = mlflow.active_run()
+        scored = run.data.metrics.get("val_accuracy") if run is not None else None
+        if scored is not None and abs(scored - metrics["val_accuracy"]) > 1e-6:
+            log.warning(
+                "The logged model of run %s scores val_accuracy=%.4f, its trial scored %.4f: "
+                "the rebuild did not reproduce the trial exactly",
+                run.info.run_id,
+                metrics["val_accuracy"],
+                scored,
+            )
+        return True
 
     def _kind(self, cfg: Any) -> str:
         if self.kind != "auto":
@@ -240,12 +270,34 @@ class SupernetEstimator(Estimator):
         kind = (cfg.get("model") or {}).get("kind")
         return "mbconv" if kind == "mbconv" else "nb201"
 
-    # -- the two kinds ------------------------------------------------------------------------
+    def _candidate(self, cfg: Any) -> tuple[Any, Any, dict[str, float], dict[str, float]]:
+        """(the trial's candidate with inherited weights, fine-tuned and BatchNorm-recalibrated
+        as configured, preprocessing included; the task's data; its val metrics; metrics of the
+        supernet's training if this call trained it). The trial and ``log_best_model`` both
+        build the candidate here, so the logged model is the one the trial scored."""
+        from nas_plugin.oneshot.spos import score_inherited
 
-    def _score_nb201(self, cfg: Any) -> tuple[dict[str, float], dict[str, float]]:
+        extract = self._extract_mbconv if self._kind(cfg) == "mbconv" else self._extract_nb201
+        model, data, extra = extract(cfg)
+        metrics = score_inherited(
+            model,
+            data,
+            self.seed,
+            self.finetune_steps,
+            self.finetune_lr,
+            self.batch_size,
+            self.bn_images,
+        )
+        return model, data, metrics, extra
+
+    # -- the two kinds: (the extracted candidate, data, supernet training metrics) ----------
+
+    def _extract_nb201(self, cfg: Any) -> tuple[Any, Any, dict[str, float]]:
+        from torch import nn
+
         from nas_plugin.estimators.tabular import _select
         from nas_plugin.models.nb201 import cell_ops
-        from nas_plugin.oneshot.spos import evaluate_path, train_spos
+        from nas_plugin.oneshot.spos import train_spos
         from nas_plugin.supernets.nb201 import NB201Supernet
 
         cell = _select(cfg, self.prefix)
@@ -278,24 +330,13 @@ class SupernetEstimator(Estimator):
             )
 
         supernet, preprocess, data, extra = self.shared_supernet(cfg, identity, build, train)
-        model, metrics = evaluate_path(
-            supernet,
-            preprocess,
-            data,
-            ops,
-            seed=self.seed,
-            finetune_steps=self.finetune_steps,
-            finetune_lr=self.finetune_lr,
-            batch_size=self.batch_size,
-            bn_images=self.bn_images,
-        )
-        return {**metrics, **_test(model, data), **_cost(cfg, model, data)}, extra
+        # As oneshot.spos.evaluate_path builds it (the supernet stays untouched).
+        return nn.Sequential(copy.deepcopy(preprocess), supernet.extract(ops)), data, extra
 
-    def _score_mbconv(self, cfg: Any) -> tuple[dict[str, float], dict[str, float]]:
+    def _extract_mbconv(self, cfg: Any) -> tuple[Any, Any, dict[str, float]]:
         from omegaconf import OmegaConf
         from torch import nn
 
-        from nas_plugin.oneshot.spos import score_inherited
         from nas_plugin.supernets.elastic_mbconv import (
             ElasticConfigError,
             ElasticMBConv,
@@ -348,16 +389,7 @@ class SupernetEstimator(Estimator):
 
         supernet, preprocess, data, extra = self.shared_supernet(cfg, identity, build, train)
         model = nn.Sequential(copy.deepcopy(preprocess), supernet.extract(values)).eval()
-        metrics = score_inherited(
-            model,
-            data,
-            self.seed,
-            self.finetune_steps,
-            self.finetune_lr,
-            self.batch_size,
-            self.bn_images,
-        )
-        return {**metrics, **_test(model, data), **_cost(cfg, model, data)}, extra
+        return model, data, extra
 
     # -- the shared supernet ------------------------------------------------------------------
 
@@ -430,6 +462,12 @@ class SupernetEstimator(Estimator):
         supernet.eval()
         _LOADED[(parent, key)] = (supernet, preprocess, data)
         return supernet, preprocess, data, extra
+
+
+def _set_threads(cfg: Any) -> None:
+    import torch
+
+    torch.set_num_threads(int((cfg.get("train") or {}).get("num_threads", 1)))
 
 
 def _test(model: Any, data: Any) -> dict[str, float]:

@@ -118,10 +118,15 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
 
     # A pruned trial's model is not worth the upload: it is never the one registered.
     if cfg.get("log_model", False) and mlflow.active_run() is not None and not loop.pruned:
-        count = min(INPUT_EXAMPLE_SIZE, len(data.val))
-        example = torch.stack([data.val[i][0] for i in range(count)])
-        log_model(model, example)
+        log_model(model, input_example(data.val))
     return results
+
+
+def input_example(dataset: ImageTensorDataset) -> torch.Tensor:
+    """A few real images of ``dataset`` (raw, as the logged model takes them): the example
+    batch ``log_model`` stores with a model and infers its signature from."""
+    count = min(INPUT_EXAMPLE_SIZE, len(dataset))
+    return torch.stack([dataset[i][0] for i in range(count)])
 
 
 def train(
