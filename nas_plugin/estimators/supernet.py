@@ -31,6 +31,12 @@ together may each train (with the same seed: the same weights) and the last uplo
 trial that trained the supernet logs ``supernet_train_seconds`` and tag ``nas.supernet=trained``;
 the others tag ``nas.supernet=loaded``. Each process keeps the weights in memory after the
 first trial.
+
+No trial logs a model (that would cost more than the trial). At the end of the sweep, the
+sweeper calls :meth:`SupernetEstimator.log_best_model` (if the app's ``log_model`` is true) in
+the trial to register's resumed run: it rebuilds that candidate exactly as its trial scored it
+(same code path, :meth:`SupernetEstimator._candidate`) and logs it, so it is registered as
+``models:/<name>@champion``.
 """
 
 from __future__ import annotations
