@@ -26,6 +26,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from nas_plugin.estimators import make_estimator
+from nas_plugin.estimators.base import Estimator
 from nas_plugin.estimators.hyperband import Hyperband, promote
 from nas_plugin.launchers import prepare_launcher, runs_jobs_in_process
 from nas_plugin.leaderboard import TrialRecord, best_of, progress_line, ranked, render
@@ -661,6 +662,9 @@ class NASSweeperImpl:
         app's ``log_model`` is true. A failure is a warning: the sweep's results stand."""
         end_time = None
         try:
+            estimator = make_estimator(plan.estimator_config)
+            if type(estimator).log_best_model is Estimator.log_best_model:
+                return  # this estimator's trials log their own models (or none at all)
             run = sweep_run.client.get_run(record.run_id)
             if run.data.tags.get(TAG_MODEL_URI):
                 return
@@ -669,7 +673,6 @@ class NASSweeperImpl:
                 return
             with read_write(cfg), open_dict(cfg):
                 del cfg["hydra"]  # as Hydra hands the job its config
-            estimator = make_estimator(plan.estimator_config)
             mlflow.set_tracking_uri(sweep_run.uri)
             # The trial's own run, resumed (it keeps its parent tag), then given back its
             # status and end time: the model lands beside the trial's metrics.
