@@ -66,6 +66,38 @@ def run_app(cwd: Path, script: str, *args: str, timeout: int = 600) -> AppRun:
     return AppRun(cwd, proc)
 
 
+def predict_in_new_process(
+    tracking_uri: str, model_uri: str, inputs, labels, cwd: Path
+) -> tuple[tuple[int, ...], float]:
+    """(output shape, accuracy) of ``model_uri`` loaded with ``mlflow.pyfunc`` in a fresh Python
+    process (nothing of the sweep imported), predicting ``inputs`` against ``labels``."""
+    import json
+
+    import numpy as np
+
+    np.save(cwd / "inputs.npy", np.asarray(inputs, dtype=np.float32))
+    np.save(cwd / "labels.npy", np.asarray(labels))
+    check = (
+        "import json, mlflow, numpy as np\n"
+        f"mlflow.set_tracking_uri({tracking_uri!r})\n"
+        f"model = mlflow.pyfunc.load_model({model_uri!r})\n"
+        "out = np.asarray(model.predict(np.load('inputs.npy')))\n"
+        "hits = out.argmax(1) == np.load('labels.npy')\n"
+        "print(json.dumps([list(out.shape), float(hits.mean())]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", check],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        cwd=cwd,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    shape, accuracy = json.loads(out.stdout.strip().splitlines()[-1])
+    return tuple(shape), accuracy
+
+
 @pytest.fixture
 def write_app(tmp_path: Path):
     """Write a foreign Hydra app (``train.py`` + ``config.yaml``) into a fresh temp dir."""

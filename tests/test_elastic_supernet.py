@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, clean_env, run_app
+from conftest import REPO, predict_in_new_process, run_app
 from omegaconf import OmegaConf
 from timm.layers import get_act_layer
 
@@ -212,27 +210,11 @@ def test_vision_sweep_trains_the_elastic_supernet_once_and_trials_inherit_it(
     assert version.tags["run_id"] == best.info.run_id
     images = torch.stack([data.val[i][0] for i in range(len(data.val))])
     labels = torch.tensor([data.val[i][1] for i in range(len(data.val))])
-    torch.save({"images": images, "labels": labels}, tmp_path / "val.pt")
-    check = (
-        "import mlflow, numpy as np, torch\n"
-        f"mlflow.set_tracking_uri({run.tracking_uri!r})\n"
-        "model = mlflow.pyfunc.load_model('models:/nas-vision-digits@champion')\n"
-        "val = torch.load('val.pt')\n"
-        "logits = np.asarray(model.predict(val['images'].numpy()))\n"
-        "print(logits.shape, float((logits.argmax(1) == val['labels'].numpy()).mean()))\n"
+    shape, accuracy = predict_in_new_process(
+        run.tracking_uri, "models:/nas-vision-digits@champion", images, labels, tmp_path
     )
-    out = subprocess.run(
-        [sys.executable, "-c", check],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        cwd=tmp_path,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
-    shape, accuracy = out.stdout.strip().rsplit(" ", 1)
-    assert shape == f"({len(labels)}, 10)"
-    assert float(accuracy) == pytest.approx(best.data.metrics["val_accuracy"], abs=1e-9)
+    assert shape == (len(labels), 10)
+    assert accuracy == pytest.approx(best.data.metrics["val_accuracy"], abs=1e-9)
 
 
 def _param(text: str) -> object:

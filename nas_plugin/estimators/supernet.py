@@ -228,6 +228,19 @@ class SupernetEstimator(Estimator):
             **common,
         }
 
+    def shrinking_settings(self) -> dict[str, Any]:
+        """The settings of :func:`~nas_plugin.supernets.ofa_training.train_progressive_shrinking`
+        (kind mbconv)."""
+        return {
+            "epochs": self.phase_epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "shrink_lr": self.shrink_lr,
+            "weight_decay": self.weight_decay,
+            "subnets_per_step": self.subnets_per_step,
+            "sort_channels": self.sort_channels,
+        }
+
     def run_job(self, cfg: Any, task_function: Callable[[Any], Any]) -> dict[str, float]:
         """Score the trial's candidate with inherited weights; ``task_function`` never runs."""
         import mlflow
@@ -375,15 +388,7 @@ class SupernetEstimator(Estimator):
             seconds = train_progressive_shrinking(
                 nn.Sequential(preprocess, supernet),
                 data,
-                {
-                    "epochs": self.phase_epochs,
-                    "batch_size": self.batch_size,
-                    "lr": self.lr,
-                    "shrink_lr": self.shrink_lr,
-                    "weight_decay": self.weight_decay,
-                    "subnets_per_step": self.subnets_per_step,
-                    "sort_channels": self.sort_channels,
-                },
+                self.shrinking_settings(),
                 self.seed,
                 on_epoch=lambda phase, epoch, loss: losses.append(loss),
             )

@@ -78,15 +78,7 @@ def main() -> None:
     phases = train_progressive_shrinking(
         nn.Sequential(preprocess, supernet),
         data,
-        {
-            "epochs": estimator.phase_epochs,
-            "batch_size": estimator.batch_size,
-            "lr": estimator.lr,
-            "shrink_lr": estimator.shrink_lr,
-            "weight_decay": estimator.weight_decay,
-            "subnets_per_step": estimator.subnets_per_step,
-            "sort_channels": estimator.sort_channels,
-        },
+        estimator.shrinking_settings(),
         estimator.seed,
     )
     supernet_seconds = time.perf_counter() - start
