@@ -33,18 +33,29 @@ class AppRun:
         return MlflowClient(self.tracking_uri)
 
     def runs(self, experiment: str):
-        """(parent run, child runs sorted by trial number) of the experiment's only sweep."""
-        client = self.client()
-        exp = client.get_experiment_by_name(experiment)
-        assert exp is not None, f"experiment {experiment!r} missing; output:\n{self.output}"
-        runs = client.search_runs([exp.experiment_id], max_results=1000)
-        parents = [r for r in runs if r.data.tags.get("nas.sweep") == "parent"]
-        assert len(parents) == 1, [r.data.tags for r in runs]
-        children = [
-            r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id
-        ]
-        children.sort(key=lambda r: int(r.data.tags["nas.trial"]))
-        return parents[0], children
+        """(parent run, trial runs sorted by trial number) of the experiment's only sweep."""
+        parent, _, trials = sweep_runs(self.client(), experiment, self.output)
+        return parent, trials
+
+
+def sweep_runs(client, experiment: str, output: str = ""):
+    """(parent run, search runs by index then start, trial runs by number) of the experiment's
+    only sweep; search runs are one-shot strategies' (tag ``nas.role=search``)."""
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"experiment {experiment!r} missing; output:\n{output}"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("nas.sweep") == "parent"]
+    assert len(parents) == 1, [r.data.tags for r in runs]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    searches = sorted(
+        (r for r in kids if r.data.tags.get("nas.role") == "search"),
+        key=lambda r: (int(r.data.tags["nas.search_index"]), r.info.start_time),
+    )
+    trials = sorted(
+        (r for r in kids if "nas.trial" in r.data.tags), key=lambda r: int(r.data.tags["nas.trial"])
+    )
+    assert len(searches) + len(trials) == len(kids), [r.data.tags for r in kids]
+    return parents[0], searches, trials
 
 
 def clean_env() -> dict[str, str]:

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, run_app
-from mlflow.tracking import MlflowClient
+from conftest import REPO, run_app, sweep_runs
 
 from nas_plugin.leaderboard import TrialRecord
 from nas_plugin.space import nb201
@@ -20,23 +19,6 @@ from nas_plugin.supernets.nb201 import NB201Supernet, rescale_pairs, two_path_ga
 
 CELL = ("nor_conv_3x3", "none", "avg_pool_3x3", "skip_connect", "nor_conv_1x1", "nor_conv_3x3")
 TINY = ["model.channels=4", "train.epochs=1", "hardware.measure=false"]
-
-
-def _sweep(client: MlflowClient, experiment: str) -> tuple[object, list, list]:
-    """(parent, search runs by index then start, trials by number) of the experiment's sweep."""
-    exp = client.get_experiment_by_name(experiment)
-    assert exp is not None
-    runs = client.search_runs([exp.experiment_id], max_results=100)
-    (parent,) = [r for r in runs if r.data.tags.get("nas.sweep") == "parent"]
-    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    searches = sorted(
-        (r for r in kids if r.data.tags.get("nas.role") == "search"),
-        key=lambda r: (int(r.data.tags["nas.search_index"]), r.info.start_time),
-    )
-    trials = sorted(
-        (r for r in kids if "nas.trial" in r.data.tags), key=lambda r: int(r.data.tags["nas.trial"])
-    )
-    return parent, searches, trials
 
 
 def _cell(run) -> tuple[str, ...]:
@@ -66,7 +48,7 @@ def test_searches_run_independently_each_linked_to_its_trial_and_resume(
     result = run_app(tmp_path, *args)
     assert result.proc.returncode == 0, result.output
     client = result.client()
-    parent, searches, trials = _sweep(client, "best-of-searches")
+    parent, searches, trials = sweep_runs(client, "best-of-searches")
     # Two searches, seeded app seed + 0 and + 1, each a finished run with its own cell...
     assert [s.data.tags["nas.search_index"] for s in searches] == ["0", "1"]
     assert [s.data.params["search.seed"] for s in searches] == ["0", "1"]
@@ -91,7 +73,7 @@ def test_searches_run_independently_each_linked_to_its_trial_and_resume(
     again = run_app(tmp_path, *args)
     assert again.proc.returncode == 0, again.output
     assert "Resuming: 1 of 2 searches are recorded and reused; 1 to run." in again.output
-    parent2, searches2, trials2 = _sweep(client, "best-of-searches")
+    parent2, searches2, trials2 = sweep_runs(client, "best-of-searches")
     assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
     # Search 0 was not run again; search 1 was (its killed run kept, marked interrupted) and,
     # with the same seed, derived the same cell.

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_app
-from mlflow.tracking import MlflowClient
+from conftest import REPO, run_app, sweep_runs
 
 from nas_plugin.estimators import EstimatorError, make_estimator
 from nas_plugin.models.nb201 import NB201Network
@@ -72,19 +71,6 @@ def test_one_shot_strategies_and_supernet_estimator_reject_bad_config() -> None:
         make_estimator({"name": "supernet", "epochs": 0})
 
 
-def _children(client: MlflowClient, experiment: str) -> tuple[object, list, list]:
-    exp = client.get_experiment_by_name(experiment)
-    assert exp is not None
-    runs = client.search_runs([exp.experiment_id], max_results=100)
-    (parent,) = [r for r in runs if r.data.tags.get("nas.sweep") == "parent"]
-    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    search = [r for r in kids if r.data.tags.get("nas.role") == "search"]
-    trials = sorted(
-        (r for r in kids if "nas.trial" in r.data.tags), key=lambda r: int(r.data.tags["nas.trial"])
-    )
-    return parent, search, trials
-
-
 # darts (second order, searches=2, resume): tests/test_oneshot.py
 @pytest.mark.parametrize(
     ("strategy", "options"),
@@ -110,7 +96,7 @@ def test_search_job_then_derived_architecture_trained_as_a_linked_trial(
     )
     assert result.proc.returncode == 0, result.output
     client = result.client()
-    parent, search, trials = _children(client, "oneshot")
+    parent, search, trials = sweep_runs(client, "oneshot")
     assert len(search) == 1 and len(trials) == 1, result.output
     search_run, trial = search[0], trials[0]
     arch = search_run.data.params["derived_arch"]
@@ -169,7 +155,7 @@ def test_supernet_estimator_trains_once_and_workers_inherit_its_weights(tmp_path
     )
     assert result.proc.returncode == 0, result.output
     client = result.client()
-    parent, _, trials = _children(client, "spos")
+    parent, _, trials = sweep_runs(client, "spos")
     assert [t.data.tags["nas.status"] for t in trials] == ["ok"] * 4, result.output
     # Two worker processes started together; the lock let exactly one of them train.
     sources = sorted(t.data.tags["nas.supernet"] for t in trials)
