@@ -21,7 +21,7 @@ The reduction block between stages is a ResNet basic block with stride 2 whose s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -101,6 +101,34 @@ class ResidualReduction(nn.Module):
         return self.conv_b(self.conv_a(x)) + self.shortcut(x)
 
 
+def build_skeleton(
+    net: nn.Module,
+    channels: int,
+    cells_per_stage: int,
+    num_classes: int,
+    in_chans: int,
+    make_cell: Callable[[int], nn.Module],
+) -> None:
+    """Give ``net`` the NB201 skeleton (``stem``, ``cells``, ``head``, ``classifier``) with
+    ``make_cell(width)`` as every cell: the stand-alone network and the supernet share it, so
+    their weights have the same names."""
+    net.stem = nn.Sequential(
+        nn.Conv2d(in_chans, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+    )
+    layers: list[nn.Module] = []
+    width = channels
+    for stage in range(STAGES):
+        if stage > 0:
+            layers.append(ResidualReduction(width, width * 2))
+            width *= 2
+        layers.extend(make_cell(width) for _ in range(cells_per_stage))
+    net.cells = nn.Sequential(*layers)
+    net.head = nn.Sequential(
+        nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    )
+    net.classifier = nn.Linear(width, num_classes)
+
+
 class NB201Network(nn.Module):
     """The NB201 skeleton around one cell, repeated ``cells_per_stage`` times per stage."""
 
@@ -114,21 +142,9 @@ class NB201Network(nn.Module):
     ) -> None:
         super().__init__()
         self.ops = tuple(ops)
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+        build_skeleton(
+            self, channels, cells_per_stage, num_classes, in_chans, lambda c: NB201Cell(self.ops, c)
         )
-        layers: list[nn.Module] = []
-        width = channels
-        for stage in range(STAGES):
-            if stage > 0:
-                layers.append(ResidualReduction(width, width * 2))
-                width *= 2
-            layers.extend(NB201Cell(self.ops, width) for _ in range(cells_per_stage))
-        self.cells = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()
-        )
-        self.classifier = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.head(self.cells(self.stem(x))))

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nas_plugin.models.nb201 import STAGES, NB201Network, ResidualReduction, make_op
+from nas_plugin.models.nb201 import NB201Network, build_skeleton, make_op
 from nas_plugin.space.nb201 import EDGE_KEYS, EDGES, OPS
 
 # The operations with a module (``none`` contributes zero and has no weights).
@@ -95,21 +95,7 @@ class NB201Supernet(nn.Module):
         super().__init__()
         self.channels, self.cells_per_stage = channels, cells_per_stage
         self.num_classes, self.in_chans = num_classes, in_chans
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
-        )
-        layers: list[nn.Module] = []
-        width = channels
-        for stage in range(STAGES):
-            if stage > 0:
-                layers.append(ResidualReduction(width, width * 2))
-                width *= 2
-            layers.extend(SuperCell(width) for _ in range(cells_per_stage))
-        self.cells = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten()
-        )
-        self.classifier = nn.Linear(width, num_classes)
+        build_skeleton(self, channels, cells_per_stage, num_classes, in_chans, SuperCell)
 
     def forward(
         self,
