@@ -179,8 +179,9 @@ def test_vision_sweep_trains_the_elastic_supernet_once_and_trials_inherit_it(
 
     # The artifact alone reproduces a trial's score: rebuild the supernet of the stock space,
     # load the weights, extract the trial's candidate, score it as the trial did.
-    from nas_plugin.oneshot.data import task_key, vision_data
+    from nas_plugin.oneshot.data import vision_data
     from nas_plugin.oneshot.spos import score_inherited
+    from nas_plugin.tasks.vision_data import task_key
 
     state = torch.load(
         client.download_artifacts(parent.info.run_id, weights[0], str(tmp_path)),

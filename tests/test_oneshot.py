@@ -153,7 +153,8 @@ def test_searches_deriving_one_cell_share_one_trial_and_recorded_searches_are_re
 
 
 def _digits_batches(n: int = 2, size: int = 32) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    from nas_plugin.oneshot.data import loader, task_key, vision_data
+    from nas_plugin.oneshot.data import loader, vision_data
+    from nas_plugin.tasks.vision_data import task_key
 
     task = {"name": "digits", "dataset": "digits", "resolution": 16, "val_fraction": 0.15,
             "test_fraction": 0.15, "split_seed": 0}  # fmt: skip

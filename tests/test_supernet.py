@@ -179,8 +179,9 @@ def test_supernet_estimator_trains_once_and_workers_inherit_its_weights(tmp_path
 def test_latency_term_from_the_cpu_lookup_table_steers_the_search_to_cheap_cells(
     method: str, tmp_path: Path
 ) -> None:
-    from nas_plugin.oneshot.data import task_key, vision_data
+    from nas_plugin.oneshot.data import vision_data
     from nas_plugin.oneshot.search import SearchSettings, search
+    from nas_plugin.tasks.vision_data import task_key
 
     torch.set_num_threads(1)
     task = {"name": "digits", "dataset": "digits", "resolution": 16, "val_fraction": 0.15,

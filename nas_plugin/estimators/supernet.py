@@ -406,7 +406,7 @@ class SupernetEstimator(Estimator):
 
     def key(self, cfg: Any, identity: Mapping[str, Any]) -> str:
         """Hash of what the weights depend on: settings, task, training fraction, model."""
-        from nas_plugin.oneshot.data import task_key
+        from nas_plugin.tasks.vision_data import task_key
 
         train_cfg = cfg.get("train") or {}
         text = json.dumps(
@@ -441,7 +441,8 @@ class SupernetEstimator(Estimator):
         from mlflow.tracking import MlflowClient
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-        from nas_plugin.oneshot.data import task_key, vision_data
+        from nas_plugin.oneshot.data import vision_data
+        from nas_plugin.tasks.vision_data import task_key
 
         active = mlflow.active_run()
         parent = active.data.tags.get(MLFLOW_PARENT_RUN_ID) if active is not None else None

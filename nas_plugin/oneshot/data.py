@@ -5,36 +5,21 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
-from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from nas_plugin.tasks.vision import Preprocess, channel_stats
-from nas_plugin.tasks.vision_data import ImageTensorDataset, VisionData, load_vision_data
-
-
-def task_key(task_cfg: Any) -> str:
-    """A canonical JSON text of ``cfg.task`` (a cache key)."""
-    plain = (
-        OmegaConf.to_container(task_cfg, resolve=True)
-        if OmegaConf.is_config(task_cfg)
-        else task_cfg
-    )
-    if not isinstance(plain, Mapping):
-        raise ValueError(f"task = {task_cfg!r} is not allowed: expected a mapping")
-    return json.dumps(plain, sort_keys=True, default=str)
+from nas_plugin.tasks.vision_data import ImageTensorDataset, VisionData, cached_vision_data
 
 
 @functools.lru_cache(maxsize=2)
 def vision_data(key: str, train_fraction: float, seed: int) -> tuple[VisionData, Preprocess]:
-    """The task's splits and the trial's preprocessing (resize + normalise) module."""
-    task = json.loads(key)
-    data = load_vision_data(task, train_fraction, seed)
+    """The task's splits (``key``: :func:`~nas_plugin.tasks.vision_data.task_key`) and the
+    trial's preprocessing (resize + normalise) module."""
+    data = cached_vision_data(key, train_fraction, seed)
     mean, std = channel_stats(data.train)
-    return data, Preprocess(int(task["resolution"]), mean, std)
+    return data, Preprocess(int(json.loads(key)["resolution"]), mean, std)
 
 
 def halves(train: ImageTensorDataset, seed: int) -> tuple[ImageTensorDataset, ImageTensorDataset]:

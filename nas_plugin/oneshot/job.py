@@ -142,9 +142,10 @@ def run_search(
     the training subset. Logs to the active run; returns the derived cell."""
     import torch
 
-    from nas_plugin.oneshot.data import task_key, vision_data
+    from nas_plugin.oneshot.data import vision_data
     from nas_plugin.oneshot.search import SearchSettings, search
     from nas_plugin.space.nb201 import EDGE_KEYS
+    from nas_plugin.tasks.vision_data import task_key
 
     train_cfg = cfg.get("train") or {}
     torch.set_num_threads(int(train_cfg.get("num_threads", 1)))

@@ -8,6 +8,8 @@ only, so all trials of a sweep are scored on the same images.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +85,25 @@ def load_vision_data(
     if train_fraction < 1.0:
         data.train = _subsample(data.train, train_fraction, seed, data.num_classes)
     return data
+
+
+def task_key(task_cfg: Any) -> str:
+    """A canonical JSON text of ``cfg.task`` (the key of :func:`cached_vision_data`)."""
+    plain = (
+        OmegaConf.to_container(task_cfg, resolve=True)
+        if OmegaConf.is_config(task_cfg)
+        else task_cfg
+    )
+    if not isinstance(plain, Mapping):
+        raise ValueError(f"task = {task_cfg!r} is not allowed: expected a mapping")
+    return json.dumps(plain, sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=2)
+def cached_vision_data(key: str, train_fraction: float = 1.0, seed: int = 0) -> VisionData:
+    """:func:`load_vision_data` of the task ``key`` (:func:`task_key`), loaded once per process:
+    a pre-screen, a supernet or a search uses the same data many times. Do not modify it."""
+    return load_vision_data(json.loads(key), train_fraction, seed)
 
 
 def _load_digits(task_cfg: Mapping[str, Any]) -> VisionData:

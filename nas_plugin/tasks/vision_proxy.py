@@ -6,19 +6,14 @@ train, with the same initial weights, and draws minibatches of raw training imag
 
 from __future__ import annotations
 
-import functools
-import json
-from collections.abc import Mapping
-from typing import Any
-
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from nas_plugin.models import build_model
 from nas_plugin.tasks.training import seed_everything
 from nas_plugin.tasks.vision import Preprocess, channel_stats
-from nas_plugin.tasks.vision_data import VisionData, load_vision_data
+from nas_plugin.tasks.vision_data import cached_vision_data, task_key
 
 
 def proxy_inputs(
@@ -36,9 +31,10 @@ def proxy_inputs(
     train_cfg = cfg.get("train") or {}
     torch.set_num_threads(int(train_cfg.get("num_threads", 1)))
     trial_seed = int(cfg.seed)
-    data, mean, std = _cached_data(
-        _task_key(cfg.task), float(train_cfg.get("train_fraction", 1.0)), trial_seed
+    data = cached_vision_data(
+        task_key(cfg.task), float(train_cfg.get("train_fraction", 1.0)), trial_seed
     )
+    mean, std = channel_stats(data.train)
     # The trial seeds, loads its data (which draws nothing from torch's generator), then builds:
     # seeding right before building gives the trial's initial weights.
     seed_everything(trial_seed)
@@ -56,25 +52,3 @@ def proxy_inputs(
     images = torch.stack([data.train[i][0] for i in chosen])
     labels = data.train.labels[chosen]
     return model, list(images.split(batch_size)), list(labels.split(batch_size))
-
-
-def _task_key(task_cfg: Any) -> str:
-    plain = (
-        OmegaConf.to_container(task_cfg, resolve=True)
-        if OmegaConf.is_config(task_cfg)
-        else task_cfg
-    )
-    if not isinstance(plain, Mapping):
-        raise ValueError(f"task = {task_cfg!r} is not allowed: expected a mapping")
-    return json.dumps(plain, sort_keys=True, default=str)
-
-
-@functools.lru_cache(maxsize=2)
-def _cached_data(
-    task_key: str, train_fraction: float, seed: int
-) -> tuple[VisionData, torch.Tensor, torch.Tensor]:
-    """The task's splits and channel statistics, loaded once per process: a pre-screen or a
-    correlation report builds many models on the same data."""
-    data = load_vision_data(json.loads(task_key), train_fraction, seed)
-    mean, std = channel_stats(data.train)
-    return data, mean, std

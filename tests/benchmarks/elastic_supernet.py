@@ -48,13 +48,14 @@ def main() -> None:
     from torch import nn
 
     from nas_plugin.estimators import make_estimator
-    from nas_plugin.oneshot.data import task_key, vision_data
+    from nas_plugin.oneshot.data import vision_data
     from nas_plugin.oneshot.spos import score_inherited
     from nas_plugin.space import SearchSpace
     from nas_plugin.supernets.elastic_mbconv import ElasticMBConv, ElasticSpace
     from nas_plugin.supernets.ofa_training import train_progressive_shrinking
     from nas_plugin.sweep_config import format_value
     from nas_plugin.tasks.vision import run_vision_trial
+    from nas_plugin.tasks.vision_data import task_key
 
     torch.set_num_threads(1)
     conf = REPO / "conf"

@@ -33,12 +33,13 @@ import torch
 from omegaconf import OmegaConf
 from scipy.stats import kendalltau, spearmanr
 
-from nas_plugin.oneshot.data import task_key, vision_data
+from nas_plugin.oneshot.data import vision_data
 from nas_plugin.oneshot.search import SearchSettings, search
 from nas_plugin.oneshot.spos import evaluate_path, train_spos
 from nas_plugin.space.nb201 import EDGE_KEYS, to_arch_str
 from nas_plugin.supernets.nb201 import NB201Supernet, sample_path
 from nas_plugin.tasks.vision import run_vision_trial
+from nas_plugin.tasks.vision_data import task_key
 
 TASK = {
     "name": "digits",
