@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
+import numpy as np
 import pytest
-from conftest import clean_env, run_app
+from conftest import predict_in_new_process, run_app
 
 pytestmark = pytest.mark.e2e
 
@@ -135,22 +134,10 @@ def test_foreign_app_trials_land_in_mlflow_and_best_model_is_registered(write_ap
     assert version.tags["run_id"] == best.info.run_id
     assert float(version.tags["metric.score"]) == pytest.approx(best.data.metrics["score"])
     # The registered model loads and predicts in a fresh process.
-    check = (
-        "import mlflow, numpy as np;"
-        f"mlflow.set_tracking_uri({result.tracking_uri!r});"
-        "m = mlflow.pyfunc.load_model('models:/foreign-best@champion');"
-        "print(np.asarray(m.predict(np.ones((5, 4), dtype=np.float32))).shape)"
+    shape, _ = predict_in_new_process(
+        result.tracking_uri, "models:/foreign-best@champion", np.ones((5, 4)), np.zeros(5), cwd
     )
-    out = subprocess.run(
-        [sys.executable, "-c", check],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        cwd=cwd,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().endswith("(5, 3)")
+    assert shape == (5, 3)
 
 
 def test_failing_nan_and_non_numeric_trials_are_recorded_and_the_sweep_goes_on(write_app):
