@@ -182,9 +182,9 @@ class NASSweeperImpl:
         )
         prepare_launcher(self.launcher)
         log.info(
-            "NAS sweep: %d trials, strategy=%s, search_space=%s (%s candidates), estimator=%s, "
+            "NAS sweep: %s, strategy=%s, search_space=%s (%s candidates), estimator=%s, "
             "MLflow %s, experiment '%s', parent run %s",
-            plan.n_trials,
+            _budget_text(plan.n_trials, strategy),
             strategy.name,
             plan.search_space_name,
             _size_text(plan.space.size()),
@@ -866,6 +866,14 @@ def _parent_params(plan: SweepPlan, strategy: Strategy) -> dict[str, Any]:
     params.update({f"estimator.{k}": v for k, v in plan.estimator.describe().items()})
     params.update({f"pruner.{k}" if k != "name" else "pruner": v for k, v in plan.pruner.items()})
     return params
+
+
+def _budget_text(n_trials: int, strategy: Strategy) -> str:
+    """``40 trials``; for a one-shot strategy ``2 searches, then at most 40 trials``."""
+    if getattr(strategy, "needs_search", False):
+        searches = strategy.options.searches  # type: ignore[attr-defined]
+        return f"{searches} search{'es' if searches > 1 else ''}, then at most {n_trials} trials"
+    return f"{n_trials} trials"
 
 
 def _size_text(size: float) -> str:

@@ -47,6 +47,7 @@ def test_searches_run_independently_each_linked_to_its_trial_and_resume(
     ]
     result = run_app(tmp_path, *args)
     assert result.proc.returncode == 0, result.output
+    assert "NAS sweep: 2 searches, then at most 100 trials, strategy=darts" in result.output
     client = result.client()
     parent, searches, trials = sweep_runs(client, "best-of-searches")
     # Two searches, seeded app seed + 0 and + 1, each a finished run with its own cell...
