@@ -245,7 +245,9 @@ class SupernetEstimator(Estimator):
         """Score the trial's candidate with inherited weights; ``task_function`` never runs."""
         import mlflow
 
-        _set_threads(cfg)
+        from nas_plugin.tasks.training import set_threads
+
+        set_threads(cfg.get("train"))
         start = time.perf_counter()
         model, data, metrics, extra = self._candidate(cfg)
         metrics = {**metrics, **_test(model, data), **_cost(cfg, model, data)}
@@ -261,11 +263,12 @@ class SupernetEstimator(Estimator):
         import mlflow
         import torch
 
+        from nas_plugin.tasks.training import set_threads
         from nas_plugin.tasks.vision import input_example
         from nas_plugin.tracking.model_logging import log_model
 
         previous = torch.get_num_threads()  # this runs in the sweeper's process
-        _set_threads(cfg)
+        set_threads(cfg.get("train"))
         try:
             model, data, metrics, _ = self._candidate(cfg)
             log_model(model, input_example(data.val))
@@ -476,12 +479,6 @@ class SupernetEstimator(Estimator):
         return supernet, preprocess, data, extra
 
 
-def _set_threads(cfg: Any) -> None:
-    import torch
-
-    torch.set_num_threads(int((cfg.get("train") or {}).get("num_threads", 1)))
-
-
 def _test(model: Any, data: Any) -> dict[str, float]:
     from nas_plugin.tasks.vision import evaluate
 
@@ -493,17 +490,12 @@ def _cost(cfg: Any, model: Any, data: Any) -> dict[str, float]:
     """The extracted model's hardware cost, as a trained trial measures it (``hardware.*``
     of the app's config; nothing without ``hardware.measure: true``): multi-objective
     searches over accuracy and latency work on inherited weights too."""
-    from nas_plugin.hardware.cost import measure_cost
+    from nas_plugin.hardware.cost import measure_configured_cost
 
     hardware = cfg.get("hardware") or {}
     if not hardware.get("measure", False):
         return {}
-    return measure_cost(
-        model,
-        data.image_shape,
-        latency_repeats=int(hardware.get("latency_repeats", 30)),
-        warmup=int(hardware.get("latency_warmup", 5)),
-    )
+    return measure_configured_cost(model, data.image_shape, hardware)
 
 
 def _build_largest(space: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,6 +15,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 MIB = 2**20
+
+
+def measure_configured_cost(
+    model: nn.Module, input_shape: tuple[int, ...], hardware: Mapping[str, Any]
+) -> dict[str, float]:
+    """:func:`measure_cost` with the repeats of an app's ``hardware`` config section
+    (``latency_repeats``, default 30; ``latency_warmup``, default 5)."""
+    return measure_cost(
+        model,
+        input_shape,
+        latency_repeats=int(hardware.get("latency_repeats", 30)),
+        warmup=int(hardware.get("latency_warmup", 5)),
+    )
 
 
 def measure_cost(

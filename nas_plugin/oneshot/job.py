@@ -140,15 +140,14 @@ def run_search(
     """Search on the job's task with its model size (``model.channels``,
     ``model.cells_per_stage``); ``seed`` (default: the app's) seeds the search, the app's seed
     the training subset. Logs to the active run; returns the derived cell."""
-    import torch
-
     from nas_plugin.oneshot.data import vision_data
     from nas_plugin.oneshot.search import SearchSettings, search
     from nas_plugin.space.nb201 import EDGE_KEYS
+    from nas_plugin.tasks.training import set_threads
     from nas_plugin.tasks.vision_data import task_key
 
     train_cfg = cfg.get("train") or {}
-    torch.set_num_threads(int(train_cfg.get("num_threads", 1)))
+    set_threads(train_cfg)
     data, preprocess = vision_data(
         task_key(cfg.task), float(train_cfg.get("train_fraction", 1.0)), int(cfg.seed)
     )

@@ -50,6 +50,7 @@ from nas_plugin.supernets.ofa_training import (
     train_progressive_shrinking,
     wrap,
 )
+from nas_plugin.tasks.training import set_threads
 from nas_plugin.tasks.vision import evaluate as evaluate_model
 from nas_plugin.tasks.vision import train
 from nas_plugin.tasks.vision_data import VisionData, load_vision_data
@@ -187,7 +188,7 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
     """
     check_config(cfg)
     seed = int(cfg.seed)
-    torch.set_num_threads(int(cfg.train.get("num_threads", 1)))
+    set_threads(cfg.train)
     torch.manual_seed(seed)
     data = load_vision_data(cfg.task, float(cfg.train.get("train_fraction", 1.0)), seed)
     choices = cfg.supernet

@@ -21,12 +21,12 @@ from sklearn.metrics import f1_score
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from nas_plugin.hardware.cost import measure_cost
+from nas_plugin.hardware.cost import measure_configured_cost
 from nas_plugin.models.transformer import build_transformer, resolve_architecture
 from nas_plugin.pruning import EpochLoop
 from nas_plugin.tasks.text_data import TextSplit, load_text_data
 from nas_plugin.tasks.tokenizer import LoadedTokenizer, load_tokenizer
-from nas_plugin.tasks.training import make_optimizer, seed_everything
+from nas_plugin.tasks.training import make_optimizer, seed_everything, set_threads
 from nas_plugin.tracking.text_model import log_text_model
 
 EVAL_BATCH_SIZE = 256
@@ -118,7 +118,7 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
             "select model=transformer"
         )
     arch = resolve_architecture(cfg.model)
-    torch.set_num_threads(int(train_cfg.get("num_threads", 1)))
+    set_threads(train_cfg)
 
     data = load_text_data(cfg.task, float(train_cfg.get("train_fraction", 1.0)), seed)
     loaded = load_tokenizer(cfg.task.get("tokenizer") or {}, data.train.texts)
@@ -145,11 +145,8 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
                 f"model.max_length = {arch.max_length}"
             )
         with _frozen(model):
-            cost = measure_cost(
-                RandomTokenClassifier(model, len(tokenizer)),
-                (seq_length,),
-                latency_repeats=int(hardware.get("latency_repeats", 30)),
-                warmup=int(hardware.get("latency_warmup", 5)),
+            cost = measure_configured_cost(
+                RandomTokenClassifier(model, len(tokenizer)), (seq_length,), hardware
             )
         results.update(cost)
     else:

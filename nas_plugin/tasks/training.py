@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -11,6 +13,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 OPTIMIZERS = ("adamw", "sgd")
+
+
+def set_threads(train_cfg: Mapping[str, Any] | None) -> None:
+    """Use ``train.num_threads`` torch threads (default 1: trials run side by side, one core
+    each)."""
+    torch.set_num_threads(int((train_cfg or {}).get("num_threads", 1)))
 
 
 def seed_everything(seed: int) -> None:

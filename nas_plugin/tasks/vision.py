@@ -17,10 +17,10 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from nas_plugin.hardware.cost import measure_cost
+from nas_plugin.hardware.cost import measure_configured_cost
 from nas_plugin.models import build_model
 from nas_plugin.pruning import EpochLoop
-from nas_plugin.tasks.training import make_optimizer, seed_everything
+from nas_plugin.tasks.training import make_optimizer, seed_everything, set_threads
 from nas_plugin.tasks.vision_data import ImageTensorDataset, VisionData, load_vision_data
 from nas_plugin.tracking.model_logging import log_model
 
@@ -82,7 +82,7 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
             f"train.epochs = {epochs}, train.batch_size = {batch_size}, train.lr = {lr}: "
             "expected epochs >= 1, batch_size >= 1 and lr > 0"
         )
-    torch.set_num_threads(int(train_cfg.get("num_threads", 1)))
+    set_threads(train_cfg)
 
     data = load_vision_data(cfg.task, float(train_cfg.get("train_fraction", 1.0)), seed)
     net = build_model(cfg.model, data.num_classes, data.in_chans)
@@ -92,14 +92,7 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
     results: dict[str, float] = {}
     hardware = cfg.get("hardware") or {}
     if hardware.get("measure", True):
-        results.update(
-            measure_cost(
-                model,
-                data.image_shape,
-                latency_repeats=int(hardware.get("latency_repeats", 30)),
-                warmup=int(hardware.get("latency_warmup", 5)),
-            )
-        )
+        results.update(measure_configured_cost(model, data.image_shape, hardware))
     else:
         results["params"] = float(sum(p.numel() for p in model.parameters()))
 

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from nas_plugin.models import build_model
-from nas_plugin.tasks.training import seed_everything
+from nas_plugin.tasks.training import seed_everything, set_threads
 from nas_plugin.tasks.vision import Preprocess, channel_stats
 from nas_plugin.tasks.vision_data import cached_vision_data, task_key
 
@@ -29,7 +29,7 @@ def proxy_inputs(
     if batch_size < 1 or batches < 1:
         raise ValueError(f"batch_size = {batch_size}, batches = {batches}: expected >= 1 each")
     train_cfg = cfg.get("train") or {}
-    torch.set_num_threads(int(train_cfg.get("num_threads", 1)))
+    set_threads(train_cfg)
     trial_seed = int(cfg.seed)
     data = cached_vision_data(
         task_key(cfg.task), float(train_cfg.get("train_fraction", 1.0)), trial_seed
