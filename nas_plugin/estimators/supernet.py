@@ -138,7 +138,11 @@ class SupernetEstimator(Estimator):
         self.prefix = prefix
         self.cache_dir = cache_dir
         self.choices = None if choices is None else {k: list(v) for k, v in choices.items()}
-        self.base_model = None if base_model is None else _container(base_model)
+        self.base_model = None
+        if base_model is not None:
+            from nas_plugin.supernets.elastic_mbconv import plain_config
+
+            self.base_model = plain_config(base_model)
 
     @classmethod
     def from_config(cls, options: Mapping[str, Any]) -> SupernetEstimator:
@@ -526,14 +530,6 @@ def _upload(client: Any, run_id: str, key: str, supernet: Any, info: dict[str, A
         client.log_artifact(run_id, str(Path(folder) / f"{key}.json"), ARTIFACT_DIR)
         torch.save(supernet.state_dict(), Path(folder) / f"{key}.pt")
         client.log_artifact(run_id, str(Path(folder) / f"{key}.pt"), ARTIFACT_DIR)
-
-
-def _container(value: Any) -> Any:
-    from omegaconf import OmegaConf
-
-    if OmegaConf.is_config(value):
-        return OmegaConf.to_container(value, resolve=True)
-    return copy.deepcopy(dict(value))
 
 
 def _value(value: Any) -> Any:

@@ -204,7 +204,7 @@ class ElasticSpace:
 
     def model_config(self, arch: Mapping[str, Any] | Encoding) -> dict[str, Any]:
         """The ``model`` config (as in ``conf/model/mbconv.yaml``) of a subnet."""
-        cfg = _to_dict(self.model_cfg)
+        cfg = plain_config(self.model_cfg)
         for key, value in self.values(arch).items():
             parts = key.split(".")
             target = cfg if len(parts) == 2 else cfg["stages"][parts[2]]
@@ -476,12 +476,10 @@ def _check_values(key: str, values: Sequence[Any], ok: Any, allowed: Any) -> tup
     return tuple(sorted(set(values)))
 
 
-def _to_dict(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    try:
-        from omegaconf import DictConfig, OmegaConf
+def plain_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A model config as a plain, independent dict (an OmegaConf node resolved)."""
+    from omegaconf import DictConfig, OmegaConf
 
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     return copy.deepcopy(dict(cfg))
