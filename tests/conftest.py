@@ -109,6 +109,22 @@ def predict_in_new_process(
     return tuple(shape), accuracy
 
 
+def perturb_supernet(net) -> None:
+    """Give an elastic supernet non-trivial weights in place: random kernel transforms and
+    BatchNorm statistics and affines (fresh ones are identities, which hide slicing bugs)."""
+    import torch
+
+    with torch.no_grad():
+        for transform in net.transforms.values():
+            transform.add_(0.1 * torch.randn_like(transform))
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_()
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.normal_()
+                module.bias.normal_()
+
+
 @pytest.fixture
 def write_app(tmp_path: Path):
     """Write a foreign Hydra app (``train.py`` + ``config.yaml``) into a fresh temp dir."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, predict_in_new_process, run_app
+from conftest import REPO, perturb_supernet, predict_in_new_process, run_app
 from omegaconf import OmegaConf
 from timm.layers import get_act_layer
 
@@ -34,15 +34,7 @@ def test_every_candidate_of_the_mbconv_space_is_a_slice_of_the_supernet() -> Non
     space = ElasticSpace.from_choices(MODEL_CFG, _space_choices())
     torch.manual_seed(0)
     supernet = ElasticMBConv(space, num_classes=10, in_chans=1)
-    with torch.no_grad():
-        for transform in supernet.transforms.values():
-            transform.add_(0.1 * torch.randn_like(transform))
-        for module in supernet.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_()
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.normal_()
-                module.bias.normal_()
+    perturb_supernet(supernet)
     search = space.search_space()
     rng = random.Random(0)
     images = torch.rand(4, 1, 16, 16)

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import REPO, clean_env, run_app
+from conftest import REPO, clean_env, perturb_supernet, run_app
 from omegaconf import OmegaConf
 
 from nas_plugin.supernets.elastic_mbconv import ElasticConfigError, ElasticMBConv, ElasticSpace
@@ -23,15 +23,7 @@ def supernet() -> ElasticMBConv:
     """A supernet with non-trivial weights: random BN statistics and kernel transforms."""
     torch.manual_seed(0)
     net = ElasticMBConv(ElasticSpace(MODEL_CFG), num_classes=10, in_chans=1)
-    with torch.no_grad():
-        for transform in net.transforms.values():
-            transform.add_(0.1 * torch.randn_like(transform))
-        for module in net.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.normal_()
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.normal_()
-                module.bias.normal_()
+    perturb_supernet(net)
     return net.eval()
 
 
