@@ -3,25 +3,38 @@
 The trained network is wrapped with its own preprocessing (resize to ``task.resolution``,
 normalise with the training split's statistics), so the measured and logged model takes raw
 images in [0, 1] at the dataset's native resolution.
+
+Training, BatchNorm re-estimation and evaluation run on ``train.device`` at ``train.precision``
+(:class:`~nas_plugin.hardware.device.Runtime`), reading batches through the task's DataLoaders
+(:meth:`~nas_plugin.tasks.vision_data.VisionData.loader`); the logged model is moved to the CPU
+first, so it loads on any machine.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 
 import mlflow
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from nas_plugin.hardware.cost import measure_configured_cost
+from nas_plugin.hardware.device import Runtime, on_cpu
 from nas_plugin.models import build_model
 from nas_plugin.pruning import EpochLoop
 from nas_plugin.tasks.training import make_optimizer, seed_everything, set_threads
-from nas_plugin.tasks.vision_data import ImageTensorDataset, VisionData, load_vision_data
+from nas_plugin.tasks.vision_data import (
+    STATS_IMAGES,
+    ImageDataset,
+    ImageTensorDataset,
+    VisionData,
+    load_vision_data,
+)
 from nas_plugin.tracking.model_logging import log_model
 
 EVAL_BATCH_SIZE = 512
@@ -83,11 +96,14 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
             "expected epochs >= 1, batch_size >= 1 and lr > 0"
         )
     set_threads(train_cfg)
+    runtime = Runtime.from_config(train_cfg)
+    if mlflow.active_run() is not None:
+        mlflow.set_tags(runtime.describe())
 
     data = load_vision_data(cfg.task, float(train_cfg.get("train_fraction", 1.0)), seed)
     net = build_model(cfg.model, data.num_classes, data.in_chans)
-    mean, std = channel_stats(data.train)
-    model = nn.Sequential(Preprocess(int(cfg.task.resolution), mean, std), net)
+    mean, std = channel_stats(data.train, loader=data.loader)
+    model = runtime.prepare(nn.Sequential(Preprocess(int(cfg.task.resolution), mean, std), net))
 
     results: dict[str, float] = {}
     hardware = cfg.get("hardware") or {}
@@ -97,8 +113,12 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
         results["params"] = float(sum(p.numel() for p in model.parameters()))
 
     loop = EpochLoop(epochs)
-    train_loss, val_loss, val_accuracy, seconds = train(model, data, train_cfg, seed, loop)
-    test_loss, test_accuracy = evaluate(model, data.test)
+    train_loss, val_loss, val_accuracy, seconds = train(
+        model, data, train_cfg, seed, loop, runtime=runtime
+    )
+    test_loss, test_accuracy = evaluate(
+        model, data.loader(data.test, EVAL_BATCH_SIZE), runtime=runtime
+    )
     results.update(
         val_accuracy=val_accuracy,
         val_loss=val_loss,
@@ -111,11 +131,12 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
 
     # A pruned trial's model is not worth the upload: it is never the one registered.
     if cfg.get("log_model", False) and mlflow.active_run() is not None and not loop.pruned:
-        log_model(model, input_example(data.val))
+        with on_cpu(model):  # loads and predicts on a CPU-only machine too
+            log_model(model, input_example(data.val))
     return results
 
 
-def input_example(dataset: ImageTensorDataset) -> torch.Tensor:
+def input_example(dataset: ImageDataset) -> torch.Tensor:
     """A few real images of ``dataset`` (raw, as the logged model takes them): the example
     batch ``log_model`` stores with a model and infers its signature from."""
     count = min(INPUT_EXAMPLE_SIZE, len(dataset))
@@ -128,12 +149,17 @@ def train(
     train_cfg: DictConfig,
     seed: int,
     loop: EpochLoop | None = None,
+    *,
+    runtime: Runtime | None = None,
 ) -> tuple[float, float, float, float]:
     """Train ``model`` in place on ``data.train`` with the vision trial's loop.
 
     ``train_cfg`` holds ``epochs``, ``batch_size``, ``lr``, ``weight_decay``, ``optimizer``
     (see :func:`~nas_plugin.tasks.optim.make_optimizer`; a cosine schedule over all steps) and
-    ``bn_recalibration_images``. After each epoch BatchNorm statistics are re-estimated
+    ``bn_recalibration_images``. Batches come through ``data.loader`` with the task's
+    augmentation; ``runtime`` (default: ``Runtime.from_config(train_cfg)``) moves the model
+    and batches to its device and sets autocast, the fp16 gradient scaler, channels-last and
+    ``torch.compile``. After each epoch BatchNorm statistics are re-estimated
     (:func:`recalibrate_batchnorm`), the model is scored on ``data.val``, the epoch's metrics
     are logged to the active MLflow run (if any) and reported to ``loop`` (default
     ``EpochLoop(train_cfg.epochs)``: the sweep's pruner may stop it early).
@@ -145,11 +171,14 @@ def train(
     """
     epochs, batch_size = int(train_cfg.epochs), int(train_cfg.batch_size)
     loop = EpochLoop(epochs) if loop is None else loop
-    loader = DataLoader(
-        data.train,
-        batch_size=batch_size,
+    runtime = Runtime.from_config(train_cfg) if runtime is None else runtime
+    model = runtime.prepare(model)
+    forward = runtime.compiled(model)
+    loader = data.loader(
+        data.augmented_train,
+        batch_size,
         shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
+        seed=seed,
         # BatchNorm cannot train on a batch of one image whose features are pooled to 1x1.
         drop_last=len(data.train) % batch_size == 1,
     )
@@ -160,97 +189,172 @@ def train(
         )
     optimizer = make_optimizer(model, train_cfg)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
+    scaler = runtime.grad_scaler()
     log = mlflow.active_run() is not None
     recalibration_images = int(train_cfg.get("bn_recalibration_images", BN_RECALIBRATION_IMAGES))
+    # Built once: with task.num_workers > 0 their worker processes persist across epochs.
+    val_batches = data.loader(data.val, EVAL_BATCH_SIZE)
+    recalibration_batches = recalibration_loader(data, recalibration_images, seed)
 
     start = time.perf_counter()
     for epoch in loop:
         model.train()
-        total_loss, seen = 0.0, 0
-        for step, (images, labels) in enumerate(loader):
-            loss = F.cross_entropy(model(images), labels)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"training loss is {loss.item()} at epoch {epoch}, batch {step}: the model "
-                    f"diverged; lower train.lr (now {train_cfg.lr}) or change the architecture"
-                )
+        # Summed on the device: a .item() per step would wait for the device every step.
+        total_loss, seen = torch.zeros((), device=runtime.device), 0
+        for images, labels in loader:
+            images, labels = runtime.to_device(images), runtime.to_device(labels)
+            with runtime.autocast():
+                loss = F.cross_entropy(forward(images), labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
-            total_loss += loss.item() * len(labels)
+            total_loss += loss.detach().float() * len(labels)
             seen += len(labels)
-        train_loss = total_loss / seen
-        recalibrate_batchnorm(model, data.train, recalibration_images, seed)
-        val_loss, val_accuracy = evaluate(model, data.val)
+        train_loss = total_loss.item() / seen
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(
+                f"training loss is {train_loss} at epoch {epoch}: the model diverged; lower "
+                f"train.lr (now {train_cfg.lr}) or change the architecture"
+            )
+        recalibrate_batchnorm(model, recalibration_batches, runtime=runtime)
+        val_loss, val_accuracy = evaluate(model, val_batches, runtime=runtime)
         metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
         if log:
             mlflow.log_metrics(metrics, step=epoch)
         loop.report(metrics)
+    runtime.synchronize()
     return train_loss, val_loss, val_accuracy, time.perf_counter() - start
 
 
+def recalibration_loader(data: VisionData, images: int, seed: int) -> DataLoader | None:
+    """Batches of a seeded random subset of ``images`` unaugmented training images for
+    :func:`recalibrate_batchnorm` (None when ``images <= 0``)."""
+    if images <= 0:
+        return None
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
+    return data.loader(Subset(data.train, order[:images].tolist()), EVAL_BATCH_SIZE)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: ImageTensorDataset) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` in eval mode on ``dataset``.
+def evaluate(
+    model: nn.Module,
+    batches: Dataset | Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    runtime: Runtime | None = None,
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` in eval mode on ``batches``: a dataset (read
+    in batches of ``EVAL_BATCH_SIZE`` in this process) or an iterable of (images, labels), e.g.
+    a split's DataLoader. Runs on ``runtime``'s device and autocast, by default on the device
+    the model's parameters are on, in fp32.
 
     Raises:
         FloatingPointError: the loss is NaN or infinite (a diverged model).
     """
+    runtime = runtime or Runtime(model_device(model))
+    if isinstance(batches, Dataset):
+        batches = DataLoader(batches, batch_size=EVAL_BATCH_SIZE)
     model.eval()
-    total_loss, correct = 0.0, 0
-    for images, labels in DataLoader(dataset, batch_size=EVAL_BATCH_SIZE):
-        logits = model(images)
-        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
-        correct += int((logits.argmax(dim=1) == labels).sum())
-    loss = total_loss / len(dataset)
+    total_loss = torch.zeros((), dtype=torch.float64, device=runtime.device)
+    correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
+    count = 0
+    for images, labels in batches:
+        images, labels = runtime.to_device(images), runtime.to_device(labels)
+        with runtime.autocast():
+            logits = model(images)
+        logits = logits.float()
+        total_loss += F.cross_entropy(logits, labels, reduction="sum").double()
+        correct += (logits.argmax(dim=1) == labels).sum()
+        count += len(labels)
+    loss = total_loss.item() / count
     if not math.isfinite(loss):
         raise FloatingPointError(f"evaluation loss is {loss}: the trained model diverged")
-    return loss, correct / len(dataset)
+    return loss, correct.item() / count
 
 
 @torch.no_grad()
 def recalibrate_batchnorm(
-    model: nn.Module, train: ImageTensorDataset, images: int, seed: int
+    model: nn.Module,
+    source: ImageDataset | Iterable[tuple[torch.Tensor, torch.Tensor]] | None,
+    images: int | None = None,
+    seed: int = 0,
+    *,
+    runtime: Runtime | None = None,
 ) -> None:
-    """Replace BatchNorm running statistics by their average over ``images`` training images.
+    """Replace BatchNorm running statistics by their average over training images.
 
-    The images are a seeded random subset of ``train``; only the norms run in train mode (the
-    rest of the model in eval mode). ``images <= 0`` leaves the statistics as they are. Used
+    ``source`` is either a training dataset, of which a seeded (``seed``) random subset of
+    ``images`` images is used, or ready batches (:func:`recalibration_loader`). Only the norms
+    run in train mode (the rest of the model in eval mode), on ``runtime``'s device (default:
+    the model's). ``images <= 0`` or ``source=None`` leaves the statistics as they are. Used
     after training and on weights inherited from a supernet, whose running statistics mix the
     statistics of many subnets.
     """
     batchnorms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # timm's subclass them
     norms = [m for m in model.modules() if isinstance(m, batchnorms)]
-    if not norms or images <= 0:
+    if not norms or source is None or (images is not None and images <= 0):
         return
+    if isinstance(source, Dataset):
+        order = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))
+        subset = Subset(source, order[: images or len(source)].tolist())
+        source = DataLoader(subset, batch_size=EVAL_BATCH_SIZE)
+    runtime = runtime or Runtime(model_device(model))
     momenta = [norm.momentum for norm in norms]
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # None: a cumulative average over all batches seen
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     # Only the norms in train mode: dropout and drop-path would skew the statistics.
     model.eval()
     for norm in norms:
         norm.train()
-    for batch, _ in DataLoader(Subset(train, order[:images].tolist()), batch_size=EVAL_BATCH_SIZE):
+    for batch, _ in source:
         if len(batch) > 1:  # a single image has no batch statistics
-            model(batch)
+            with runtime.autocast():
+                model(runtime.to_device(batch))
     for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
 
 
-def channel_stats(train: ImageTensorDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of the training images, in [0, 1] units."""
-    scale = 255.0 if train.images.dtype == torch.uint8 else 1.0
-    total = torch.zeros(train.images.shape[1], dtype=torch.float64)
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter or buffer (the CPU if it has none)."""
+    for tensor in [*model.parameters(), *model.buffers()]:
+        return tensor.device
+    return torch.device("cpu")
+
+
+def channel_stats(
+    train: ImageDataset, *, loader=None, max_images: int = STATS_IMAGES
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of the training images, in [0, 1] units.
+
+    In-memory images use all of them. A streamed split (image files) uses a fixed-seed random
+    sample of ``max_images``, read through ``loader`` (e.g. ``VisionData.loader``, to decode
+    in its workers): normalising statistics need no more, and the folder is not read twice.
+    """
+    if isinstance(train, ImageTensorDataset):
+        chunks: Iterable[torch.Tensor] = (
+            chunk.double() / (255.0 if chunk.dtype == torch.uint8 else 1.0)
+            # In chunks: CIFAR-10's training images as float64 would take 1.1 GB at once.
+            for chunk in train.images.split(4096)
+        )
+    else:
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+        sample = Subset(train, order[:max_images].tolist())
+        batches = (loader or _plain_loader)(sample, EVAL_BATCH_SIZE)
+        chunks = (images.double() for images, _ in batches)
+    channels = train.image_shape[0]
+    total = torch.zeros(channels, dtype=torch.float64)
     total_sq = torch.zeros_like(total)
-    # In chunks: CIFAR-10's training images as float64 would take 1.1 GB at once.
-    for chunk in train.images.split(4096):
-        chunk = chunk.double() / scale
+    count = 0
+    for chunk in chunks:
         total += chunk.sum(dim=(0, 2, 3))
         total_sq += chunk.square().sum(dim=(0, 2, 3))
-    count = train.images.numel() / train.images.shape[1]
+        count += chunk.numel() // channels
     mean = total / count
     std = (total_sq / count - mean.square()).clamp_min(0).sqrt()
     return mean.float(), std.float().clamp_min(1e-6)  # a constant channel must not divide by 0
+
+
+def _plain_loader(dataset: Dataset, batch_size: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size)

@@ -1,16 +1,23 @@
 """Image classification datasets, split into train/val/test identically for every trial.
 
 Every dataset yields ``(image, label)``: a float tensor C x H x W in [0, 1] at the dataset's
-native resolution (``task.resolution`` for image folders, whose files are resized on load) and
+native resolution (``task.resolution`` for image folders, whose files are resized when read) and
 an int label. The validation and test splits are stratified and seeded by ``task.split_seed``
 only, so all trials of a sweep are scored on the same images.
+
+Image folders are streamed: a dataset holds file paths only, and each image is decoded when a
+batch needs it, in the DataLoader's worker processes (``task.num_workers``), so memory stays flat
+however large the folder. The embedded digits and CIFAR-10 (whose files are one array) stay in
+memory. :meth:`VisionData.loader` builds every split's DataLoader with the task's worker,
+pinned-memory and persistent-worker settings; ``task.augment`` names the train-time
+augmentation (:func:`augmentation`).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,22 +25,35 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 from sklearn.model_selection import train_test_split
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+AUGMENTATIONS = ("none", "flip", "crop", "crop_flip")
+# RandomResizedCrop's area range: milder than ImageNet's (0.08, 1), since NAS trials are short
+# and images small.
+CROP_SCALE = (0.35, 1.0)
+# Images whose mean and std normalise a streamed training split (an in-memory one uses all).
+STATS_IMAGES = 4096
 
 
 class ImageTensorDataset(Dataset):
     """In-memory images (N x C x H x W, uint8 or float in [0, 1]) and int labels.
 
     uint8 images (CIFAR-10: 50,000 of them) are kept as uint8 and scaled per item, at a quarter
-    of the memory of float32.
+    of the memory of float32. ``transform`` (e.g. :func:`augmentation`) applies per item.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, transform: Transform | None = None
+    ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
         self.labels = labels.long()
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -42,26 +62,198 @@ class ImageTensorDataset(Dataset):
         image = self.images[index]
         if image.dtype == torch.uint8:
             image = image.float() / 255.0
+        if self.transform is not None:
+            image = self.transform(image)
         return image, int(self.labels[index])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
 
     def subset(self, indices: np.ndarray) -> ImageTensorDataset:
         index = torch.as_tensor(indices, dtype=torch.long)
-        return ImageTensorDataset(self.images[index], self.labels[index])
+        return ImageTensorDataset(self.images[index], self.labels[index], self.transform)
+
+    def with_transform(self, transform: Transform | None) -> ImageTensorDataset:
+        """The same images (not copied) with ``transform`` per item."""
+        return ImageTensorDataset(self.images, self.labels, transform)
+
+
+class ImageFileDataset(Dataset):
+    """Images read from their files when indexed, converted to ``in_chans`` channels and resized
+    to ``resolution`` x ``resolution``: only the paths are held in memory, and the decoding runs
+    in whichever (worker) process indexes it."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        labels: torch.Tensor,
+        resolution: int,
+        in_chans: int,
+        transform: Transform | None = None,
+    ) -> None:
+        if len(paths) != len(labels):
+            raise ValueError(f"{len(paths)} image paths but {len(labels)} labels")
+        # A numpy array of str objects: workers forked from this process share its pages,
+        # where a list of Python strings would be copied page by page as refcounts change.
+        self.paths = np.asarray(paths, dtype=object)
+        self.labels = labels.long()
+        self.resolution = resolution
+        self.in_chans = in_chans
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        mode = "L" if self.in_chans == 1 else "RGB"
+        with Image.open(self.paths[index]) as file:
+            picture = file.convert(mode).resize((self.resolution, self.resolution))
+        array = np.asarray(picture, dtype=np.uint8).reshape(
+            self.resolution, self.resolution, self.in_chans
+        )
+        image = torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.labels[index])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.in_chans, self.resolution, self.resolution)
+
+    def subset(self, indices: np.ndarray) -> ImageFileDataset:
+        index = np.asarray(indices, dtype=np.int64)
+        return ImageFileDataset(
+            self.paths[index].tolist(),
+            self.labels[torch.as_tensor(index)],
+            self.resolution,
+            self.in_chans,
+            self.transform,
+        )
+
+    def with_transform(self, transform: Transform | None) -> ImageFileDataset:
+        return ImageFileDataset(
+            self.paths.tolist(), self.labels, self.resolution, self.in_chans, transform
+        )
+
+
+ImageDataset = ImageTensorDataset | ImageFileDataset
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How DataLoaders read a task's images: ``task.num_workers`` worker processes (0: in the
+    trial's own process), ``task.pin_memory`` (auto: when CUDA is there) and
+    ``task.persistent_workers`` (workers kept across epochs)."""
+
+    num_workers: int = 0
+    pin_memory: bool | str = "auto"
+    persistent_workers: bool = True
+
+    @classmethod
+    def from_config(cls, task_cfg: Mapping[str, Any]) -> LoaderOptions:
+        workers = task_cfg.get("num_workers", 0)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(
+                f"task.num_workers = {workers!r} is not allowed: expected an integer >= 0"
+            )
+        pin = task_cfg.get("pin_memory", "auto")
+        if pin != "auto" and not isinstance(pin, bool):
+            raise ValueError(
+                f"task.pin_memory = {pin!r} is not allowed: expected auto, true or false"
+            )
+        persistent = task_cfg.get("persistent_workers", True)
+        if not isinstance(persistent, bool):
+            raise ValueError(
+                f"task.persistent_workers = {persistent!r} is not allowed: expected true or false"
+            )
+        return cls(workers, pin, persistent)
+
+    @property
+    def pins_memory(self) -> bool:
+        # Pinned pages only speed up copies to a CUDA device.
+        return torch.cuda.is_available() if self.pin_memory == "auto" else bool(self.pin_memory)
 
 
 @dataclass
 class VisionData:
-    train: ImageTensorDataset
-    val: ImageTensorDataset
-    test: ImageTensorDataset
+    train: ImageDataset
+    val: ImageDataset
+    test: ImageDataset
     num_classes: int
     in_chans: int
     class_names: list[str]
+    # The train-time augmentation (``task.augment``); ``train`` itself is left unaugmented for
+    # statistics, BatchNorm re-estimation and input examples.
+    augment: Transform | None = None
+    loader_options: LoaderOptions = LoaderOptions()
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """C x H x W of one image at native resolution, e.g. (1, 8, 8) for digits."""
-        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+        return self.train.image_shape
+
+    @property
+    def augmented_train(self) -> ImageDataset:
+        """The training split with ``task.augment`` applied per image (``train`` if none)."""
+        return self.train if self.augment is None else self.train.with_transform(self.augment)
+
+    def loader(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        seed: int | None = None,
+        drop_last: bool = False,
+    ) -> DataLoader:
+        """A DataLoader over ``dataset`` (one of this data's splits, or part of one) with the
+        task's :class:`LoaderOptions`; ``seed`` seeds the shuffle and the workers' augmentation,
+        so the same seed gives the same batches whatever ``task.num_workers`` is."""
+        options = self.loader_options
+        workers = options.num_workers
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            drop_last=drop_last,
+            num_workers=workers,
+            pin_memory=options.pins_memory,
+            persistent_workers=workers > 0 and options.persistent_workers,
+            worker_init_fn=_single_threaded_worker if workers > 0 else None,
+        )
+
+
+def _single_threaded_worker(_: int) -> None:
+    # Decoding workers run beside the trial's own threads: one torch thread each.
+    torch.set_num_threads(1)
+
+
+def augmentation(task_cfg: Mapping[str, Any]) -> Transform | None:
+    """The train-time augmentation ``task.augment`` names (torchvision transforms v2):
+    ``none``, ``flip`` (random horizontal flip), ``crop`` (random resized crop back to the
+    native size, area 35-100 %) or ``crop_flip`` (both)."""
+    name = task_cfg.get("augment", "none")
+    name = "none" if name in (None, False) else name
+    if name not in AUGMENTATIONS:
+        raise ValueError(
+            f"task.augment = {name!r} is not allowed: expected one of {', '.join(AUGMENTATIONS)}"
+        )
+    steps: list[Transform] = []
+    if name in ("crop", "crop_flip"):
+        size = _native_size(task_cfg)
+        steps.append(v2.RandomResizedCrop(size, scale=CROP_SCALE, antialias=True))
+    if name in ("flip", "crop_flip"):
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps) if steps else None
+
+
+def _native_size(task_cfg: Mapping[str, Any]) -> int:
+    """The side of the images the dataset yields (crops are resized back to it)."""
+    native = {"digits": 8, "cifar10": 32}
+    return native.get(task_cfg.get("dataset"), None) or _resolution(task_cfg)
 
 
 def load_vision_data(
@@ -81,9 +273,12 @@ def load_vision_data(
         raise ValueError(
             f"train.train_fraction = {train_fraction} is not allowed: expected 0 < fraction <= 1"
         )
+    options = LoaderOptions.from_config(task_cfg)
+    augment = augmentation(task_cfg)
     data = _LOADERS[dataset](task_cfg)
     if train_fraction < 1.0:
         data.train = _subsample(data.train, train_fraction, seed, data.num_classes)
+    data.augment, data.loader_options = augment, options
     return data
 
 
@@ -138,14 +333,9 @@ def _load_image_folder(task_cfg: Mapping[str, Any]) -> VisionData:
             f"root/<class>/<image>.png|jpg|... ({err})"
         ) from err
 
-    mode = "L" if in_chans == 1 else "RGB"
-    images = torch.empty((len(folder), in_chans, resolution, resolution), dtype=torch.uint8)
-    for i, (path, _) in enumerate(folder.samples):
-        image = folder.loader(path).convert(mode).resize((resolution, resolution))
-        array = np.asarray(image, dtype=np.uint8).reshape(resolution, resolution, in_chans)
-        images[i] = torch.from_numpy(array.copy()).permute(2, 0, 1)
-    labels = torch.tensor(folder.targets)
-    return _split(task_cfg, ImageTensorDataset(images, labels), list(folder.classes))
+    paths = [path for path, _ in folder.samples]
+    full = ImageFileDataset(paths, torch.tensor(folder.targets), resolution, in_chans)
+    return _split(task_cfg, full, list(folder.classes))
 
 
 def _load_cifar10(task_cfg: Mapping[str, Any]) -> VisionData:
@@ -190,7 +380,7 @@ def _load_cifar10(task_cfg: Mapping[str, Any]) -> VisionData:
 _LOADERS = {"digits": _load_digits, "image_folder": _load_image_folder, "cifar10": _load_cifar10}
 
 
-def _split(task_cfg: Mapping[str, Any], full: ImageTensorDataset, names: list[str]) -> VisionData:
+def _split(task_cfg: Mapping[str, Any], full: ImageDataset, names: list[str]) -> VisionData:
     labels = full.labels.numpy()
     val_fraction = _fraction(task_cfg, "val_fraction")
     test_fraction = _fraction(task_cfg, "test_fraction")
@@ -209,7 +399,7 @@ def _split(task_cfg: Mapping[str, Any], full: ImageTensorDataset, names: list[st
         val=full.subset(rest_idx[val_pos]),
         test=full.subset(test_idx),
         num_classes=len(names),
-        in_chans=int(full.images.shape[1]),
+        in_chans=full.image_shape[0],
         class_names=names,
     )
 
@@ -234,9 +424,7 @@ def _stratified(
     return np.sort(kept), np.sort(split)
 
 
-def _subsample(
-    train: ImageTensorDataset, fraction: float, seed: int, num_classes: int
-) -> ImageTensorDataset:
+def _subsample(train: ImageDataset, fraction: float, seed: int, num_classes: int) -> ImageDataset:
     labels = train.labels.numpy()
     keep = max(1, round(fraction * len(labels)))
     if keep >= len(labels):
