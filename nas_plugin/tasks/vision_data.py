@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.transforms import v2
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -37,6 +37,7 @@ AUGMENTATIONS = ("none", "flip", "crop", "crop_flip")
 CROP_SCALE = (0.35, 1.0)
 # Images whose mean and std normalise a streamed training split (an in-memory one uses all).
 STATS_IMAGES = 4096
+WORKER_SEED_OFFSET = 7919  # any constant: keeps the workers' seeds apart from the shuffle's
 
 
 class ImageTensorDataset(Dataset):
@@ -208,15 +209,24 @@ class VisionData:
         drop_last: bool = False,
     ) -> DataLoader:
         """A DataLoader over ``dataset`` (one of this data's splits, or part of one) with the
-        task's :class:`LoaderOptions`; ``seed`` seeds the shuffle and the workers' augmentation,
-        so the same seed gives the same batches whatever ``task.num_workers`` is."""
+        task's :class:`LoaderOptions`. ``seed`` seeds the shuffle (the same order whatever
+        ``task.num_workers`` is) and the augmentation in the workers (the same images for the
+        same seed and number of workers)."""
         options = self.loader_options
         workers = options.num_workers
-        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        sampler, generator = None, None
+        if seed is not None:
+            # Two generators: the shuffle's own, and the DataLoader's, which seeds the workers'
+            # augmentation and would otherwise shift the shuffle when workers are added.
+            generator = torch.Generator().manual_seed(seed + WORKER_SEED_OFFSET)
+            if shuffle:
+                shuffle_generator = torch.Generator().manual_seed(seed)
+                sampler = RandomSampler(dataset, generator=shuffle_generator)  # type: ignore[arg-type]
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             generator=generator,
             drop_last=drop_last,
             num_workers=workers,
@@ -264,22 +274,30 @@ def load_vision_data(
     The val/test splits depend only on the task config. The train subsample (stratified where
     every class can keep an image) is seeded by ``seed``.
     """
+    check_task_config(task_cfg)
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(
+            f"train.train_fraction = {train_fraction} is not allowed: expected 0 < fraction <= 1"
+        )
+    options, augment = LoaderOptions.from_config(task_cfg), augmentation(task_cfg)
+    data = _LOADERS[task_cfg["dataset"]](task_cfg)
+    if train_fraction < 1.0:
+        data.train = _subsample(data.train, train_fraction, seed, data.num_classes)
+    data.augment, data.loader_options = augment, options
+    return data
+
+
+def check_task_config(task_cfg: Mapping[str, Any]) -> None:
+    """Raise ValueError for an unknown ``task.dataset`` or bad loader options (``num_workers``,
+    ``pin_memory``, ``persistent_workers``, ``augment``) without reading any image: the sweep
+    calls it before the first trial."""
     dataset = task_cfg.get("dataset")
     if dataset not in _LOADERS:
         raise ValueError(
             f"task.dataset = {dataset!r} is not allowed: expected one of {', '.join(_LOADERS)}"
         )
-    if not 0.0 < train_fraction <= 1.0:
-        raise ValueError(
-            f"train.train_fraction = {train_fraction} is not allowed: expected 0 < fraction <= 1"
-        )
-    options = LoaderOptions.from_config(task_cfg)
-    augment = augmentation(task_cfg)
-    data = _LOADERS[dataset](task_cfg)
-    if train_fraction < 1.0:
-        data.train = _subsample(data.train, train_fraction, seed, data.num_classes)
-    data.augment, data.loader_options = augment, options
-    return data
+    LoaderOptions.from_config(task_cfg)
+    augmentation(task_cfg)
 
 
 def task_key(task_cfg: Any) -> str:
