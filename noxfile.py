@@ -1,4 +1,5 @@
-"""Developer sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s demo``, ``nox -s bench``.
+"""Developer sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s demo``, ``nox -s bench``,
+``nox -s gpu`` (on a machine with a CUDA GPU).
 
 Sessions run in the current environment (``pip install -e '.[dev]'`` first): torch is a
 multi-GB install that must match torchvision, so we do not rebuild it per session.
@@ -49,3 +50,11 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/benchmarks/elastic_supernet.py")
     # Streaming image folders: images/s with 0 vs 2 DataLoader workers; peak RSS 2k -> 20k images.
     session.run("python", "tests/benchmarks/streaming.py")
+
+
+@nox.session
+def gpu(session: nox.Session) -> None:
+    """On a CUDA machine: the GPU tests (skipped elsewhere), then one table of images/s per trial
+    (CPU 1 and 2 threads, CUDA fp32 and bf16) and the wall time of 8 trials, one per GPU."""
+    session.run("python", "-m", "pytest", "-q", "-m", "gpu", "-n", "0", "tests/")
+    session.run("python", "tests/benchmarks/gpu.py", *session.posargs)

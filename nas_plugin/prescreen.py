@@ -299,7 +299,7 @@ class Prescreener:
         """Each candidate's proxy score on its untrained network; a candidate whose network
         cannot be built or scored ranks last and keeps its error."""
         from nas_plugin.proxies import ENSEMBLE, ensemble_ranks, score
-        from nas_plugin.proxies.factory import load_factory
+        from nas_plugin.proxies.factory import config_device, load_factory
 
         build = load_factory(self.config.factory)
         members = self.config.ensemble if self.config.proxy == ENSEMBLE else (self.config.proxy,)
@@ -310,7 +310,9 @@ class Prescreener:
                     cfg = self.compose(row.encoding)
                     batch_size, seed = self.config.batch_size, self.config.seed
                     model, inputs, targets = build(cfg, batch_size, 1, seed)
-                    scores = score(model, inputs, targets, members, seed=seed)
+                    # On the device the trial would train on (train.device), in float32.
+                    device = config_device(cfg)
+                    scores = score(model, inputs, targets, members, seed=seed, device=device)
                 except Exception as err:  # noqa: BLE001 - recorded in the screening table
                     error = f"{type(err).__name__}: {err}"
                 self._proxy_cache[row.encoding] = (scores, error)

@@ -17,7 +17,7 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.errors import CompactHydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from nas_plugin.estimators import Estimator, make_estimator
 from nas_plugin.objective import (
@@ -68,6 +68,8 @@ class SweepPlan:
     pareto: str = "best"
     # hydra.sweeper.pruner with every default filled in; {"name": "none"}: no pruning.
     pruner: dict[str, Any] = field(default_factory=lambda: {"name": "none"})
+    # GPUs each trial gets to itself (hydra.sweeper.gpus_per_trial; 0: none assigned).
+    gpus_per_trial: int = 0
 
     @property
     def metric_name(self) -> str:
@@ -150,6 +152,7 @@ def build_plan(sweeper_cfg: Mapping[str, Any], arguments: list[str]) -> SweepPla
         requires=dict(space_cfg.get("requires") or {}),
         validator=space_cfg.get("validate"),
         search_space_name=str(space_cfg.get("name", "custom")),
+        gpus_per_trial=_int({"gpus_per_trial": cfg.get("gpus_per_trial", 0)}, "gpus_per_trial", 0),
     )
 
 
@@ -181,6 +184,41 @@ def check_against_job_config(plan: SweepPlan, job_cfg: DictConfig) -> None:
         plan.estimator_config.update(plan.estimator.prepare(plan.space, job_cfg))
     except ValueError as err:
         raise SweepConfigError(str(err)) from err
+
+
+def check_compute(plan: SweepPlan, launcher_cfg: DictConfig, job_cfg: DictConfig) -> Any:
+    """The trials' compute, checked before any trial: ``train.device``/``train.precision`` (and
+    the rest of ``nas_plugin.hardware.device.Runtime``'s keys) must resolve on this machine,
+    ``hardware.batch_sizes`` must be positive integers, and ``gpus_per_trial`` must fit the GPUs
+    and the launcher, whose config (``hydra.launcher``) gets the GPU settings it needs.
+
+    Returns the ``GpuPlan`` the jobs apply (None without ``gpus_per_trial``)."""
+    from nas_plugin.hardware.cost import check_batch_sizes
+    from nas_plugin.hardware.device import Runtime
+    from nas_plugin.hardware.gpu_slots import plan_gpus
+
+    try:
+        with read_write(launcher_cfg), open_dict(launcher_cfg):
+            gpus = plan_gpus(plan.gpus_per_trial, launcher_cfg, plan.batch_size)
+        train = OmegaConf.select(job_cfg, "train", default=None)
+        if isinstance(train, DictConfig) and RUNTIME_KEYS & set(train.keys()):
+            Runtime.from_config(train)
+            device = str(train.get("device", "auto"))
+            if gpus is not None and device not in ("auto", "cuda"):
+                raise ValueError(
+                    f"train.device = {device!r} with hydra.sweeper.gpus_per_trial="
+                    f"{plan.gpus_per_trial}: each trial runs on the GPU(s) it is given, so "
+                    "train.device must be auto or cuda"
+                )
+        hardware = OmegaConf.select(job_cfg, "hardware", default=None)
+        if isinstance(hardware, DictConfig) and "batch_sizes" in hardware:
+            check_batch_sizes(hardware.batch_sizes)
+    except ValueError as err:
+        raise SweepConfigError(str(err)) from err
+    return gpus
+
+
+RUNTIME_KEYS = {"device", "precision", "channels_last", "compile"}
 
 
 def _run_validator(plan: SweepPlan, job_cfg: DictConfig) -> None:

@@ -40,6 +40,7 @@ from nas_plugin.sweep_config import (
     SweepPlan,
     build_plan,
     check_against_job_config,
+    check_compute,
     format_value,
 )
 from nas_plugin.sweep_dir import prepare_sweep_dir
@@ -101,6 +102,8 @@ class NASSweeperImpl:
         assert isinstance(sweeper_cfg, dict)
         plan = build_plan(sweeper_cfg, arguments)
         job_cfg = self._check_app_config(plan)
+        # train.device/precision, hardware.batch_sizes, gpus_per_trial (sets hydra.launcher).
+        gpus = check_compute(plan, self.config.hydra.launcher, job_cfg)
         resume = sweeper_cfg.get("resume", "auto")
         if resume not in RESUME_MODES:
             raise SweepConfigError(
@@ -174,6 +177,7 @@ class NASSweeperImpl:
             direction=plan.objective.directions[0],
             pruner=plan.pruner,
         )
+        context = dataclasses.replace(context, gpus=gpus)
         assert self.task_function is not None
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=self.hydra_context,

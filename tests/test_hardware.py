@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from nas_plugin.hardware.cost import measure_cost
+from nas_plugin.hardware.cost import check_batch_sizes, cost_tags, measure_cost
 from nas_plugin.models import build_model
 
 MBCONV = Path(__file__).resolve().parent.parent / "conf" / "model" / "mbconv.yaml"
@@ -68,3 +69,26 @@ def test_train_and_eval_states_are_restored() -> None:
 def test_rejects_nonsensical_repeats() -> None:
     with pytest.raises(ValueError, match="latency_repeats"):
         measure_cost(nn.Linear(2, 2), (2,), latency_repeats=0)
+
+
+def test_batch_sizes_time_each_size_and_latency_ms_is_batch_one() -> None:
+    cost = measure_cost(mbconv(), (1, 16, 16), latency_repeats=3, warmup=1, batch_sizes=(8, 1))
+    assert {"latency_ms_bs1", "latency_ms_bs8"} <= set(cost)
+    assert cost["latency_ms"] == cost["latency_ms_bs1"]
+    assert all(isinstance(value, float) and value > 0 for value in cost.values()), cost
+
+
+def test_cpu_figures_say_they_come_from_the_cpu() -> None:
+    # (measure_configured_cost sets these as tags of the active run; see test_text_device.py)
+    tags = cost_tags(mbconv())
+    assert tags == {
+        "hardware.device": f"cpu ({torch.get_num_threads()} threads)",
+        "hardware.latency_timer": "perf_counter",
+        "hardware.memory": "live_tensors",
+    }
+
+
+@pytest.mark.parametrize("bad", [4, [], [0, 64], [1.5], "1,64"])
+def test_bad_batch_sizes_are_an_error_naming_the_key(bad) -> None:
+    with pytest.raises(ValueError, match=r"hardware.batch_sizes = .* positive integers"):
+        check_batch_sizes(bad)

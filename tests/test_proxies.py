@@ -287,6 +287,18 @@ def test_params_and_flops_count_what_they_say() -> None:
 # -- argument errors -------------------------------------------------------------------------
 
 
+def test_scores_are_fp32_on_the_named_device_whatever_the_caller_autocasts() -> None:
+    x, y = images()
+    plain = score(convnet(), x, y, ALL, seed=0)
+    # A bf16 model, bf16 inputs and an autocast the caller left on: scored in fp32 all the same.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scored = score(convnet().bfloat16(), x.bfloat16(), y, ALL, seed=0, device="cpu")
+    assert scored == pytest.approx(plain, rel=1e-2)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device = 'cuda' is not available on this machine"):
+            score(convnet(), x, y, ("params",), device="cuda")
+
+
 @pytest.mark.parametrize(
     "proxies, message",
     [

@@ -102,6 +102,12 @@ class NASSweeperConf:
     # and command line if there is one (its finished trials are replayed, the interrupted ones
     # run again); "never" always starts afresh; "must" fails if there is nothing to resume.
     resume: str = "auto"
+    # GPUs each trial gets to itself (0: none assigned; trials use train.device as configured).
+    # With the joblib launcher each worker process claims its own GPUs and sets
+    # CUDA_VISIBLE_DEVICES (n_jobs = -1 becomes the number of GPU slots); it sets submitit's
+    # gpus_per_node and Ray's num_gpus. Tag nas.gpus on each trial. See
+    # nas_plugin/hardware/gpu_slots.py.
+    gpus_per_trial: int = 0
     objective: ObjectiveConf = field(default_factory=ObjectiveConf)
     # Search space over the app's own config keys, merged with the chosen search_space's params:
     # {key: [choices]} | {key: {low, high[, step]}} (integers, high included) |

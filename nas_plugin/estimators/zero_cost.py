@@ -65,10 +65,12 @@ class ZeroCost(Estimator):
         without building the model and batches).
         """
         from nas_plugin.proxies import score
+        from nas_plugin.proxies.factory import config_device
 
         model, inputs, targets = self._factory(cfg, self.batch_size, self.batches, self.seed)
         start = time.perf_counter()
-        scores = score(model, inputs, targets, self.proxies, seed=self.seed)
+        # On the trial's train.device (a GPU when there is one), in float32.
+        scores = score(model, inputs, targets, self.proxies, self.seed, config_device(cfg))
         seconds = time.perf_counter() - start
         params = float(sum(p.numel() for p in model.parameters()))
         return {**scores, "params": params, "proxy_seconds": seconds}

@@ -61,7 +61,8 @@ def resolve_device(spec: Any = "auto", key: str = "train.device") -> torch.devic
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(_missing(key, spec, "CUDA is not available"))
-        index = 0 if device.index is None else device.index
+        # Plain "cuda" is the current device, as in torch (a GPU slot may have selected it).
+        index = torch.cuda.current_device() if device.index is None else device.index
         if index >= torch.cuda.device_count():
             raise DeviceError(_missing(key, spec, f"{torch.cuda.device_count()} CUDA device(s)"))
         return torch.device("cuda", index)

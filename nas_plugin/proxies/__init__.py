@@ -17,19 +17,24 @@ is untouched). Gradient and activation proxies run with BatchNorm on batch stati
 dropout off (see :func:`~nas_plugin.proxies.base.scoring_mode`); ``synflow`` runs in eval mode on
 a linearised float64 copy. Inputs are a tensor or a mapping of tensors (transformers:
 ``input_ids``, ``attention_mask``), or a list of such batches with a list of targets.
+
+Scoring runs on the model's device, or on ``device`` when given (the copy and the batches are
+moved there), always in float32 (synflow: float64) with autocast off: the proxies read
+gradients and activation signs that half precision would round away or overflow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from nas_plugin.proxies.activation import jacob_cov, naswot
-from nas_plugin.proxies.base import Batch, ProxyError, as_batches, scoring_mode
+from nas_plugin.proxies.base import Batch, Inputs, ProxyError, as_batches, device_of, scoring_mode
 from nas_plugin.proxies.baseline import flops, params
 from nas_plugin.proxies.ensemble import DEFAULT_ENSEMBLE, ENSEMBLE, ensemble_ranks
 from nas_plugin.proxies.flow import synflow
@@ -76,23 +81,69 @@ def score(
     targets: Any,
     proxies: str | Sequence[str] = DEFAULT_PROXIES,
     seed: int = 0,
+    device: str | torch.device | None = None,
 ) -> dict[str, float]:
     """``{proxy: score}`` of ``model`` on the minibatch(es) ``inputs`` / ``targets``.
 
-    The model must be on the inputs' device; it is never modified.
+    Scored on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or a
+    ``torch.device``; None: the model's own device), in float32; the model is never modified
+    (nor moved).
+
+    Raises:
+        ProxyError: unknown proxies or malformed batches.
+        DeviceError: ``device`` names a device this machine does not have.
     """
     names = check_proxies(proxies)
-    batches = as_batches(inputs, targets)
-    return {name: _score_one(name, model, batches, seed) for name in names}
+    target = scoring_device(model, device)
+    batches = [(_moved(x, target), y.to(target)) for x, y in as_batches(inputs, targets)]
+    return {name: _score_one(name, model, batches, seed, target) for name in names}
 
 
-def _score_one(name: str, model: nn.Module, batches: list[Batch], seed: int) -> float:
-    scored = copy.deepcopy(model)
+def scoring_device(model: nn.Module, device: str | torch.device | None = None) -> torch.device:
+    """``device`` resolved on this machine (see ``nas_plugin.hardware.device``); None: the
+    model's own device."""
+    if device is None:
+        return device_of(model)
+    if isinstance(device, torch.device):
+        return device
+    from nas_plugin.hardware.device import resolve_device
+
+    return resolve_device(device, key="device")
+
+
+def _moved(inputs: Inputs, device: torch.device) -> Inputs:
+    """``inputs`` on ``device``, float ones in float32 (token ids and masks keep their type)."""
+
+    def move(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(device, torch.float32 if tensor.is_floating_point() else None)
+
+    if isinstance(inputs, Mapping):
+        return {k: move(v) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    return move(inputs)
+
+
+def _score_one(
+    name: str, model: nn.Module, batches: list[Batch], seed: int, device: torch.device
+) -> float:
+    scored = copy.deepcopy(model).to(device).float()  # fp32 whatever the model trains in
     scored.requires_grad_(True)  # a frozen layer is still part of the architecture
     scoring_mode(scored)
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+    # The seed also draws on the GPU (fork its generator too: the caller's stays untouched).
+    gpus = [device.index or 0] if device.type == "cuda" else []
+    with (
+        torch.random.fork_rng(devices=gpus),
+        torch.enable_grad(),
+        _no_autocast(device),
+    ):
         torch.manual_seed(seed)
         return float(PROXIES[name](scored, batches))
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Autocast off, should the caller have it on (the proxies need full-precision grads)."""
+    if device.type in ("cpu", "cuda", "mps"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 __all__ = [
@@ -105,4 +156,5 @@ __all__ = [
     "check_proxies",
     "ensemble_ranks",
     "score",
+    "scoring_device",
 ]

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from nas_plugin.proxies import DEFAULT_ENSEMBLE, ENSEMBLE, check_proxies, ensemble_ranks, score
-from nas_plugin.proxies.factory import DEFAULT_FACTORY, load_factory
+from nas_plugin.proxies.factory import DEFAULT_FACTORY, config_device, load_factory
 
 
 def rank_candidates(
@@ -22,6 +22,7 @@ def rank_candidates(
     batch_size: int = 64,
     seed: int = 0,
     ensemble: Sequence[str] = DEFAULT_ENSEMBLE,
+    device: str | None = None,
 ) -> list[float]:
     """One value per config, higher = more promising.
 
@@ -29,8 +30,9 @@ def rank_candidates(
     its untrained model and one minibatch of ``batch_size`` examples drawn with ``seed``, and
     scored by ``proxy`` (a NaN score becomes -inf). ``proxy="ensemble"`` scores every member
     of ``ensemble`` and returns each config's mean normalised rank among ``configs`` (in
-    [0, 1]). Errors building or scoring a config propagate: such a candidate would fail its
-    trial as well.
+    [0, 1]). Each network is scored on ``device`` (null: the config's own ``train.device``,
+    the one its trial would train on; ``auto`` where it has none), in float32. Errors building
+    or scoring a config propagate: such a candidate would fail its trial as well.
     """
     (name,) = check_proxies([proxy], allow_ensemble=True)
     members = check_proxies(ensemble) if name == ENSEMBLE else (name,)
@@ -38,7 +40,8 @@ def rank_candidates(
     scores = []
     for cfg in configs:
         model, inputs, targets = build(cfg, batch_size, 1, seed)
-        scores.append(score(model, inputs, targets, members, seed=seed))
+        where = config_device(cfg) if device is None else device
+        scores.append(score(model, inputs, targets, members, seed=seed, device=where))
     if name == ENSEMBLE:
         return ensemble_ranks(scores, members)
     # NaN (a degenerate network) sorts as least promising rather than anywhere.

@@ -3,10 +3,15 @@
 The tokenizer comes from ``nas_plugin.tasks.tokenizer`` (pretrained where available, else trained
 on the training split and cached), the model from ``nas_plugin.models.transformer``. Texts are
 truncated to ``model.max_length`` tokens and padded per batch to the longest text in it.
+
+The trial trains and evaluates on ``train.device`` at ``train.precision`` (``Runtime``, see
+``nas_plugin.hardware.device``; channels-last does not apply to a transformer), and logs a model
+moved to the CPU, so that it loads and predicts on a machine without a GPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
@@ -22,6 +27,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from nas_plugin.hardware.cost import measure_configured_cost
+from nas_plugin.hardware.device import Runtime, on_cpu
 from nas_plugin.models.transformer import build_transformer, resolve_architecture
 from nas_plugin.pruning import EpochLoop
 from nas_plugin.tasks.text_data import TextSplit, load_text_data
@@ -102,6 +108,7 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
     Raises:
         FloatingPointError: the training loss became NaN or infinite.
         ValueError: a bad config value, named in the message.
+        DeviceError: ``train.device`` or ``train.precision`` this machine cannot provide.
     """
     seed = int(cfg.seed)
     seed_everything(seed)
@@ -118,6 +125,8 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
             "select model=transformer"
         )
     arch = resolve_architecture(cfg.model)
+    # Channels-last is a 4-D image layout: nothing to change in a transformer.
+    runtime = dataclasses.replace(Runtime.from_config(train_cfg), channels_last=False)
     set_threads(train_cfg)
 
     data = load_text_data(cfg.task, float(train_cfg.get("train_fraction", 1.0)), seed)
@@ -130,6 +139,7 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
         pad_token_id=int(tokenizer.pad_token_id),
         labels=data.class_names,
     )
+    runtime.prepare(model)  # built on the CPU (same seed, same weights), trained on the device
     splits = {
         name: _encode(tokenizer, split, arch.max_length)
         for name, split in (("train", data.train), ("val", data.val), ("test", data.test))
@@ -155,12 +165,12 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
     active = mlflow.active_run() is not None
     if active:
         mlflow.log_params(arch.as_params())
-        mlflow.set_tags(_tokenizer_tags(loaded))
+        mlflow.set_tags({**_tokenizer_tags(loaded), **runtime.describe()})
 
     pad_id = int(tokenizer.pad_token_id)
     loop = EpochLoop(epochs)
-    train_loss, val, seconds = _train(model, splits, train_cfg, seed, pad_id, active, loop)
-    test = _evaluate(model, splits["test"], pad_id)
+    train_loss, val, seconds = _train(model, splits, train_cfg, seed, pad_id, active, loop, runtime)
+    test = _evaluate(model, splits["test"], pad_id, runtime)
     results.update(
         val_accuracy=val["accuracy"],
         val_loss=val["loss"],
@@ -176,7 +186,8 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
     # A pruned trial's model is not worth the upload: it is never the one registered.
     if cfg.get("log_model", False) and active and not loop.pruned:
         example = data.val.texts[:INPUT_EXAMPLE_SIZE]
-        log_text_model(model, tokenizer, arch.max_length, example)
+        with on_cpu(model):  # loads and predicts on a machine without the trial's GPU
+            log_text_model(model, tokenizer, arch.max_length, example)
     return results
 
 
@@ -193,9 +204,10 @@ def _train(
     pad_id: int,
     log: bool,
     loop: EpochLoop,
+    runtime: Runtime,
 ) -> tuple[float, dict[str, float], float]:
-    """Train for the loop's epochs (fewer if pruned); return (last epoch's train loss, last
-    validation scores, seconds)."""
+    """Train for the loop's epochs (fewer if pruned) on the runtime's device and precision;
+    return (last epoch's train loss, last validation scores, seconds)."""
     epochs, batch_size = int(train_cfg.epochs), int(train_cfg.batch_size)
     train = splits["train"]
     steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -205,31 +217,36 @@ def _train(
     )
     clip = float(train_cfg.get("grad_clip", 1.0))
     generator = torch.Generator().manual_seed(seed)
+    scaler = runtime.grad_scaler()  # enabled for fp16 only
+    forward = runtime.compiled(model)  # the uncompiled module is the one logged
 
     start = time.perf_counter()
     for epoch in loop:
         model.train()
-        total_loss, seen = 0.0, 0
-        for step, (input_ids, mask, labels) in enumerate(
-            train.batches(batch_size, pad_id, generator)
-        ):
-            logits = model(input_ids=input_ids, attention_mask=mask).logits
-            loss = F.cross_entropy(logits, labels)
+        # Summed on the device: no host sync per step beyond the finiteness check.
+        total_loss, seen = torch.zeros((), device=runtime.device), 0
+        for step, batch in enumerate(train.batches(batch_size, pad_id, generator)):
+            input_ids, mask, labels = (runtime.to_device(t) for t in batch)
+            with runtime.autocast():
+                logits = forward(input_ids=input_ids, attention_mask=mask).logits
+            loss = F.cross_entropy(logits.float(), labels)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"training loss is {loss.item()} at epoch {epoch}, batch {step}: the model "
                     f"diverged; lower train.lr (now {train_cfg.lr}) or change the architecture"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if clip > 0:  # post-LN transformers trained from scratch spike without it
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                 nn.utils.clip_grad_norm_(model.parameters(), clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
-            total_loss += loss.item() * len(labels)
+            total_loss += loss.detach() * len(labels)
             seen += len(labels)
-        train_loss = total_loss / seen
-        val = _evaluate(model, splits["val"], pad_id)
+        train_loss = total_loss.item() / seen
+        val = _evaluate(model, splits["val"], pad_id, runtime)
         metrics = {
             "train_loss": train_loss,
             "val_loss": val["loss"],
@@ -262,18 +279,24 @@ def _warmup_cosine(
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, split: EncodedSplit, pad_id: int) -> dict[str, float]:
-    """Mean cross-entropy, accuracy and macro F1 of ``model`` in eval mode on ``split``."""
+def _evaluate(
+    model: nn.Module, split: EncodedSplit, pad_id: int, runtime: Runtime
+) -> dict[str, float]:
+    """Mean cross-entropy, accuracy and macro F1 of ``model`` in eval mode on ``split``, on
+    the runtime's device and precision."""
     model.eval()
-    total_loss, predictions = 0.0, []
-    for input_ids, mask, labels in split.batches(EVAL_BATCH_SIZE, pad_id):
-        logits = model(input_ids=input_ids, attention_mask=mask).logits
-        total_loss += F.cross_entropy(logits, labels, reduction="sum").item()
+    total_loss = torch.zeros((), device=runtime.device)  # one host sync at the end
+    predictions = []
+    for batch in split.batches(EVAL_BATCH_SIZE, pad_id):
+        input_ids, mask, labels = (runtime.to_device(t) for t in batch)
+        with runtime.autocast():
+            logits = model(input_ids=input_ids, attention_mask=mask).logits.float()
+        total_loss += F.cross_entropy(logits, labels, reduction="sum")
         predictions.append(logits.argmax(dim=1))
-    loss = total_loss / len(split)
+    loss = total_loss.item() / len(split)
     if not math.isfinite(loss):
         raise FloatingPointError(f"evaluation loss is {loss}: the trained model diverged")
-    predicted = torch.cat(predictions).numpy()
+    predicted = torch.cat(predictions).cpu().numpy()
     truth = split.labels.numpy()
     return {
         "loss": loss,
@@ -306,4 +329,3 @@ def _tokenizer_tags(loaded: LoadedTokenizer) -> dict[str, str]:
         "tokenizer.key": loaded.key,
         "tokenizer.vocab_size": str(len(loaded.tokenizer)),
     }
-

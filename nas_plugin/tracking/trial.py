@@ -108,6 +108,8 @@ class TrialContext:
     # The objective's direction and hydra.sweeper.pruner: the job decides on pruning itself.
     direction: str = "maximize"
     pruner: dict[str, Any] = field(default_factory=lambda: {"name": "none"})
+    # hydra.sweeper.gpus_per_trial's plan (nas_plugin.hardware.gpu_slots.GpuPlan); None: off.
+    gpus: Any = None
 
 
 @dataclass
@@ -132,6 +134,10 @@ class TrackedTask:
     def __call__(self, cfg: DictConfig) -> TrialOutcome:
         from hydra.core.hydra_config import HydraConfig
 
+        from nas_plugin.hardware.gpu_slots import use_gpus
+
+        # First thing, before anything initialises CUDA in this process (see gpu_slots).
+        gpu_tags = use_gpus(self.context.gpus)
         hydra_cfg = HydraConfig.get()
         trial = int(hydra_cfg.job.num)
         overrides = list(hydra_cfg.overrides.task)
@@ -151,6 +157,7 @@ class TrackedTask:
                 TAG_ESTIMATOR: str(ctx.estimator.get("name", "")),
                 TAG_ENCODING: json.dumps(architecture, default=str)[:5000],
                 TAG_WORKER: worker_name(),
+                **gpu_tags,
             },
         )
         run_id = run.info.run_id
