@@ -213,6 +213,12 @@ def check_compute(plan: SweepPlan, launcher_cfg: DictConfig, job_cfg: DictConfig
         hardware = OmegaConf.select(job_cfg, "hardware", default=None)
         if isinstance(hardware, DictConfig) and "batch_sizes" in hardware:
             check_batch_sizes(hardware.batch_sizes)
+        task = OmegaConf.select(job_cfg, "task", default=None)
+        if isinstance(task, DictConfig):
+            from nas_plugin.tasks.vision_data import DATASETS, check_task_config
+
+            if task.get("dataset") in DATASETS:
+                check_task_config(task)  # task.augment, task.num_workers, ... (no image read)
     except ValueError as err:
         raise SweepConfigError(str(err)) from err
     return gpus

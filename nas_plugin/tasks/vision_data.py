@@ -396,6 +396,7 @@ def _load_cifar10(task_cfg: Mapping[str, Any]) -> VisionData:
 
 
 _LOADERS = {"digits": _load_digits, "image_folder": _load_image_folder, "cifar10": _load_cifar10}
+DATASETS = tuple(_LOADERS)
 
 
 def _split(task_cfg: Mapping[str, Any], full: ImageDataset, names: list[str]) -> VisionData:
