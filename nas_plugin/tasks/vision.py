@@ -113,9 +113,7 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
         results["params"] = float(sum(p.numel() for p in model.parameters()))
 
     loop = EpochLoop(epochs)
-    train_loss, val_loss, val_accuracy, seconds = train(
-        model, data, train_cfg, seed, loop, runtime=runtime
-    )
+    train_loss, val_loss, val_accuracy, seconds = train(model, data, train_cfg, seed, loop, runtime)
     test_loss, test_accuracy = evaluate(
         model, data.loader(data.test, EVAL_BATCH_SIZE), runtime=runtime
     )
@@ -149,7 +147,6 @@ def train(
     train_cfg: DictConfig,
     seed: int,
     loop: EpochLoop | None = None,
-    *,
     runtime: Runtime | None = None,
 ) -> tuple[float, float, float, float]:
     """Train ``model`` in place on ``data.train`` with the vision trial's loop.
