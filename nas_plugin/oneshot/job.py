@@ -153,17 +153,19 @@ def run_search(
     import dataclasses
 
     from nas_plugin.hardware.device import Runtime
+
+    train_cfg = cfg.get("train") or {}
+    # Resolved first, before the heavy imports: a device this machine lacks fails at once.
+    runtime = dataclasses.replace(Runtime.from_config(train_cfg), compile=False)
+    if mlflow.active_run() is not None:
+        mlflow.set_tags(runtime.describe())
+
     from nas_plugin.oneshot.data import vision_data
     from nas_plugin.oneshot.search import SearchSettings, search
     from nas_plugin.space.nb201 import EDGE_KEYS
     from nas_plugin.tasks.training import set_threads
     from nas_plugin.tasks.vision_data import task_key
 
-    train_cfg = cfg.get("train") or {}
-    # Resolved first: a device this machine lacks fails the search before anything runs.
-    runtime = dataclasses.replace(Runtime.from_config(train_cfg), compile=False)
-    if mlflow.active_run() is not None:
-        mlflow.set_tags(runtime.describe())
     set_threads(train_cfg)
     data, preprocess = vision_data(
         task_key(cfg.task), float(train_cfg.get("train_fraction", 1.0)), int(cfg.seed)
