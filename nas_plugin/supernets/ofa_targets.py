@@ -83,8 +83,8 @@ class Evaluation:
 
 @dataclass
 class SubnetEvaluator:
-    """Inherited accuracy + measured cost of subnets on ``runtime`` (default: the CPU, fp32),
-    cached by encoding. The scoring batches are built once, for every subnet."""
+    """Inherited accuracy + measured cost of subnets on ``runtime`` (default: the supernet's
+    device, fp32), cached by encoding. The scoring batches are built once, for every subnet."""
 
     model: nn.Sequential
     data: VisionData
@@ -94,10 +94,11 @@ class SubnetEvaluator:
     latency_warmup: int = 3
     latency_stat: str = "min"
     cache: dict[Encoding, Evaluation] = field(default_factory=dict)
-    runtime: Runtime = field(default_factory=Runtime.cpu)
+    runtime: Runtime | None = None
     batches: ScoringBatches = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.runtime = self.runtime or Runtime(_device_of(self.model))
         self.batches = ScoringBatches.of(self.data, self.bn_images, self.seed)
 
     def __call__(self, encoding: Encoding) -> Evaluation:
@@ -212,7 +213,8 @@ def check_config(cfg: DictConfig) -> None:
 def run_ofa(cfg: DictConfig) -> dict[str, Any]:
     """Train the supernet, find one subnet per budget, log and register them (see module doc).
 
-    Returns ``{"parent_run_id", "versions": {budget_ms: version or None}}``.
+    Returns ``{"parent_run_id", "versions": {budget_ms: version or None}}`` and the
+    ``runtime.*`` it ran on (as tagged on the parent run).
     """
     check_config(cfg)
     # Before any data or training: a device this machine lacks is a DeviceError here.
@@ -303,7 +305,7 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
         mlflow.log_text(_table(rows), "budgets.csv")
         registered = [f"{cfg.mlflow.model_name}/{v}" for v in versions.values() if v]
         mlflow.set_tag("ofa.registered", ",".join(registered))
-    return {"parent_run_id": parent.info.run_id, "versions": versions}
+    return {"parent_run_id": parent.info.run_id, "versions": versions, **runtime.describe()}
 
 
 def _budget_run(
