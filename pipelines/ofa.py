@@ -15,7 +15,10 @@ def main(cfg: DictConfig) -> None:
     from nas_plugin.supernets.ofa_targets import run_ofa
 
     result = run_ofa(cfg)
-    print(f"OFA parent run {result['parent_run_id']} (experiment {cfg.mlflow.experiment})")
+    print(
+        f"OFA parent run {result['parent_run_id']} (experiment {cfg.mlflow.experiment}) on "
+        f"{result['runtime.device']} at precision {result['runtime.precision']}"
+    )
     for budget_ms, version in result["versions"].items():
         where = f"models:/{cfg.mlflow.model_name}/{version}" if version else "FAILED (see run)"
         print(f"  budget {budget_ms:.3f} ms -> {where}")

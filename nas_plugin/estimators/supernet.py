@@ -32,11 +32,20 @@ trial that trained the supernet logs ``supernet_train_seconds`` and tag ``nas.su
 the others tag ``nas.supernet=loaded``. Each process keeps the weights in memory after the
 first trial.
 
+Training, BatchNorm re-estimation and scoring run on the app's ``train.device`` at
+``train.precision`` (:class:`~nas_plugin.hardware.device.Runtime`; ``train.compile`` does not
+apply to a supernet), read through the task's DataLoaders (``task.num_workers``): the supernet
+stays on the device between trials, and the scoring batches (BatchNorm re-estimation, val,
+test) are built once per process, so their workers persist. Every trial is tagged ``runtime.*``
+with what it ran on. The weights are uploaded from the CPU and a supernet trained at another
+precision than 32 is its own ``key``. A device this machine lacks fails the trial before any
+training (:class:`~nas_plugin.hardware.device.DeviceError`, naming ``train.device``).
+
 No trial logs a model (that would cost more than the trial). At the end of the sweep, the
 sweeper calls :meth:`SupernetEstimator.log_best_model` (if the app's ``log_model`` is true) in
 the trial to register's resumed run: it rebuilds that candidate exactly as its trial scored it
-(same code path, :meth:`SupernetEstimator._candidate`) and logs it, so it is registered as
-``models:/<name>@champion``.
+(same code path, :meth:`SupernetEstimator._candidate`) and logs it from the CPU (it loads on any
+machine), so it is registered as ``models:/<name>@champion``.
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +90,27 @@ OPTIONS = [
     "choices",
     "base_model",
 ]
-# (parent run id, key) -> (supernet, preprocess, data): trials in one process reuse them.
-_LOADED: dict[tuple[str, str], Any] = {}
+# (parent run id, key, runtime) -> the supernet on the runtime's device, its preprocessing
+# (there too), the task's data and the scoring batches per (bn_images, seed): trials in one
+# process reuse them.
+_LOADED: dict[tuple[str, str, Any], _Shared] = {}
+
+
+@dataclass
+class _Shared:
+    supernet: Any
+    preprocess: Any
+    data: Any
+    scoring: dict[tuple[int, int], Any] = field(default_factory=dict)
+
+    def batches(self, bn_images: int, seed: int) -> Any:
+        """The :class:`~nas_plugin.oneshot.spos.ScoringBatches`, built on first use."""
+        from nas_plugin.oneshot.spos import ScoringBatches
+
+        key = (bn_images, seed)
+        if key not in self.scoring:
+            self.scoring[key] = ScoringBatches.of(self.data, bn_images, seed)
+        return self.scoring[key]
 
 
 class SupernetEstimator(Estimator):
@@ -251,10 +280,14 @@ class SupernetEstimator(Estimator):
 
         from nas_plugin.tasks.training import set_threads
 
+        runtime = _runtime(cfg)  # first: a missing device fails before any training
+        if mlflow.active_run() is not None:
+            mlflow.set_tags(runtime.describe())
         set_threads(cfg.get("train"))
         start = time.perf_counter()
-        model, data, metrics, extra = self._candidate(cfg)
-        metrics = {**metrics, **_test(model, data), **_cost(cfg, model, data)}
+        model, shared, metrics, extra = self._candidate(cfg, runtime)
+        test = _test(model, shared.batches(self.bn_images, self.seed), runtime)
+        metrics = {**metrics, **test, **_cost(cfg, model, shared.data)}
         if mlflow.active_run() is not None:
             mlflow.set_tag(TAG_SUPERNET, "trained" if extra else "loaded")
         seconds = time.perf_counter() - start - extra.get("supernet_train_seconds", 0.0)
@@ -262,20 +295,24 @@ class SupernetEstimator(Estimator):
 
     def log_best_model(self, cfg: Any) -> bool:
         """Rebuild the trial's candidate exactly as its trial scored it (the same supernet
-        artifact, fine-tuning and BatchNorm re-estimation, same seed) and log it, with its
-        preprocessing, to the active run (the trial's, resumed by the sweeper)."""
+        artifact, fine-tuning and BatchNorm re-estimation, same seed and runtime) and log it,
+        with its preprocessing and from the CPU, to the active run (the trial's, resumed by
+        the sweeper)."""
         import mlflow
         import torch
 
+        from nas_plugin.hardware.device import on_cpu
         from nas_plugin.tasks.training import set_threads
         from nas_plugin.tasks.vision import input_example
         from nas_plugin.tracking.model_logging import log_model
 
+        runtime = _runtime(cfg)
         previous = torch.get_num_threads()  # this runs in the sweeper's process
         set_threads(cfg.get("train"))
         try:
-            model, data, metrics, _ = self._candidate(cfg)
-            log_model(model, input_example(data.val))
+            model, shared, metrics, _ = self._candidate(cfg, runtime)
+            with on_cpu(model):  # loads and predicts on a CPU-only machine too
+                log_model(model, input_example(shared.data.val))
         finally:
             torch.set_num_threads(previous)
         run = mlflow.active_run()
@@ -296,29 +333,34 @@ class SupernetEstimator(Estimator):
         kind = (cfg.get("model") or {}).get("kind")
         return "mbconv" if kind == "mbconv" else "nb201"
 
-    def _candidate(self, cfg: Any) -> tuple[Any, Any, dict[str, float], dict[str, float]]:
+    def _candidate(
+        self, cfg: Any, runtime: Any
+    ) -> tuple[Any, _Shared, dict[str, float], dict[str, float]]:
         """(the trial's candidate with inherited weights, fine-tuned and BatchNorm-recalibrated
-        as configured, preprocessing included; the task's data; its val metrics; metrics of the
-        supernet's training if this call trained it). The trial and ``log_best_model`` both
-        build the candidate here, so the logged model is the one the trial scored."""
+        as configured, preprocessing included, on ``runtime``'s device; the shared supernet
+        with the task's data; its val metrics; metrics of the supernet's training if this call
+        trained it). The trial and ``log_best_model`` both build the candidate here, so the
+        logged model is the one the trial scored."""
         from nas_plugin.oneshot.spos import score_inherited
 
         extract = self._extract_mbconv if self._kind(cfg) == "mbconv" else self._extract_nb201
-        model, data, extra = extract(cfg)
+        model, shared, extra = extract(cfg, runtime)
         metrics = score_inherited(
             model,
-            data,
+            shared.data,
             self.seed,
             self.finetune_steps,
             self.finetune_lr,
             self.batch_size,
             self.bn_images,
+            runtime=runtime,
+            batches=shared.batches(self.bn_images, self.seed),
         )
-        return model, data, metrics, extra
+        return model, shared, metrics, extra
 
     # -- the two kinds: (the extracted candidate, data, supernet training metrics) ----------
 
-    def _extract_nb201(self, cfg: Any) -> tuple[Any, Any, dict[str, float]]:
+    def _extract_nb201(self, cfg: Any, runtime: Any) -> tuple[Any, _Shared, dict[str, float]]:
         from torch import nn
 
         from nas_plugin.estimators.tabular import _select
@@ -353,13 +395,15 @@ class SupernetEstimator(Estimator):
                 self.lr,
                 self.seed,
                 self.weight_decay,
+                runtime=runtime,
             )
 
-        supernet, preprocess, data, extra = self.shared_supernet(cfg, identity, build, train)
+        shared, extra = self.shared_supernet(cfg, identity, build, train, runtime)
         # As oneshot.spos.evaluate_path builds it (the supernet stays untouched).
-        return nn.Sequential(copy.deepcopy(preprocess), supernet.extract(ops)), data, extra
+        model = nn.Sequential(copy.deepcopy(shared.preprocess), shared.supernet.extract(ops))
+        return model, shared, extra
 
-    def _extract_mbconv(self, cfg: Any) -> tuple[Any, Any, dict[str, float]]:
+    def _extract_mbconv(self, cfg: Any, runtime: Any) -> tuple[Any, _Shared, dict[str, float]]:
         from omegaconf import OmegaConf
         from torch import nn
 
@@ -398,6 +442,7 @@ class SupernetEstimator(Estimator):
                 self.shrinking_settings(),
                 self.seed,
                 on_epoch=lambda phase, epoch, loss: losses.append(loss),
+                runtime=runtime,
             )
             return {
                 "supernet_train_loss": losses[-1],
@@ -405,23 +450,28 @@ class SupernetEstimator(Estimator):
                 **{f"supernet_{phase}_seconds": s for phase, s in seconds.items()},
             }
 
-        supernet, preprocess, data, extra = self.shared_supernet(cfg, identity, build, train)
-        model = nn.Sequential(copy.deepcopy(preprocess), supernet.extract(values)).eval()
-        return model, data, extra
+        shared, extra = self.shared_supernet(cfg, identity, build, train, runtime)
+        sub = shared.supernet.extract(values)
+        model = nn.Sequential(copy.deepcopy(shared.preprocess), sub).eval()
+        return model, shared, extra
 
     # -- the shared supernet ------------------------------------------------------------------
 
-    def key(self, cfg: Any, identity: Mapping[str, Any]) -> str:
-        """Hash of what the weights depend on: settings, task, training fraction, model."""
+    def key(self, cfg: Any, identity: Mapping[str, Any], precision: str = "32") -> str:
+        """Hash of what the weights depend on: settings, task, training fraction, model, and
+        the training precision when it is not 32 (fp32 keys are as before precisions
+        existed)."""
         from nas_plugin.tasks.vision_data import task_key
 
         train_cfg = cfg.get("train") or {}
+        numerics = {} if precision == "32" else {"precision": precision}
         text = json.dumps(
             {
                 **self.settings(),
                 "task": json.loads(task_key(cfg.task)),
                 "train_fraction": float(train_cfg.get("train_fraction", 1.0)),
                 **identity,
+                **numerics,
             },
             sort_keys=True,
             default=str,
@@ -434,13 +484,15 @@ class SupernetEstimator(Estimator):
         identity: Mapping[str, Any],
         build: Callable[[Any], Any],
         train: Callable[[Any, Any, Any], dict[str, float]],
-    ) -> tuple[Any, Any, Any, dict[str, float]]:
-        """(supernet, preprocess, data, metrics of its training if this call trained it).
+        runtime: Any,
+    ) -> tuple[_Shared, dict[str, float]]:
+        """(the supernet with its preprocessing on ``runtime``'s device and the task's data,
+        metrics of its training if this call trained it).
 
         ``build(data)`` makes the untrained supernet; ``train(supernet, preprocess, data)``
-        trains it in place and returns its metrics (``supernet_train_seconds`` among them).
-        The first caller of the sweep trains and uploads, under a file lock; the others
-        download (see the module doc).
+        trains it in place (on the device) and returns its metrics (``supernet_train_seconds``
+        among them). The first caller of the sweep trains and uploads, under a file lock; the
+        others download (see the module doc).
         """
         import mlflow
         import torch
@@ -458,15 +510,16 @@ class SupernetEstimator(Estimator):
                 "estimator 'supernet' runs inside a NAS sweep's trial (its weights are an "
                 "artifact of the sweep's parent run); no parent run is active"
             )
-        key = self.key(cfg, identity)
-        if (parent, key) in _LOADED:
-            return (*_LOADED[(parent, key)], {})
+        key = self.key(cfg, identity, runtime.precision)
+        if (parent, key, runtime) in _LOADED:
+            return _LOADED[(parent, key, runtime)], {}
         train_cfg = cfg.get("train") or {}
         data, preprocess = vision_data(
             task_key(cfg.task), float(train_cfg.get("train_fraction", 1.0)), self.seed
         )
         torch.manual_seed(self.seed)  # the initial weights, should this process train them
-        supernet = build(data)
+        supernet = runtime.prepare(build(data))  # built on the CPU: the same weights anywhere
+        preprocess = copy.deepcopy(preprocess).to(runtime.device)  # the cached one stays put
         client = MlflowClient()
         cache = Path(self.cache_dir or Path.home() / ".cache" / "nas_plugin" / "supernets")
         cache.mkdir(parents=True, exist_ok=True)
@@ -479,14 +532,25 @@ class SupernetEstimator(Estimator):
             else:
                 supernet.load_state_dict(state)
         supernet.eval()
-        _LOADED[(parent, key)] = (supernet, preprocess, data)
-        return supernet, preprocess, data, extra
+        shared = _Shared(supernet, preprocess, data)
+        _LOADED[(parent, key, runtime)] = shared
+        return shared, extra
 
 
-def _test(model: Any, data: Any) -> dict[str, float]:
+def _runtime(cfg: Any) -> Any:
+    """The trial's :class:`~nas_plugin.hardware.device.Runtime` (``train.*``), uncompiled: a
+    supernet's graph changes with every subnet, and each candidate is scored once."""
+    import dataclasses
+
+    from nas_plugin.hardware.device import Runtime
+
+    return dataclasses.replace(Runtime.from_config(cfg.get("train")), compile=False)
+
+
+def _test(model: Any, batches: Any, runtime: Any) -> dict[str, float]:
     from nas_plugin.tasks.vision import evaluate
 
-    test_loss, test_accuracy = evaluate(model, data.test)
+    test_loss, test_accuracy = evaluate(model, batches.test, runtime=runtime)
     return {"test_accuracy": test_accuracy, "test_loss": test_loss}
 
 
@@ -528,7 +592,9 @@ def _upload(client: Any, run_id: str, key: str, supernet: Any, info: dict[str, A
         # The description first: a reader that sees the .pt finds its settings too.
         (Path(folder) / f"{key}.json").write_text(json.dumps(info, indent=2))
         client.log_artifact(run_id, str(Path(folder) / f"{key}.json"), ARTIFACT_DIR)
-        torch.save(supernet.state_dict(), Path(folder) / f"{key}.pt")
+        # From the CPU: the artifact loads on a machine without the training device.
+        state = {name: tensor.cpu() for name, tensor in supernet.state_dict().items()}
+        torch.save(state, Path(folder) / f"{key}.pt")
         client.log_artifact(run_id, str(Path(folder) / f"{key}.pt"), ARTIFACT_DIR)
 
 

@@ -9,7 +9,9 @@ MLflow child run of the sweep named ``search-<k>`` (tags ``nas.role=search``,
 ``nas.search_index=k``, no ``nas.trial``: it is not a trial and not on the leaderboard), runs
 the bilevel search on the app's task and model size, and logs:
 
-- params ``search.<option>`` (``search.seed`` included);
+- params ``search.<option>`` (``search.seed`` included); tags ``runtime.device``,
+  ``runtime.precision``, ``runtime.channels_last``, ``runtime.compile`` (the app's ``train.*``
+  as the search ran on them; see :mod:`nas_plugin.hardware.device`);
 - per epoch: ``alpha.<edge>.<op>`` (softmax weights), ``search_train_loss``,
   ``search_arch_loss``, ``search_derived_val_accuracy`` (the current argmax cell with inherited
   weights), ``search_skip_edges``, ``search_seconds`` (and ``search_tau``,
@@ -138,15 +140,32 @@ def run_search(
     cfg: DictConfig, settings: dict[str, Any], seed: int | None = None
 ) -> dict[str, Any]:
     """Search on the job's task with its model size (``model.channels``,
-    ``model.cells_per_stage``); ``seed`` (default: the app's) seeds the search, the app's seed
-    the training subset. Logs to the active run; returns the derived cell."""
+    ``model.cells_per_stage``), on the app's ``train.device`` / ``train.precision`` /
+    ``train.channels_last`` (tags ``runtime.*`` on the active run: what the search used;
+    ``train.compile`` does not apply to a supernet); ``seed`` (default: the app's) seeds the
+    search, the app's seed the training subset. Logs to the active run; returns the derived
+    cell.
+
+    Raises:
+        DeviceError: ``train.device`` / ``train.precision`` cannot run here (before any data is
+            loaded or trained on).
+    """
+    import dataclasses
+
+    from nas_plugin.hardware.device import Runtime
+
+    train_cfg = cfg.get("train") or {}
+    # Resolved first, before the heavy imports: a device this machine lacks fails at once.
+    runtime = dataclasses.replace(Runtime.from_config(train_cfg), compile=False)
+    if mlflow.active_run() is not None:
+        mlflow.set_tags(runtime.describe())
+
     from nas_plugin.oneshot.data import vision_data
     from nas_plugin.oneshot.search import SearchSettings, search
     from nas_plugin.space.nb201 import EDGE_KEYS
     from nas_plugin.tasks.training import set_threads
     from nas_plugin.tasks.vision_data import task_key
 
-    train_cfg = cfg.get("train") or {}
     set_threads(train_cfg)
     data, preprocess = vision_data(
         task_key(cfg.task), float(train_cfg.get("train_fraction", 1.0)), int(cfg.seed)
@@ -163,6 +182,7 @@ def run_search(
         int(cfg.task.resolution),
         int(cfg.seed) if seed is None else seed,
         log_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+        runtime=runtime,
     )
     seconds = time.perf_counter() - started
     mlflow.log_metric("search_total_seconds", seconds)

@@ -3,6 +3,13 @@ LUT): the expected latency of a cell is then a differentiable sum over its edges
 
 Only the cells' operations are in the table; the fixed skeleton (stem, reductions, head) adds
 the same time to every architecture and has no gradient w.r.t. the architecture.
+
+The table is always measured on the CPU (batch 1, one thread), wherever the search trains
+(``train.device``): it models the deployment cost the latency term trades accuracy against,
+which for these cells is CPU inference (as the NB201 table's ``lat_ms_*`` columns), and a
+saved table (``search.latency_table``) then means the same on any machine. On a GPU, a
+single NB201 operation at batch 1 takes about one kernel launch whatever it is, so a GPU table
+would not tell the operations apart. The search moves the table's costs to its device.
 """
 
 from __future__ import annotations

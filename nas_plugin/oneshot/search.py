@@ -23,10 +23,21 @@ parameters ``alpha`` (6 edges x 5 operations) outside the supernet:
   under the full ``softmax(alpha)`` (differentiable in every ``alpha``, as in the paper).
 
 The derived cell is the argmax of ``alpha`` on every edge.
+
+Every search runs on one :class:`~nas_plugin.hardware.device.Runtime` (``train.device``,
+``train.precision``, ``train.channels_last`` of the app): the supernet, ``alpha``, the batches
+and the latency costs are on its device; weight steps and first-order architecture steps run
+their forwards under its autocast, with a gradient scaler for fp16 (one per optimiser). The
+second-order DARTS step stays in fp32: its finite differences perturb the weights by
+``0.01 / |grad|``, far below bf16's resolution. Random draws (Gumbel noise, sampled paths) come
+from a CPU generator, so a seed derives the same cells on any device. ``train.compile`` is not
+used: the supernet's graph changes with every sampled path.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,9 +48,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from nas_plugin.hardware.device import Runtime
 from nas_plugin.oneshot.data import halves, loader
 from nas_plugin.oneshot.latency import expected_latency, load_lut, measure_lut, op_costs
-from nas_plugin.oneshot.spos import evaluate_path
+from nas_plugin.oneshot.spos import ScoringBatches, evaluate_path
 from nas_plugin.space.nb201 import EDGE_KEYS, EDGES, OPS, to_arch_str
 from nas_plugin.strategies.oneshot import SearchOptions
 from nas_plugin.supernets.nb201 import (
@@ -53,6 +65,8 @@ from nas_plugin.supernets.nb201 import (
 from nas_plugin.tasks.vision_data import VisionData
 
 METHODS = ("darts", "gdas", "proxyless")
+# Training images the derived cell's BatchNorm statistics are re-estimated on, every epoch.
+DERIVED_BN_IMAGES = 512
 
 
 @dataclass
@@ -86,7 +100,7 @@ class SearchResult:
 
 def alpha_metrics(alpha: torch.Tensor) -> dict[str, float]:
     """``alpha.<edge>.<op>``: the edge's softmax weight of each operation."""
-    probs = F.softmax(alpha.detach(), dim=-1)
+    probs = F.softmax(alpha.detach(), dim=-1).cpu()  # one copy, not one wait per entry
     return {
         f"alpha.{key}.{op}": float(probs[e, k])
         for e, key in enumerate(EDGE_KEYS)
@@ -103,14 +117,25 @@ def search(
     resolution: int,
     seed: int,
     log_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    *,
+    runtime: Runtime | None = None,
 ) -> SearchResult:
-    """Run one bilevel search; ``log_epoch(epoch, metrics)`` after every epoch (1-based)."""
+    """Run one bilevel search on ``runtime`` (default: the CPU, fp32); ``log_epoch(epoch,
+    metrics)`` after every epoch (1-based).
+
+    Raises:
+        FloatingPointError: the search's weight loss became NaN or infinite.
+    """
     if settings.method not in METHODS:
         raise ValueError(f"method {settings.method!r} is unknown; allowed: {list(METHODS)}")
+    runtime = runtime or Runtime.cpu()
+    device = runtime.device
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    net = NB201Supernet(channels, cells_per_stage, data.num_classes, data.in_chans)
-    alpha = nn.Parameter(1e-3 * torch.randn(len(EDGES), len(OPS), generator=generator))
+    net = runtime.prepare(NB201Supernet(channels, cells_per_stage, data.num_classes, data.in_chans))
+    alpha = nn.Parameter((1e-3 * torch.randn(len(EDGES), len(OPS), generator=generator)).to(device))
+    # A copy on the device: the caller's module is shared (cached per process).
+    preprocess = copy.deepcopy(preprocess).to(device)
     w_opt = torch.optim.SGD(
         net.parameters(),
         lr=settings.lr,
@@ -120,9 +145,13 @@ def search(
     a_opt = torch.optim.Adam(
         [alpha], lr=settings.arch_lr, betas=(0.5, 0.999), weight_decay=settings.arch_weight_decay
     )
-    w_half, a_half = halves(data.train, seed)
-    w_batches = loader(w_half, settings.batch_size, seed)
-    a_batches = loader(a_half, settings.batch_size, seed + 1)
+    # Both halves with the task's augmentation (DARTS's train transform); built once, so their
+    # workers persist across epochs.
+    w_half, a_half = halves(data.augmented_train, seed)
+    w_batches = loader(w_half, settings.batch_size, seed, data)
+    a_batches = loader(a_half, settings.batch_size, seed + 1, data)
+    scoring = ScoringBatches.of(data, DERIVED_BN_IMAGES, seed)
+    w_scaler, a_scaler = runtime.grad_scaler(), runtime.grad_scaler()
     steps = settings.epochs * min(len(w_batches), len(a_batches))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, steps, eta_min=1e-3 * settings.lr)
 
@@ -135,6 +164,7 @@ def search(
         )
         costs = op_costs(lut, cells_per_stage)
         reference = float(expected_latency(torch.full((len(EDGES), len(OPS)), 0.2), costs))
+        costs = costs.to(device)
 
     def arch_loss(
         logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
@@ -158,53 +188,77 @@ def search(
             (epoch - 1) / max(1, settings.epochs - 1)
         )
         net.train()
-        w_total, a_total, seen = 0.0, 0.0, 0
+        # Summed on the device in float64 (as Python floats would be): no wait per step.
+        w_total = torch.zeros((), dtype=torch.float64, device=device)
+        a_total = torch.zeros_like(w_total)
+        seen = 0
         for (xw, yw), (xa, ya) in zip(w_batches, a_batches, strict=False):
-            xw, xa = preprocess(xw), preprocess(xa)
+            xw, xa = preprocess(runtime.to_device(xw)), preprocess(runtime.to_device(xa))
+            yw, ya = runtime.to_device(yw), runtime.to_device(ya)
             # -- architecture step (on the other half) --
             a_opt.zero_grad(set_to_none=True)
             pairs = None
             if settings.method == "darts" and settings.order == 2:
-                a_value = _unrolled_step(net, alpha, xw, yw, xa, ya, w_opt)
-            elif settings.method == "proxyless":  # two paths per edge, the paper's scheme
-                weights, compute, pairs = two_path_gates(alpha, generator)
-                loss = arch_loss(net(xa, weights=weights, compute=compute), ya, weights)
-                loss.backward()
-                a_value = loss.item()
-                before = alpha.detach().clone()
+                a_value = torch.tensor(
+                    _unrolled_step(net, alpha, xw, yw, xa, ya, w_opt), dtype=torch.float64
+                )
+                a_opt.step()  # alpha.grad is an fp32, unscaled gradient
             else:
-                weights, active = _relax(settings.method, alpha, tau, generator)
-                loss = arch_loss(net(xa, weights=weights, active_only=active), ya, weights)
-                loss.backward()
-                a_value = loss.item()
-            a_opt.step()
+                if settings.method == "proxyless":  # two paths per edge, the paper's scheme
+                    weights, compute, pairs = two_path_gates(alpha, generator)
+                    before = alpha.detach().clone()
+                    with runtime.autocast():
+                        logits = net(xa, weights=weights, compute=compute)
+                else:
+                    weights, active = _relax(settings.method, alpha, tau, generator)
+                    with runtime.autocast():
+                        logits = net(xa, weights=weights, active_only=active)
+                loss = arch_loss(logits.float(), ya, weights)
+                a_scaler.scale(loss).backward()
+                a_value = loss.detach()
+                a_scaler.step(a_opt)
+                a_scaler.update()
             if pairs is not None:
                 rescale_pairs(alpha.data, before, pairs)
             # -- weight step --
             with torch.no_grad():
                 weights, active = _relax(settings.method, alpha, tau, generator)
-            loss = F.cross_entropy(net(xw, weights=weights, active_only=active), yw)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"search loss is {loss.item()} at epoch {epoch}: lower the strategy's lr"
-                )
+            with runtime.autocast():
+                logits = net(xw, weights=weights, active_only=active)
+            loss = F.cross_entropy(logits.float(), yw)
             w_opt.zero_grad(set_to_none=True)
-            loss.backward()
+            w_scaler.scale(loss).backward()
+            w_scaler.unscale_(w_opt)  # clip the true gradient (a no-op unless fp16)
             nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
-            w_opt.step()
+            w_scaler.step(w_opt)
+            w_scaler.update()
             schedule.step()
             step += 1
-            w_total += loss.item() * len(yw)
-            a_total += a_value * len(ya)
+            w_total += loss.detach().double() * len(yw)
+            a_total += a_value.to(device, torch.float64) * len(ya)
             seen += len(yw)
+        train_loss = w_total.item() / max(1, seen)
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(
+                f"search loss is {train_loss} at epoch {epoch}: lower the strategy's lr"
+            )
         ops = derive(alpha.detach())
-        _, scored = evaluate_path(net, preprocess, data, ops, seed, bn_images=512)
-        probs = F.softmax(alpha.detach(), dim=-1)
+        _, scored = evaluate_path(
+            net,
+            preprocess,
+            data,
+            ops,
+            seed,
+            bn_images=DERIVED_BN_IMAGES,
+            runtime=runtime,
+            batches=scoring,
+        )
+        probs = F.softmax(alpha.detach(), dim=-1).cpu()
         alphas.append(probs.tolist())
         metrics = {
             **alpha_metrics(alpha),
-            "search_train_loss": w_total / max(1, seen),
-            "search_arch_loss": a_total / max(1, seen),
+            "search_train_loss": train_loss,
+            "search_arch_loss": a_total.item() / max(1, seen),
             "search_derived_val_accuracy": scored["val_accuracy"],
             "search_skip_edges": float(sum(op == "skip_connect" for op in ops)),
             "search_seconds": time.perf_counter() - start,
@@ -212,7 +266,7 @@ def search(
         if settings.method == "gdas":
             metrics["search_tau"] = tau
         if costs is not None:
-            metrics["search_expected_latency_us"] = float(expected_latency(probs, costs))
+            metrics["search_expected_latency_us"] = float(expected_latency(probs, costs.cpu()))
         if log_epoch is not None:
             log_epoch(epoch, metrics)
     ops = derive(alpha.detach())
@@ -259,7 +313,11 @@ def _unrolled_step(
     w_opt: torch.optim.SGD,
 ) -> float:
     """Second-order DARTS: set ``alpha.grad`` to the gradient of the architecture loss at the
-    weights after one virtual step of ``w_opt`` (:func:`virtual_step`), ``xi`` = its lr."""
+    weights after one virtual step of ``w_opt`` (:func:`virtual_step`), ``xi`` = its lr.
+
+    In fp32 whatever the runtime's precision (autocast off): the Hessian-vector product's
+    finite differences move the weights by ``eps = 0.01 / |grad|``, which bf16 would round
+    away."""
     xi = w_opt.param_groups[0]["lr"]
     names = [n for n, _ in net.named_parameters()]
     params = [p for _, p in net.named_parameters()]
@@ -270,16 +328,17 @@ def _unrolled_step(
         logits = functional_call(net, state, (x,), {"weights": F.softmax(alpha, dim=-1)})
         return F.cross_entropy(logits, y)
 
-    grads = torch.autograd.grad(loss_at(params, xw, yw), params)
-    unrolled = [w.requires_grad_() for w in virtual_step(w_opt, params, list(grads))]
-    val_loss = loss_at(unrolled, xa, ya)
-    g_alpha, *g_unrolled = torch.autograd.grad(val_loss, [alpha, *unrolled])
-    norm = torch.sqrt(sum((g * g).sum() for g in g_unrolled))
-    eps = 0.01 / float(norm.clamp_min(1e-12))
-    with torch.no_grad():
-        plus = [p + eps * g for p, g in zip(params, g_unrolled, strict=True)]
-        minus = [p - eps * g for p, g in zip(params, g_unrolled, strict=True)]
-    (g_plus,) = torch.autograd.grad(loss_at(plus, xw, yw), [alpha])
-    (g_minus,) = torch.autograd.grad(loss_at(minus, xw, yw), [alpha])
+    with torch.autocast(device_type=xw.device.type, enabled=False):
+        grads = torch.autograd.grad(loss_at(params, xw, yw), params)
+        unrolled = [w.requires_grad_() for w in virtual_step(w_opt, params, list(grads))]
+        val_loss = loss_at(unrolled, xa, ya)
+        g_alpha, *g_unrolled = torch.autograd.grad(val_loss, [alpha, *unrolled])
+        norm = torch.sqrt(sum((g * g).sum() for g in g_unrolled))
+        eps = 0.01 / float(norm.clamp_min(1e-12))
+        with torch.no_grad():
+            plus = [p + eps * g for p, g in zip(params, g_unrolled, strict=True)]
+            minus = [p - eps * g for p, g in zip(params, g_unrolled, strict=True)]
+        (g_plus,) = torch.autograd.grad(loss_at(plus, xw, yw), [alpha])
+        (g_minus,) = torch.autograd.grad(loss_at(minus, xw, yw), [alpha])
     alpha.grad = g_alpha - xi * (g_plus - g_minus) / (2 * eps)
     return val_loss.item()

@@ -53,7 +53,6 @@ class SuperCell(nn.Module):
         x: torch.Tensor,
         path: Sequence[str] | None = None,
         weights: torch.Tensor | None = None,
-        active_only: bool = False,
         compute: list[list[bool]] | None = None,
     ) -> torch.Tensor:
         nodes = [x]
@@ -72,10 +71,7 @@ class SuperCell(nn.Module):
                     # `none` adds weight * 0; an inactive sampled op adds nothing either.
                     if op == "none":
                         continue
-                    if compute is not None:
-                        if not compute[e][k]:
-                            continue
-                    elif active_only and not bool(weights[e, k] != 0):
+                    if compute is not None and not compute[e][k]:
                         continue
                     terms.append(weights[e, k] * ops[op](nodes[i]))
             nodes.append(sum(terms[1:], terms[0]) if terms else torch.zeros_like(x))
@@ -115,11 +111,18 @@ class NB201Supernet(nn.Module):
             raise ValueError(
                 f"weights has shape {tuple(weights.shape)}; expected ({len(EDGES)}, {len(OPS)})"  # type: ignore[union-attr]
             )
-        mask = compute.tolist() if compute is not None else None
+        # The mask as Python lists, read once per forward: testing each weight in every cell
+        # would wait for the device once per operation.
+        if compute is not None:
+            mask = compute.tolist()
+        elif active_only:
+            mask = (weights.detach() != 0).tolist()  # type: ignore[union-attr]
+        else:
+            mask = None
         out = self.stem(x)
         for layer in self.cells:
             if isinstance(layer, SuperCell):
-                out = layer(out, path=path, weights=weights, active_only=active_only, compute=mask)
+                out = layer(out, path=path, weights=weights, compute=mask)
             else:
                 out = layer(out)
         return self.classifier(self.head(out))
@@ -177,7 +180,9 @@ def gumbel_hard(
 ) -> torch.Tensor:
     """GDAS's sample: one-hot per edge (argmax of ``alpha`` + Gumbel noise) in value, with the
     gradient of the tempered Gumbel-softmax (straight-through)."""
+    # Drawn on the CPU (the generator's device), so a seed gives the same cells on any device.
     uniform = torch.rand(alpha.shape, generator=generator).clamp_(1e-9, 1 - 1e-9)
+    uniform = uniform.to(alpha.device)
     gumbel = -torch.log(-torch.log(uniform))
     soft = F.softmax((F.log_softmax(alpha, dim=-1) + gumbel) / tau, dim=-1)
     hard = F.one_hot(soft.argmax(dim=-1), alpha.shape[-1]).to(soft.dtype)
@@ -188,7 +193,7 @@ def binary_gates(alpha: torch.Tensor, generator: torch.Generator | None = None) 
     """ProxylessNAS's binarised paths: one operation per edge sampled from ``softmax(alpha)``,
     one-hot in value, with BinaryConnect's gradient ``dL/dp`` through the softmax."""
     probs = F.softmax(alpha, dim=-1)
-    chosen = torch.multinomial(probs.detach(), 1, generator=generator).squeeze(-1)
+    chosen = _sample(probs, 1, generator).squeeze(-1)
     hard = F.one_hot(chosen, alpha.shape[-1]).to(probs.dtype)
     return hard - probs.detach() + probs
 
@@ -206,14 +211,22 @@ def two_path_gates(
     ``compute`` marks the two operations to run (the inactive one with gate 0, for its gate's
     gradient); ``pairs`` (edges x 2) are their indices, for :func:`rescale_pairs`."""
     probs = F.softmax(alpha.detach(), dim=-1)
-    pairs = torch.multinomial(probs, 2, replacement=False, generator=generator)
+    pairs = _sample(probs, 2, generator)
     pair_probs = F.softmax(alpha.gather(1, pairs), dim=-1)
-    which = torch.multinomial(pair_probs.detach(), 1, generator=generator)
+    which = _sample(pair_probs, 1, generator)
     active = pairs.gather(1, which).squeeze(-1)
     hard = F.one_hot(active, alpha.shape[-1]).to(pair_probs.dtype)
     soft = torch.zeros_like(alpha).scatter(1, pairs, pair_probs)
-    compute = torch.zeros(alpha.shape, dtype=torch.bool).scatter(1, pairs, True)
+    # On the CPU: the forward reads it as Python lists.
+    compute = torch.zeros(alpha.shape, dtype=torch.bool).scatter(1, pairs.cpu(), True)
     return hard - soft.detach() + soft, compute, pairs
+
+
+def _sample(probs: torch.Tensor, count: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``count`` indices per row drawn without replacement from ``probs``, on the CPU with
+    ``generator`` (a seed gives the same draws on any device), returned on ``probs``' device."""
+    drawn = torch.multinomial(probs.detach().cpu(), count, replacement=False, generator=generator)
+    return drawn.to(probs.device)
 
 
 @torch.no_grad()

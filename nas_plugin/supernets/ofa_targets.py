@@ -6,9 +6,9 @@
    run gets the per-epoch loss and the supernet's weights as artifact ``supernet/supernet.pt``;
 2. per latency budget, searches subnets with a strategy from ``nas_plugin.strategies``: each
    candidate is scored by its inherited validation accuracy (extracted, BatchNorm recalibrated)
-   and its CPU latency (``search.latency_stat``: the ``min`` or ``median`` of
-   ``search.latency_repeats`` timed forwards at batch 1, as ``nas_plugin.hardware.cost``
-   times them; ``min`` resists a busy machine's preemptions); a candidate over
+   and its latency on ``train.device`` (``search.latency_stat``: the ``min`` or ``median`` of
+   ``search.latency_repeats`` timed forwards at batch 1, each waited for on the device;
+   ``min`` resists a busy machine's preemptions); a candidate over
    the budget scores ``-latency/budget`` (so the search climbs towards feasibility). The best
    candidate within the budget among all evaluated so far wins (scores are cached across
    budgets: inherited accuracy and latency do not depend on the budget);
@@ -17,10 +17,16 @@
    load it), registered as its own version of ``mlflow.model_name`` with tags ``ofa.budget_ms``
    and ``ofa.budget``. A budget that no evaluated subnet meets is a FAILED child run with the
    reason; the other budgets go on.
+
+Everything runs on the app's ``train.device`` at ``train.precision``
+(:class:`~nas_plugin.hardware.device.Runtime`, tags ``runtime.*`` on the parent run; the
+hardware target is that device, so budgets in ms are its milliseconds, timed in fp32). The
+supernet artifact and the registered subnets are saved from the CPU and load on any machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -40,6 +46,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from nas_plugin.hardware.cost import measure_cost
+from nas_plugin.hardware.device import Runtime, on_cpu
+from nas_plugin.oneshot.spos import ScoringBatches
 from nas_plugin.space import Encoding, SearchSpace
 from nas_plugin.strategies import make_strategy
 from nas_plugin.supernets.elastic_mbconv import ElasticConfigError, ElasticMBConv, ElasticSpace
@@ -52,6 +60,7 @@ from nas_plugin.supernets.ofa_training import (
 )
 from nas_plugin.tasks.training import set_threads
 from nas_plugin.tasks.vision import evaluate as evaluate_model
+from nas_plugin.tasks.vision import model_device as _device_of
 from nas_plugin.tasks.vision import train
 from nas_plugin.tasks.vision_data import VisionData, load_vision_data
 from nas_plugin.tracking.model_logging import log_model
@@ -74,7 +83,8 @@ class Evaluation:
 
 @dataclass
 class SubnetEvaluator:
-    """Inherited accuracy + measured CPU cost of subnets, cached by encoding."""
+    """Inherited accuracy + measured cost of subnets on ``runtime`` (default: the supernet's
+    device, fp32), cached by encoding. The scoring batches are built once, for every subnet."""
 
     model: nn.Sequential
     data: VisionData
@@ -84,17 +94,36 @@ class SubnetEvaluator:
     latency_warmup: int = 3
     latency_stat: str = "min"
     cache: dict[Encoding, Evaluation] = field(default_factory=dict)
+    runtime: Runtime | None = None
+    batches: ScoringBatches = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.runtime = self.runtime or Runtime(_device_of(self.model))
+        self.batches = ScoringBatches.of(self.data, self.bn_images, self.seed)
 
     def __call__(self, encoding: Encoding) -> Evaluation:
         if encoding not in self.cache:
-            sub, metrics = score_subnet(self.model, encoding, self.data, self.bn_images, self.seed)
+            sub, metrics = self.score(encoding)
             metrics.update(self.cost(sub))
             self.cache[encoding] = Evaluation(encoding, metrics)
         return self.cache[encoding]
 
+    def score(self, encoding: Encoding) -> tuple[nn.Sequential, dict[str, float]]:
+        """:func:`score_subnet` on this evaluator's runtime and batches."""
+        return score_subnet(
+            self.model,
+            encoding,
+            self.data,
+            self.bn_images,
+            self.seed,
+            runtime=self.runtime,
+            batches=self.batches,
+        )
+
     def cost(self, model: nn.Module) -> dict[str, float]:
         """``measure_cost``'s params, flops, peak memory and median ``latency_ms``, plus the
-        fastest of the same timed forwards, ``latency_min_ms``."""
+        fastest of the same timed forwards, ``latency_min_ms``, on the device ``model`` is
+        on."""
         metrics = measure_cost(model, self.data.image_shape, latency_repeats=1, warmup=0)
         timings = _timings_ms(
             model, self.data.image_shape, self.latency_repeats, self.latency_warmup
@@ -184,9 +213,12 @@ def check_config(cfg: DictConfig) -> None:
 def run_ofa(cfg: DictConfig) -> dict[str, Any]:
     """Train the supernet, find one subnet per budget, log and register them (see module doc).
 
-    Returns ``{"parent_run_id", "versions": {budget_ms: version or None}}``.
+    Returns ``{"parent_run_id", "versions": {budget_ms: version or None}}`` and the
+    ``runtime.*`` it ran on (as tagged on the parent run).
     """
     check_config(cfg)
+    # Before any data or training: a device this machine lacks is a DeviceError here.
+    runtime = dataclasses.replace(Runtime.from_config(cfg.train), compile=False)
     seed = int(cfg.seed)
     set_threads(cfg.train)
     torch.manual_seed(seed)
@@ -206,7 +238,7 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
     client = MlflowClient(cfg.mlflow.tracking_uri)
     versions: dict[float, str | None] = {}
     with mlflow.start_run(run_name=cfg.mlflow.get("run_name")) as parent:
-        mlflow.set_tag(TAG_ROLE, "parent")
+        mlflow.set_tags({TAG_ROLE: "parent", **runtime.describe()})
         mlflow.log_params(_flat(OmegaConf.to_container(cfg, resolve=True)))
         mlflow.log_text(OmegaConf.to_yaml(cfg), "ofa_config.yaml")
         mlflow.log_dict(search_space.describe(), "search_space.json")
@@ -215,7 +247,9 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
             mlflow.log_metric("train_loss", loss, step=epoch)
             log.info("supernet epoch %d (%s): loss %.4f", epoch, phase, loss)
 
-        seconds = train_progressive_shrinking(model, data, cfg.train, seed, on_epoch)
+        seconds = train_progressive_shrinking(
+            model, data, cfg.train, seed, on_epoch, runtime=runtime
+        )
         mlflow.log_metrics({f"phase_seconds.{k}": v for k, v in seconds.items()})
         _log_supernet(supernet, cfg, data)
 
@@ -227,6 +261,7 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
             seed,
             int(cfg.search.latency_repeats),
             latency_stat=str(cfg.search.get("latency_stat", "min")),
+            runtime=runtime,
         )
         ends = {"smallest": space.smallest(), "largest": space.largest()}
         for name, arch in ends.items():
@@ -270,7 +305,7 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
         mlflow.log_text(_table(rows), "budgets.csv")
         registered = [f"{cfg.mlflow.model_name}/{v}" for v in versions.values() if v]
         mlflow.set_tag("ofa.registered", ",".join(registered))
-    return {"parent_run_id": parent.info.run_id, "versions": versions}
+    return {"parent_run_id": parent.info.run_id, "versions": versions, **runtime.describe()}
 
 
 def _budget_run(
@@ -302,20 +337,23 @@ def _budget_run(
             fastest = min(e.metrics[evaluate.latency_key] for e in evaluate.cache.values())
             raise RuntimeError(
                 f"no subnet among the {len(evaluate.cache)} evaluated runs within "
-                f"{budget_ms:.3f} ms on this CPU (the fastest took {fastest:.3f} ms): raise "
+                f"{budget_ms:.3f} ms on {evaluate.runtime.device} (the fastest took "
+                f"{fastest:.3f} ms): raise "
                 "the budget or search.candidates"
             )
         arch = {key: value for key, value in best.encoding}  # ints and floats only
         mlflow.log_params(arch)
         mlflow.log_dict(arch, "subnet/architecture.json")
         mlflow.log_metrics({f"inherited.{k}": v for k, v in best.metrics.items()})
-        sub, _ = score_subnet(model, best.encoding, data, evaluate.bn_images, evaluate.seed)
+        sub, _ = evaluate.score(best.encoding)
+        runtime, batches = evaluate.runtime, evaluate.batches
         metrics = {
             "inherited_val_accuracy": best.metrics["val_accuracy"],
             # What the budget was checked on during the search.
             "search_latency_ms": best.metrics[evaluate.latency_key],
         }
-        metrics.update({f"inherited_{k}": v for k, v in score_on_test(sub, data).items()})
+        inherited = score_on_test(sub, data, runtime=runtime, batches=batches)
+        metrics.update({f"inherited_{k}": v for k, v in inherited.items()})
         if int(cfg.finetune.epochs) > 0:
             train_cfg = OmegaConf.create(
                 {
@@ -327,15 +365,16 @@ def _budget_run(
                     "bn_recalibration_images": evaluate.bn_images,
                 }
             )
-            *_, seconds = train(sub, data, train_cfg, evaluate.seed)
+            *_, seconds = train(sub, data, train_cfg, evaluate.seed, runtime=runtime)
             metrics["finetune_seconds"] = seconds
-        metrics.update(val_accuracy=_val(sub, data))
-        metrics.update(score_on_test(sub, data))
+        metrics.update(val_accuracy=evaluate_model(sub, batches.val, runtime=runtime)[1])
+        metrics.update(score_on_test(sub, data, runtime=runtime, batches=batches))
         metrics.update(evaluate.cost(sub))  # re-measured: the registered model's own cost
         metrics["within_budget"] = float(metrics[evaluate.latency_key] <= budget_ms)
         mlflow.log_metrics(metrics)
         example = torch.stack([data.val[i][0] for i in range(INPUT_EXAMPLE_SIZE)])
-        uri = log_model(sub, example)
+        with on_cpu(sub):  # loads and predicts on a CPU-only machine too
+            uri = log_model(sub, example)
         mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
         version = str(mlflow.register_model(uri, cfg.mlflow.model_name).version)
         tags = {
@@ -366,23 +405,24 @@ def _budget_run(
 def _timings_ms(
     model: nn.Module, input_shape: tuple[int, ...], repeats: int, warmup: int
 ) -> list[float]:
-    """Wall times of single-image forwards in eval mode, as ``measure_cost`` takes them."""
+    """Wall times of single-image forwards in eval mode on the model's device, each waited for
+    there (a CUDA forward returns before its kernels have run)."""
+    where = Runtime(_device_of(model))  # for its synchronize()
     example = torch.rand((1, *input_shape), generator=torch.Generator().manual_seed(0))
+    example = example.to(where.device)
     training = model.training
     model.eval()
     for _ in range(warmup):
         model(example)
     timings = []
     for _ in range(repeats):
+        where.synchronize()
         start = time.perf_counter()
         model(example)
+        where.synchronize()
         timings.append((time.perf_counter() - start) * 1000.0)
     model.train(training)
     return timings
-
-
-def _val(model: nn.Module, data: VisionData) -> float:
-    return evaluate_model(model, data.val)[1]
 
 
 def _log_supernet(supernet: ElasticMBConv, cfg: DictConfig, data: VisionData) -> None:
@@ -390,7 +430,8 @@ def _log_supernet(supernet: ElasticMBConv, cfg: DictConfig, data: VisionData) ->
         path = Path(tmp) / "supernet.pt"
         torch.save(
             {
-                "state_dict": supernet.state_dict(),
+                # From the CPU: the artifact loads on a machine without the training device.
+                "state_dict": {k: v.cpu() for k, v in supernet.state_dict().items()},
                 "model": OmegaConf.to_container(cfg.model, resolve=True),
                 "supernet": OmegaConf.to_container(cfg.supernet, resolve=True),
                 "num_classes": data.num_classes,

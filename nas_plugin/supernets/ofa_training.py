@@ -17,11 +17,17 @@ training set to near one-hot outputs).
 Phases 2-4 use the lower ``shrink_lr`` so the shared weights are not destroyed. A subnet is
 scored by extracting it, re-estimating its BatchNorm statistics on training images (its
 channels' statistics differ from the largest network's) and evaluating it.
+
+Training and scoring run on a :class:`~nas_plugin.hardware.device.Runtime` (the app's
+``train.device`` / ``train.precision`` / ``train.channels_last``): the supernet, the teacher and
+the batches on its device, forwards under its autocast (losses in fp32, a gradient scaler for
+fp16). ``train.compile`` does not apply: the supernet runs another subnet every step.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -30,13 +36,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
+from nas_plugin.hardware.device import Runtime
+from nas_plugin.oneshot.spos import ScoringBatches
 from nas_plugin.space import Encoding
 from nas_plugin.supernets.elastic_mbconv import ElasticConfigError, ElasticMBConv
 
 # The vision trial's own building blocks: same preprocessing, BN recalibration and scoring.
-from nas_plugin.tasks.vision import Preprocess, channel_stats, evaluate, recalibrate_batchnorm
+from nas_plugin.tasks.vision import (
+    EVAL_BATCH_SIZE,
+    Preprocess,
+    channel_stats,
+    evaluate,
+    model_device,
+    recalibrate_batchnorm,
+)
 from nas_plugin.tasks.vision_data import VisionData
 
 PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -50,7 +64,7 @@ PHASES: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def wrap(supernet: ElasticMBConv, data: VisionData, resolution: int) -> nn.Sequential:
     """``Preprocess`` (resize + the training split's normalisation) followed by the supernet."""
-    mean, std = channel_stats(data.train)
+    mean, std = channel_stats(data.train, loader=data.loader)
     return nn.Sequential(Preprocess(resolution, mean, std), supernet)
 
 
@@ -60,13 +74,22 @@ def train_progressive_shrinking(
     train_cfg: Mapping[str, Any],
     seed: int,
     on_epoch: Callable[[str, int, float], None] | None = None,
+    *,
+    runtime: Runtime | None = None,
 ) -> dict[str, float]:
-    """Train ``model`` (``wrap``'s output) phase by phase; return seconds per phase.
+    """Train ``model`` (``wrap``'s output) phase by phase on ``runtime`` (default:
+    ``Runtime.from_config(train_cfg)``; ``model`` is moved to its device); return seconds per
+    phase.
 
     ``train_cfg``: ``epochs`` (a mapping phase -> epochs, 0 skips a phase), ``batch_size``,
     ``lr``, ``shrink_lr``, ``weight_decay``, ``subnets_per_step``, ``sort_channels``,
     ``distill`` (weight of the distillation loss from the largest network, 0: off).
-    ``on_epoch(phase, global_epoch, mean_loss)`` is called after every epoch.
+    ``on_epoch(phase, global_epoch, mean_loss)`` is called after every epoch. Batches of the
+    augmented training split come through the task's DataLoader (built once: its workers
+    persist across phases).
+
+    Raises:
+        FloatingPointError: an epoch's loss is NaN or infinite.
     """
     supernet: ElasticMBConv = model[1]
     epochs = phase_epochs(train_cfg.get("epochs"))
@@ -78,13 +101,16 @@ def train_progressive_shrinking(
             f"train.batch_size = {batch_size}, train.subnets_per_step = {per_step}: both must "
             "be >= 1"
         )
+    runtime = Runtime.from_config(train_cfg) if runtime is None else runtime
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    loader = DataLoader(
-        data.train,
-        batch_size=batch_size,
+    runtime.prepare(model)
+    scaler = runtime.grad_scaler()
+    loader = data.loader(
+        data.augmented_train,
+        batch_size,
         shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
+        seed=seed,
         drop_last=len(data.train) % batch_size == 1,  # BatchNorm needs > 1 image
     )
     seconds: dict[str, float] = {}
@@ -108,33 +134,40 @@ def train_progressive_shrinking(
             teacher = _teacher(model)  # the largest network as trained by the `full` phase
         for _ in range(epochs[phase]):
             model.train()
-            total, seen = 0.0, 0
+            # Summed on the device in float64 (as Python floats would be): no wait per step.
+            total = torch.zeros((), dtype=torch.float64, device=runtime.device)
+            seen = 0
             for images, labels in loader:
+                images, labels = runtime.to_device(images), runtime.to_device(labels)
                 optimizer.zero_grad(set_to_none=True)
                 soft = None
                 if teacher is not None:
-                    with torch.no_grad():
-                        soft = F.softmax(teacher(images), dim=1)
+                    with torch.no_grad(), runtime.autocast():
+                        soft = F.softmax(teacher(images).float(), dim=1)
                 for _ in range(samples):
                     supernet.set_active(supernet.space.sample(rng, elastic))
-                    logits = model(images)
+                    with runtime.autocast():
+                        logits = model(images)
+                    logits = logits.float()
                     loss = F.cross_entropy(logits, labels)
                     if soft is not None:
                         # OFA's distillation: cross-entropy against the largest net's outputs.
                         loss = loss + distill * F.cross_entropy(logits, soft)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"supernet loss is {loss.item()} in phase {phase!r}: lower train.lr "
-                            "/ train.shrink_lr"
-                        )
-                    (loss / samples).backward()
-                    total += loss.item() * len(labels) / samples
-                optimizer.step()
+                    scaler.scale(loss / samples).backward()
+                    total += loss.detach().double() * len(labels) / samples
+                scaler.step(optimizer)
+                scaler.update()
                 schedule.step()
                 seen += len(labels)
+            mean_loss = total.item() / seen
+            if not math.isfinite(mean_loss):
+                raise FloatingPointError(
+                    f"supernet loss is {mean_loss} in phase {phase!r}: lower train.lr / "
+                    "train.shrink_lr"
+                )
             global_epoch += 1
             if on_epoch is not None:
-                on_epoch(phase, global_epoch, total / seen)
+                on_epoch(phase, global_epoch, mean_loss)
         seconds[phase] = time.perf_counter() - start
     supernet.set_active(supernet.space.largest())
     return seconds
@@ -161,19 +194,37 @@ def score_subnet(
     data: VisionData,
     bn_images: int,
     seed: int,
+    *,
+    runtime: Runtime | None = None,
+    batches: ScoringBatches | None = None,
 ) -> tuple[nn.Sequential, dict[str, float]]:
-    """Extract ``arch``, recalibrate its BatchNorm on ``bn_images`` training images, score it.
+    """Extract ``arch``, recalibrate its BatchNorm on ``bn_images`` training images, score it,
+    on ``runtime`` (default: the supernet's device, fp32) with ``batches`` (the
+    :class:`~nas_plugin.oneshot.spos.ScoringBatches` of ``bn_images`` and ``seed``, built once
+    by a caller that scores many subnets; built here otherwise).
 
-    Returns the extracted model and ``val_accuracy``, ``val_loss`` (inherited weights).
+    Returns the extracted model (on the runtime's device) and ``val_accuracy``, ``val_loss``
+    (inherited weights).
     """
-    sub = extract_model(model, arch)
-    recalibrate_batchnorm(sub, data.train, bn_images, seed)
-    val_loss, val_accuracy = evaluate(sub, data.val)
+    runtime = runtime or Runtime(model_device(model))
+    batches = batches or ScoringBatches.of(data, bn_images, seed)
+    sub = runtime.prepare(extract_model(model, arch))
+    recalibrate_batchnorm(sub, batches.bn, runtime=runtime)
+    val_loss, val_accuracy = evaluate(sub, batches.val, runtime=runtime)
     return sub, {"val_accuracy": val_accuracy, "val_loss": val_loss}
 
 
-def score_on_test(model: nn.Module, data: VisionData) -> dict[str, float]:
-    test_loss, test_accuracy = evaluate(model, data.test)
+def score_on_test(
+    model: nn.Module,
+    data: VisionData,
+    *,
+    runtime: Runtime | None = None,
+    batches: ScoringBatches | None = None,
+) -> dict[str, float]:
+    """``test_accuracy``, ``test_loss`` of ``model`` on ``runtime`` (default: its device),
+    reading ``batches.test`` when given."""
+    test = batches.test if batches is not None else data.loader(data.test, EVAL_BATCH_SIZE)
+    test_loss, test_accuracy = evaluate(model, test, runtime=runtime)
     return {"test_accuracy": test_accuracy, "test_loss": test_loss}
 
 
