@@ -79,6 +79,24 @@ def clean_env() -> dict[str, str]:
     return env
 
 
+def run_without_gpu(code: str, cwd: Path, timeout: int = 300):
+    """Run ``code`` in a fresh Python process that sees no GPU (``CUDA_VISIBLE_DEVICES=""``), as
+    a CPU-only user's machine would; returns the JSON its last output line prints."""
+    import json
+
+    env = {**clean_env(), "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def run_app(cwd: Path, script: str, *args: str, timeout: int = 600) -> AppRun:
     proc = subprocess.run(
         [sys.executable, script, *args],

@@ -3,15 +3,12 @@ that loads on a CPU-only process, GPU hardware cost and one GPU per parallel tri
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
-from conftest import REPO, clean_env, run_app
+from conftest import REPO, run_app, run_without_gpu
 from omegaconf import OmegaConf
 from sklearn.datasets import load_digits
 from test_text_pipeline import trial_cfg
@@ -51,12 +48,7 @@ def cpu_only_predictions(tracking_uri: str, model_uri: str, inputs, cwd: Path) -
         "print(json.dumps({'pyfunc': list(pyfunc.shape), 'torch': list(torch_out.shape),\n"
         "    'agree': float((pyfunc.argmax(1) == torch_out.argmax(1)).mean())}))\n"
     )
-    env = {**clean_env(), "CUDA_VISIBLE_DEVICES": ""}
-    out = subprocess.run(
-        [sys.executable, "-c", check], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_without_gpu(check, cwd)
 
 
 def test_vision_sweep_on_cuda_tags_every_trial_and_registers_a_model_that_loads_on_cpu(tmp_path):

@@ -4,14 +4,11 @@ process."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, clean_env, run_app, sweep_runs
+from conftest import REPO, run_app, run_without_gpu, sweep_runs
 from sklearn.datasets import load_digits
 
 pytestmark = pytest.mark.gpu
@@ -34,12 +31,7 @@ def predict_without_gpu(tracking_uri: str, model_uri: str, cwd: Path) -> tuple[l
         "hits = out.argmax(1) == np.load('labels.npy')\n"
         "print(json.dumps([list(out.shape), float(hits.mean())]))\n"
     )
-    env = {**clean_env(), "CUDA_VISIBLE_DEVICES": ""}
-    out = subprocess.run(
-        [sys.executable, "-c", check], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
-    )
-    assert out.returncode == 0, out.stderr
-    shape, accuracy = json.loads(out.stdout.strip().splitlines()[-1])
+    shape, accuracy = run_without_gpu(check, cwd)
     return shape, accuracy
 
 
