@@ -40,6 +40,12 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/benchmarks/pruning.py")
     session.run("python", "tests/benchmarks/oneshot.py")
     session.run("nas-plugin", "bench", "nb201", "--seeds", "30")
+    # PNAS beside random / evolution / bo at 25, 50 and 100 queries.
+    session.run(
+        "nas-plugin", "bench", "nb201", "--seeds", "30", "--queries", "100",
+        "--checkpoints", "25,50,100", "--strategy", "random", "--strategy", "evolution",
+        "--strategy", "bo", "--strategy", "pnas",
+    )  # fmt: skip
     # Zero-cost proxies vs 200 trained NB201 cells on digits, and the pre-screen's saving.
     session.run("python", "tests/benchmarks/proxies.py", "--archs", "200", "--search-seeds", "20")
     # The learned predictor's held-out rank correlation on NB201, and a predictor pre-screen.
