@@ -51,5 +51,9 @@ def bench(session: nox.Session) -> None:
     # The learned predictor's held-out rank correlation on NB201, and a predictor pre-screen.
     session.run("python", "tests/benchmarks/predictor.py", "--seeds", "10", "--search-seeds", "20")
     session.run("python", "tests/benchmarks/ofa.py")
+    # Hierarchical evolution vs random search over the hierarchical space on digits.
+    session.run("python", "tests/benchmarks/hierarchical.py", "--trials", "16")
+    # EfficientNet compound scaling on digits: the constrained grid, then phi = 2, 3.
+    session.run("python", "tests/benchmarks/compound.py")
     # estimator=supernet on the mbconv space: cost, and inherited vs stand-alone ranking.
     session.run("python", "tests/benchmarks/elastic_supernet.py")

@@ -8,6 +8,7 @@ from typing import Any
 from nas_plugin.space import SearchSpace
 from nas_plugin.strategies.base import Strategy, StrategyError, check_options
 from nas_plugin.strategies.bo import BayesianOptimization
+from nas_plugin.strategies.compound import CompoundScaling
 from nas_plugin.strategies.evolution import RegularizedEvolution
 from nas_plugin.strategies.grid import GridSearch
 from nas_plugin.strategies.local_search import LocalSearch
@@ -25,6 +26,7 @@ STRATEGIES[BayesianOptimization.name] = BayesianOptimization
 STRATEGIES[Reinforce.name] = Reinforce
 STRATEGIES[NSGA2.name] = NSGA2
 STRATEGIES[PNAS.name] = PNAS
+STRATEGIES[CompoundScaling.name] = CompoundScaling
 # One-shot: a search job yields the one candidate (nas_plugin/oneshot/job.py).
 STRATEGIES.update({cls.name: cls for cls in (Darts, Gdas, Proxyless)})
 
@@ -45,6 +47,7 @@ def make_strategy(config: Mapping[str, Any], space: SearchSpace, seed: int) -> S
 __all__ = [
     "STRATEGIES",
     "BayesianOptimization",
+    "CompoundScaling",
     "GridSearch",
     "LocalSearch",
     "NSGA2",
