@@ -55,5 +55,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/benchmarks/hierarchical.py", "--trials", "16")
     # EfficientNet compound scaling on digits: the constrained grid, then phi = 2, 3.
     session.run("python", "tests/benchmarks/compound.py")
+    # MobileNetV3-Small built by model=mbconv vs timm's, block for block, and their cost.
+    session.run("python", "tests/benchmarks/mobilenetv3.py")
     # estimator=supernet on the mbconv space: cost, and inherited vs stand-alone ranking.
     session.run("python", "tests/benchmarks/elastic_supernet.py")
