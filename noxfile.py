@@ -41,11 +41,23 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/benchmarks/pruning.py")
     session.run("python", "tests/benchmarks/oneshot.py")
     session.run("nas-plugin", "bench", "nb201", "--seeds", "30")
+    # PNAS beside random / evolution / bo at 25, 50 and 100 queries.
+    session.run(
+        "nas-plugin", "bench", "nb201", "--seeds", "30", "--queries", "100",
+        "--checkpoints", "25,50,100", "--strategy", "random", "--strategy", "evolution",
+        "--strategy", "bo", "--strategy", "pnas",
+    )  # fmt: skip
     # Zero-cost proxies vs 200 trained NB201 cells on digits, and the pre-screen's saving.
     session.run("python", "tests/benchmarks/proxies.py", "--archs", "200", "--search-seeds", "20")
     # The learned predictor's held-out rank correlation on NB201, and a predictor pre-screen.
     session.run("python", "tests/benchmarks/predictor.py", "--seeds", "10", "--search-seeds", "20")
     session.run("python", "tests/benchmarks/ofa.py")
+    # Hierarchical evolution vs random search over the hierarchical space on digits.
+    session.run("python", "tests/benchmarks/hierarchical.py", "--trials", "16")
+    # EfficientNet compound scaling on digits: the constrained grid, then phi = 2, 3.
+    session.run("python", "tests/benchmarks/compound.py")
+    # MobileNetV3-Small built by model=mbconv vs timm's, block for block, and their cost.
+    session.run("python", "tests/benchmarks/mobilenetv3.py")
     # estimator=supernet on the mbconv space: cost, and inherited vs stand-alone ranking.
     session.run("python", "tests/benchmarks/elastic_supernet.py")
     # Streaming image folders: images/s with 0 vs 2 DataLoader workers; peak RSS 2k -> 20k images.

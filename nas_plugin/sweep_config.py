@@ -94,7 +94,7 @@ def build_plan(sweeper_cfg: Mapping[str, Any], arguments: list[str]) -> SweepPla
             for key, spec in source.items():
                 merged[str(key)] = _parse_any(str(key), spec)
         merged.update(params)
-        space = SearchSpace(list(merged.values()))
+        space = space_class(space_cfg)(list(merged.values()))
         strategy_cfg = dict(cfg.get("strategy") or {})
         seed = _int(cfg, "seed", minimum=None)
         # Building it once checks its options; the sweeper builds its own for the sweep.
@@ -154,6 +154,28 @@ def build_plan(sweeper_cfg: Mapping[str, Any], arguments: list[str]) -> SweepPla
         search_space_name=str(space_cfg.get("name", "custom")),
         gpus_per_trial=_int({"gpus_per_trial": cfg.get("gpus_per_trial", 0)}, "gpus_per_trial", 0),
     )
+
+
+def space_class(space_cfg: Mapping[str, Any]) -> type[SearchSpace]:
+    """The named space's ``space_class`` ("module:Class", a SearchSpace subclass that knows its
+    structure, e.g. the hierarchical space's levels); ``SearchSpace`` without one."""
+    target = space_cfg.get("space_class")
+    if target is None:
+        return SearchSpace
+    module_name, _, class_name = str(target).partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise SweepConfigError(
+            f"search_space={space_cfg.get('name')}: space_class={target!r} cannot be imported "
+            f"({err}); expected 'package.module:Class', a subclass of SearchSpace"
+        ) from err
+    if not (isinstance(cls, type) and issubclass(cls, SearchSpace)):
+        raise SweepConfigError(
+            f"search_space={space_cfg.get('name')}: space_class={target!r} is not a subclass of "
+            "nas_plugin.space.SearchSpace"
+        )
+    return cls
 
 
 def check_against_job_config(plan: SweepPlan, job_cfg: DictConfig) -> None:

@@ -51,6 +51,7 @@ from nas_plugin.tracking.resume import (
     load_replay,
     record_from_run,
 )
+from nas_plugin.tracking.scaling import report_end_of_sweep
 from nas_plugin.tracking.screening import SearchAids
 from nas_plugin.tracking.secrets import mask_override, mask_secrets
 from nas_plugin.tracking.sweep_run import (
@@ -233,6 +234,8 @@ class NASSweeperImpl:
                         plan.n_trials,
                     )
             run(plan, strategy, sweep_run, records)
+            # A strategy's report on the parent run (compound: the scaling curve).
+            report_end_of_sweep(strategy, sweep_run.client, sweep_run.run_id, plan.metric_name)
         except BaseException as err:
             status = "FAILED"
             note = (

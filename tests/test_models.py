@@ -18,7 +18,7 @@ from timm.models._efficientnet_blocks import (
 from torch import nn
 
 from nas_plugin.models import build_model
-from nas_plugin.models.mbconv import arch_def, stage_block_string
+from nas_plugin.models.mbconv import arch_def, mobilenetv3_small_config, stage_block_string
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "model"
 
@@ -105,6 +105,9 @@ def test_mbconv_choices_reach_timm_blocks() -> None:
         ("s4", {"channels": 4}, "model.stages.s4.channels = 4 is not allowed"),
         ("s1", {"stride": 3}, "model.stages.s1.stride = 3 is not allowed: expected one of 1, 2"),
         ("s1", {"se": "yes"}, "model.stages.s1.se = 'yes' is not allowed"),
+        ("s2", {"activation": "gelu"}, "model.stages.s2.activation = 'gelu' is not allowed"),
+        ("s2", {"first_expansion": 0.5}, "model.stages.s2.first_expansion = 0.5 is not allowed"),
+        ("s1", {"first_expansion": 4}, "first_expansion = 4 needs an MBConv stage"),
     ],
 )
 def test_invalid_stage_values_name_the_key(
@@ -121,6 +124,7 @@ def test_invalid_stage_values_name_the_key(
         ({"activation": "tanh"}, "model.activation = 'tanh' is not allowed"),
         ({"width_mult": 0}, "model.width_mult = 0 is not allowed"),
         ({"stages": {}}, "model.stages = {} is not allowed"),
+        ({"se_style": "cbam"}, "model.se_style = 'cbam' is not allowed: expected one of"),
     ],
 )
 def test_invalid_model_values_name_the_key(overrides: dict[str, Any], message: str) -> None:
@@ -196,3 +200,38 @@ def test_dict_and_dictconfig_build_the_same_network() -> None:
 
 def _literal(text: str) -> str:
     return re.escape(text)
+
+
+def _block_summary(block: nn.Module) -> tuple:
+    """What makes a block: type, kernel, stride, mid and out channels, SE (reduced channels and
+    gate) and activations."""
+    dw = block.conv_dw
+    mid = dw.out_channels
+    out = block.conv_pwl.out_channels if hasattr(block, "conv_pwl") else block.conv_pw.out_channels
+    se = None
+    if isinstance(block.se, SqueezeExcite):
+        se = (block.se.conv_reduce.out_channels, type(block.se.act1), type(block.se.gate))
+    acts = tuple(type(m) for m in block.modules() if isinstance(m, nn.ReLU | nn.Hardswish))
+    return type(block), dw.kernel_size, dw.stride, mid, out, se, acts
+
+
+def test_mbconv_builds_mobilenetv3_small_block_for_block() -> None:
+    import timm
+
+    cfg = mobilenetv3_small_config(mbconv_cfg())
+    ours = build_model(cfg, num_classes=10, in_chans=3)
+    theirs = timm.create_model("mobilenetv3_small_100", pretrained=False, num_classes=10)
+    # The head differs (timm's 1x1 conv to 576 channels is our head conv; MobileNetV3 adds a
+    # 1024-channel conv after pooling); the stem and every block are the same.
+    assert repr(ours.conv_stem) == repr(theirs.conv_stem) and repr(ours.bn1) == repr(theirs.bn1)
+    our_blocks = [b for stage in ours.blocks for b in stage]
+    their_blocks = [b for stage in list(theirs.blocks)[:-1] for b in stage]
+    assert len(our_blocks) == len(their_blocks) == 11
+    for index, (a, b) in enumerate(zip(our_blocks, their_blocks, strict=True)):
+        assert _block_summary(a) == _block_summary(b), index
+        assert repr(a) == repr(b), index
+    # MobileNetV3's SE: hard-sigmoid gate, ReLU inside, reduced from the expanded channels (24
+    # in, 96 expanded: 96 / 4 = 24, where EfficientNet's SE would reduce 24 / 4 = 6).
+    se = our_blocks[3].se
+    assert isinstance(se.gate, nn.Hardsigmoid) and isinstance(se.act1, nn.ReLU)
+    assert our_blocks[3].conv_dw.out_channels == 96 and se.conv_reduce.out_channels == 24

@@ -7,6 +7,8 @@ from typing import Any
 
 from torch import nn
 
+from nas_plugin.models.compound import build_compound
+from nas_plugin.models.hierarchical import build_hierarchical
 from nas_plugin.models.mbconv import build_mbconv
 from nas_plugin.models.nb201 import build_nb201
 from nas_plugin.models.timm_family import build_timm, build_timm_family
@@ -20,6 +22,8 @@ BUILDERS: dict[str, Builder] = {
     "timm": build_timm,
     "nb201": build_nb201,
     "transformer": build_transformer,
+    "hierarchical": build_hierarchical,
+    "compound": build_compound,
 }
 
 

@@ -8,7 +8,17 @@ _e<expansion>_c<channels>[_se<ratio>]``:
 - ``ds``: depthwise-separable conv (an MBConv without the expansion), used when expansion is 1;
 - ``r``: how many times the block repeats; only the first repeat uses stride ``s``;
 - ``c``: output channels, already scaled by ``width_mult`` and rounded to a multiple of 8;
-- ``se0.25``: a squeeze-and-excitation module with a 0.25 reduction ratio.
+- ``se0.25``: a squeeze-and-excitation module with a 0.25 reduction ratio;
+- ``nre`` / ``nr6`` / ``nhs`` / ``nsw``: the block's activation (relu, relu6, hard_swish, silu)
+  when its stage sets ``activation`` (otherwise ``model.activation``).
+
+MobileNetV3's blocks (Howard et al., 2019) come from three options: a per-stage ``activation``
+(hard-swish in the deep stages, ReLU in the early ones), ``model.se_style: mobilenetv3`` (SE
+with a hard-sigmoid gate, ReLU inside, reduced from the expanded channels and rounded to a
+multiple of 8, as timm's ``mobilenetv3_*`` build it; ``efficientnet``, the default: sigmoid gate,
+the block's activation, reduced from the block's input), and a stage's ``first_expansion``, the
+expansion of its first (strided) block when it differs from the others' (MobileNetV3-Small's
+``ir_r1_k3_s2_e4.5_c24_nre, ir_r1_k3_s1_e3.67_c24_nre``): the stage is then two block strings.
 
 For example ``ir_r2_k5_s2_e6_c24_se0.25`` is two MBConv6 blocks with 5x5 depthwise kernels and
 squeeze-excitation, the first one halving the resolution, producing 24 channels.
@@ -23,12 +33,17 @@ from typing import Any
 
 from timm.layers import get_act_layer, make_divisible
 from timm.models import _efficientnet_builder  # private: tests/test_models.py pins its behaviour
+from timm.models._efficientnet_blocks import SqueezeExcite
+from timm.models._efficientnet_builder import round_channels
 from timm.models.efficientnet import EfficientNet
 from torch import nn
 
 KERNELS = (3, 5, 7)
 STRIDES = (1, 2)
 ACTIVATIONS = ("relu", "relu6", "silu", "hard_swish", "gelu")
+# timm's block-string code of a block's own activation (a stage's `activation`).
+STAGE_ACTIVATIONS = {"relu": "nre", "relu6": "nr6", "hard_swish": "nhs", "silu": "nsw"}
+SE_STYLES = ("efficientnet", "mobilenetv3")
 SE_RATIO = 0.25
 MIN_CHANNELS = 8
 CHANNEL_DIVISOR = 8
@@ -63,7 +78,47 @@ def stage_block_string(stage: Mapping[str, Any], width_mult: float, name: str = 
         block = f"ds_r{depth}_k{kernel}_s{stride}_c{out_chs}"
     else:
         block = f"ir_r{depth}_k{kernel}_s{stride}_e{_number(expansion)}_c{out_chs}"
-    return f"{block}_se{SE_RATIO}" if se else block
+    block = f"{block}_se{SE_RATIO}" if se else block
+    act = _stage_activation(stage, name)
+    return f"{block}_{STAGE_ACTIVATIONS[act]}" if act is not None else block
+
+
+def stage_block_strings(stage: Mapping[str, Any], width_mult: float, name: str = "?") -> list[str]:
+    """The stage's block strings: one, or two when its ``first_expansion`` differs from its
+    ``expansion`` (the first block, with the stage's stride, then the other ``depth - 1``)."""
+    single = stage_block_string(stage, width_mult, name)
+    first = stage.get("first_expansion")
+    if first is None:
+        return [single]
+    if isinstance(first, bool) or not isinstance(first, int | float) or first <= 1:
+        raise ValueError(
+            f"model.stages.{name}.first_expansion = {first!r} is not allowed: expected null "
+            "(the stage's expansion) or a number > 1"
+        )
+    expansion = _expansion(stage, name)
+    if float(first) == expansion:
+        return [single]
+    if expansion == 1:
+        raise ValueError(
+            f"model.stages.{name}.first_expansion = {first!r} needs an MBConv stage (expansion "
+            "> 1); a depthwise-separable stage (expansion 1) has no expansion to vary"
+        )
+    depth = _int_at_least(stage, "depth", 1, name)
+    blocks = [stage_block_string({**stage, "depth": 1, "expansion": first}, width_mult, name)]
+    if depth > 1:
+        rest = {**stage, "depth": depth - 1, "stride": 1}
+        blocks.append(stage_block_string(rest, width_mult, name))
+    return blocks
+
+
+def _stage_activation(stage: Mapping[str, Any], name: str) -> str | None:
+    act = stage.get("activation")
+    if act is not None and act not in STAGE_ACTIVATIONS:
+        raise ValueError(
+            f"model.stages.{name}.activation = {act!r} is not allowed: expected null (the "
+            f"model's activation) or one of {', '.join(STAGE_ACTIVATIONS)}"
+        )
+    return act
 
 
 def arch_def(model_cfg: Mapping[str, Any]) -> list[list[str]]:
@@ -75,7 +130,7 @@ def arch_def(model_cfg: Mapping[str, Any]) -> list[list[str]]:
             "stage name -> {kernel, expansion, depth, channels, se, stride}"
         )
     width_mult = _width_mult(model_cfg)
-    return [[stage_block_string(stage, width_mult, str(name))] for name, stage in stages.items()]
+    return [stage_block_strings(stage, width_mult, str(name)) for name, stage in stages.items()]
 
 
 def build_mbconv(model_cfg: Mapping[str, Any], num_classes: int, in_chans: int) -> nn.Module:
@@ -89,6 +144,11 @@ def build_mbconv(model_cfg: Mapping[str, Any], num_classes: int, in_chans: int) 
         )
     stem_channels = _int_at_least(model_cfg, "stem_channels", MIN_CHANNELS, None)
     head_channels = _int_at_least(model_cfg, "head_channels", MIN_CHANNELS, None)
+    se_style = model_cfg.get("se_style", "efficientnet")
+    if se_style not in SE_STYLES:
+        raise ValueError(
+            f"model.se_style = {se_style!r} is not allowed: expected one of {', '.join(SE_STYLES)}"
+        )
     dropout = float(model_cfg.get("dropout", 0.0))
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"model.dropout = {dropout} is not allowed: expected 0 <= dropout < 1")
@@ -102,8 +162,53 @@ def build_mbconv(model_cfg: Mapping[str, Any], num_classes: int, in_chans: int) 
         num_features=head_channels,
         act_layer=get_act_layer(activation),
         drop_rate=dropout,
+        se_layer=mobilenetv3_se if se_style == "mobilenetv3" else None,
         # Channels in the block strings are already scaled and rounded: don't scale them again.
         round_chs_fn=partial(round_width, width_mult=1.0),
+    )
+
+
+# timm's mobilenetv3_small_100 (pretrained=False) in this notation, block for block (its head, a
+# 1x1 conv to 576 channels, is our head conv; MobileNetV3 adds a 1024-channel conv after pooling).
+MOBILENETV3_SMALL_STAGES: dict[str, dict[str, Any]] = {
+    "s1": {"kernel": 3, "expansion": 1, "depth": 1, "channels": 16, "se": True, "stride": 2,
+           "activation": "relu"},
+    "s2": {"kernel": 3, "expansion": 3.67, "first_expansion": 4.5, "depth": 2, "channels": 24,
+           "se": False, "stride": 2, "activation": "relu"},
+    "s3": {"kernel": 5, "expansion": 6, "first_expansion": 4, "depth": 3, "channels": 40,
+           "se": True, "stride": 2, "activation": "hard_swish"},
+    "s4": {"kernel": 5, "expansion": 3, "depth": 2, "channels": 48, "se": True, "stride": 1,
+           "activation": "hard_swish"},
+    "s5": {"kernel": 5, "expansion": 6, "depth": 3, "channels": 96, "se": True, "stride": 2,
+           "activation": "hard_swish"},
+}  # fmt: skip
+
+
+def mobilenetv3_small_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``model_cfg`` (an mbconv config) with MobileNetV3-Small's stem, stages and SE."""
+    return {
+        **dict(model_cfg),
+        "activation": "hard_swish",
+        "se_style": "mobilenetv3",
+        "width_mult": 1.0,
+        "stem_channels": 16,
+        "head_channels": 576,
+        "stages": {name: dict(stage) for name, stage in MOBILENETV3_SMALL_STAGES.items()},
+    }
+
+
+def mobilenetv3_se(in_chs: int, act_layer: Any = None, **_: Any) -> nn.Module:
+    """MobileNetV3's squeeze-excite, as timm's ``mobilenetv3_*`` build it: reduced from the
+    expanded channels by 0.25, rounded to a multiple of 8, ReLU, hard-sigmoid gate.
+
+    It takes no ``rd_ratio``, so timm's builder does not divide the ratio by the expansion (what
+    it does for EfficientNet's SE, reduced from the block's input)."""
+    return SqueezeExcite(
+        in_chs,
+        rd_ratio=SE_RATIO,
+        gate_layer="hard_sigmoid",
+        force_act_layer=nn.ReLU,
+        rd_round_fn=round_channels,
     )
 
 

@@ -8,11 +8,13 @@ from typing import Any
 from nas_plugin.space import SearchSpace
 from nas_plugin.strategies.base import Strategy, StrategyError, check_options
 from nas_plugin.strategies.bo import BayesianOptimization
+from nas_plugin.strategies.compound import CompoundScaling
 from nas_plugin.strategies.evolution import RegularizedEvolution
 from nas_plugin.strategies.grid import GridSearch
 from nas_plugin.strategies.local_search import LocalSearch
 from nas_plugin.strategies.nsga2 import NSGA2
 from nas_plugin.strategies.oneshot import Darts, Gdas, Proxyless
+from nas_plugin.strategies.pnas import PNAS
 from nas_plugin.strategies.random_search import RandomSearch
 from nas_plugin.strategies.reinforce import Reinforce
 
@@ -23,6 +25,8 @@ STRATEGIES[LocalSearch.name] = LocalSearch
 STRATEGIES[BayesianOptimization.name] = BayesianOptimization
 STRATEGIES[Reinforce.name] = Reinforce
 STRATEGIES[NSGA2.name] = NSGA2
+STRATEGIES[PNAS.name] = PNAS
+STRATEGIES[CompoundScaling.name] = CompoundScaling
 # One-shot: a search job yields the one candidate (nas_plugin/oneshot/job.py).
 STRATEGIES.update({cls.name: cls for cls in (Darts, Gdas, Proxyless)})
 
@@ -43,9 +47,11 @@ def make_strategy(config: Mapping[str, Any], space: SearchSpace, seed: int) -> S
 __all__ = [
     "STRATEGIES",
     "BayesianOptimization",
+    "CompoundScaling",
     "GridSearch",
     "LocalSearch",
     "NSGA2",
+    "PNAS",
     "RandomSearch",
     "RegularizedEvolution",
     "Reinforce",
