@@ -155,8 +155,8 @@ def _checkpoints(text: str) -> tuple[int, ...]:
 
 def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from nas_plugin.bench.harness import DEFAULT_STRATEGIES, BenchError, run_benchmark
+    from nas_plugin.benchmark_table import TableError
     from nas_plugin.strategies import StrategyError
-    from nas_plugin.tabular import TableError
 
     strategies = args.strategy or list(DEFAULT_STRATEGIES)
     try:

@@ -32,17 +32,18 @@ from nas_plugin.launchers import prepare_launcher, runs_jobs_in_process
 from nas_plugin.leaderboard import TrialRecord, best_of, progress_line, ranked, render
 from nas_plugin.oneshot.job import link_search, run_search_phase
 from nas_plugin.predictors import HeldOutCorrelation, PredictorError
-from nas_plugin.prescreen import PrescreenConfig, Prescreener, PrescreenError
 from nas_plugin.space import Encoding
 from nas_plugin.strategies import Strategy, make_strategy
-from nas_plugin.sweep_config import (
+from nas_plugin.sweep.plan import (
     SweepConfigError,
     SweepPlan,
     build_plan,
     check_against_job_config,
     format_value,
 )
-from nas_plugin.sweep_dir import prepare_sweep_dir
+from nas_plugin.sweep.prescreen import PrescreenConfig, Prescreener, PrescreenError
+from nas_plugin.sweep.search_aids import SearchAids
+from nas_plugin.sweep.sweep_dir import prepare_sweep_dir
 from nas_plugin.tracking.resume import (
     Replay,
     find_unfinished,
@@ -50,7 +51,6 @@ from nas_plugin.tracking.resume import (
     load_replay,
     record_from_run,
 )
-from nas_plugin.tracking.screening import SearchAids
 from nas_plugin.tracking.secrets import mask_override, mask_secrets
 from nas_plugin.tracking.sweep_run import (
     SweepRun,
@@ -218,9 +218,7 @@ class NASSweeperImpl:
                     strategy.options.searches,
                     plan.batch_size,
                 )
-                plan = dataclasses.replace(
-                    plan, n_trials=min(plan.n_trials, strategy.n_candidates)
-                )
+                plan = dataclasses.replace(plan, n_trials=min(plan.n_trials, strategy.n_candidates))
                 if strategy.n_candidates > plan.n_trials:
                     log.warning(
                         "The searches derived %d distinct cells; n_trials=%d trains the first %d.",

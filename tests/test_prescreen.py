@@ -15,9 +15,9 @@ from conftest import REPO, run_app
 from hydra import compose, initialize_config_dir
 
 from nas_plugin.predictors import Predictor
-from nas_plugin.prescreen import PrescreenConfig, Prescreener, PrescreenError
 from nas_plugin.proxies import score
 from nas_plugin.space import nb201
+from nas_plugin.sweep.prescreen import PrescreenConfig, Prescreener, PrescreenError
 from nas_plugin.tasks.vision_proxy import proxy_inputs
 
 SPACE = nb201.search_space()

@@ -22,8 +22,8 @@ from mlflow.tracking import MlflowClient
 
 from nas_plugin.leaderboard import TrialRecord
 from nas_plugin.predictors import HeldOutCorrelation
-from nas_plugin.prescreen import Prescreener, table_rows, trial_metrics
 from nas_plugin.space import Encoding, SearchSpace
+from nas_plugin.sweep.prescreen import Prescreener, table_rows, trial_metrics
 
 log = logging.getLogger("nas_plugin.sweeper")
 
