@@ -276,7 +276,7 @@ def run_correlate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 def main_correlate(argv: Sequence[str] | None = None) -> int:
     """``correlate``: the report from a shell; returns the exit status."""
-    from nas_plugin.cli import CORRELATE_DESCRIPTION, add_correlate_arguments
+    from nas_plugin.correlate_options import CORRELATE_DESCRIPTION, add_correlate_arguments
 
     parser = argparse.ArgumentParser(prog="nas-plugin correlate", description=CORRELATE_DESCRIPTION)
     add_correlate_arguments(parser)

@@ -34,19 +34,20 @@ from omegaconf import DictConfig, OmegaConf
 from nas_plugin.estimators import make_estimator
 from nas_plugin.pruning.channel import TrialChannel, activate
 from nas_plugin.tracking.secrets import is_secret_key, mask_override, mask_secrets
-
-# Tag names shared by the job side and the sweeper side.
-TAG_TRIAL = "nas.trial"
-TAG_STATUS = "nas.status"
-TAG_STRATEGY = "nas.strategy"
-TAG_ESTIMATOR = "nas.estimator"
-TAG_ENCODING = "nas.encoding"
-TAG_ERROR = "nas.error"
-TAG_MODEL_URI = "nas.model_uri"
-TAG_WORKER = "nas.worker"
-STATUS_RUNNING, STATUS_OK, STATUS_FAILED = "running", "ok", "failed"
-# Stopped early by the pruner (hydra.sweeper.pruner); the run is FINISHED, with its last value.
-STATUS_PRUNED = "pruned"
+from nas_plugin.tracking.tags import (  # noqa: F401 - re-exported: the tags' old home
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_PRUNED,
+    STATUS_RUNNING,
+    TAG_ENCODING,
+    TAG_ERROR,
+    TAG_ESTIMATOR,
+    TAG_MODEL_URI,
+    TAG_STATUS,
+    TAG_STRATEGY,
+    TAG_TRIAL,
+    TAG_WORKER,
+)
 
 
 class TrialResultError(ValueError):
