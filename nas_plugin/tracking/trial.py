@@ -178,7 +178,7 @@ class TrackedTask:
                 returned = estimator.run_job(cfg, self.task_function)
                 metrics, value = parse_result(returned, ctx.metric, ctx.required_metrics)
         except BaseException as err:
-            _record_failure(client, run_id, err)
+            record_failure(client, run_id, err)
             # Lets the sweeper find the run even when the exception crossed a process boundary.
             err.nas_run_id = run_id  # type: ignore[attr-defined]
             raise
@@ -320,7 +320,7 @@ def _log_trial_files(
         client.log_artifacts(run_id, folder, "trial")
 
 
-def _record_failure(client: MlflowClient, run_id: str, err: BaseException) -> None:
+def record_failure(client: MlflowClient, run_id: str, err: BaseException) -> None:
     message = f"{type(err).__name__}: {err}"
     try:
         client.log_text(run_id, "".join(traceback.format_exception(err)), "trial/error.txt")
