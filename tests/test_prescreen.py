@@ -11,7 +11,7 @@ import math
 import random
 
 import pytest
-from conftest import REPO, run_app
+from conftest import REPO, assert_plots, run_app
 from hydra import compose, initialize_config_dir
 
 from nas_plugin.predictors import Predictor
@@ -215,6 +215,7 @@ def test_vision_sweep_trains_only_the_proxys_top_candidates_and_mlflow_has_the_s
         assert math.isclose(child.data.metrics["prescreen_synflow"], float(row["proxy"]))
         assert child.data.metrics["prescreen_rank"] in (0, 1)
         assert child.data.metrics["val_accuracy"] > 0
+    assert_plots(client, parent.info.run_id, "trajectory.png", "proxy_vs_objective.png")
 
 
 @pytest.mark.e2e

@@ -92,7 +92,11 @@ def log_sweep_plots(
     except Exception as err:  # noqa: BLE001 - plots are a view; the sweep's results stand
         log.warning("Could not draw the sweep's plots: %s: %s", type(err).__name__, err)
         return []
-    log.debug("Plotted %s in %.2f s", sorted(drawn), time.perf_counter() - started)
+    log.info(
+        "Plots on the parent run: %s (%.2f s)",
+        ", ".join(f"{ARTIFACT_DIR}/{name}" for name in drawn),
+        time.perf_counter() - started,
+    )
     return [f"{ARTIFACT_DIR}/{name}" for name in drawn]
 
 
