@@ -55,7 +55,8 @@ def sweep_figures(
     if aids is not None and len(aids.predictions) >= 2:
         predicted, actual = zip(*aids.predictions.values(), strict=True)
         name = aids.held_out.predictor.model if aids.held_out is not None else "predictor"
-        title = f"Predictor {name}: {len(predicted)} held-out predictions"
+        rho = _spearman(predicted, actual)
+        title = f"Predictor {name}: {len(predicted)} held-out, rho={rho:.2f}"
         drawn["predicted_vs_actual.png"] = figures.predicted_vs_actual(predicted, actual, title)
     proxy = _proxy_scatter(done, aids, metric) if aids is not None else None
     if proxy is not None:
@@ -133,7 +134,7 @@ def _proxy_scatter(done: list[TrialRecord], aids: SearchAids, metric: str) -> An
             rows.append({**row.proxy_scores, metric: float(record.value)})
     if len(rows) < 2:
         return None
-    from scipy.stats import kendalltau, spearmanr
+    from scipy.stats import kendalltau
 
     proxies = [p for p in rows[0] if p != metric and all(_finite(r.get(p)) for r in rows)]
     if not proxies:
@@ -145,11 +146,17 @@ def _proxy_scatter(done: list[TrialRecord], aids: SearchAids, metric: str) -> An
         constant = len(set(values)) < 2 or len(set(truth)) < 2
         table.append(
             {
-                "spearman": math.nan if constant else float(spearmanr(values, truth)[0]),
+                "spearman": math.nan if constant else _spearman(values, truth),
                 "kendall": math.nan if constant else float(kendalltau(values, truth)[0]),
             }
         )
     return figures.proxy_scatter(table, rows, proxies, metric)
+
+
+def _spearman(xs: Any, ys: Any) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(xs, ys)[0]) if len(set(xs)) > 1 and len(set(ys)) > 1 else math.nan
 
 
 def _first(score: float | tuple[float, ...] | None) -> float:
