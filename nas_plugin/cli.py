@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from nas_plugin.correlate_options import CORRELATE_DESCRIPTION, add_correlate_arguments
+
 BENCHMARKS = ("nb201",)
 
 
@@ -93,38 +95,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-CORRELATE_DESCRIPTION = (
-    "Correlate zero-cost proxies with the trained metric of an experiment's latest NAS sweep; "
-    "print the table and log it (CSV) and a scatter plot (PNG) to the sweep's parent run."
-)
-
-
-def add_correlate_arguments(parser: argparse.ArgumentParser) -> None:
-    """The report's options (no torch import here: building the parser must stay instant)."""
-    parser.add_argument("--experiment", required=True, help="MLflow experiment of the sweep")
-    parser.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="default: MLflow's (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
-    )
-    parser.add_argument("--metric", default="val_accuracy", help="default: val_accuracy")
-    parser.add_argument(
-        "--proxies",
-        nargs="+",
-        default=None,
-        help="names, space- or comma-separated; default: every proxy and the ensemble",
-    )
-    parser.add_argument(
-        "--factory",
-        default=None,
-        help="'module:function' that rebuilds a trial's model and batch; default: the vision "
-        "pipeline's (nas_plugin.tasks.vision_proxy:proxy_inputs)",
-    )
-    parser.add_argument("--max-trials", type=int, default=None, help="default: every trial")
-    parser.add_argument("--batch-size", type=int, default=64, help="default: 64")
-    parser.add_argument("--seed", type=int, default=0, help="default: 0")
-
-
 def _proxies_parser(commands: Any) -> None:
     proxies = commands.add_parser("proxies", help="zero-cost proxies: correlation report")
     sub = proxies.add_subparsers(dest="proxies_command", required=True)
@@ -155,8 +125,8 @@ def _checkpoints(text: str) -> tuple[int, ...]:
 
 def _bench(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from nas_plugin.bench.harness import DEFAULT_STRATEGIES, BenchError, run_benchmark
+    from nas_plugin.benchmark_table import TableError
     from nas_plugin.strategies import StrategyError
-    from nas_plugin.tabular import TableError
 
     strategies = args.strategy or list(DEFAULT_STRATEGIES)
     try:

@@ -72,6 +72,21 @@ def sweep_runs(client, experiment: str, output: str = ""):
     return parents[0], searches, trials
 
 
+def assert_plots(client, run_id: str, *names: str) -> None:
+    """The parent run has these PNGs under ``plots/`` (nas_plugin.sweep.plots), each a valid
+    image: the PNG signature, and PIL reads it."""
+    from PIL import Image
+
+    logged = {Path(a.path).name for a in client.list_artifacts(run_id, "plots")}
+    assert set(names) <= logged, logged
+    for name in names:
+        path = Path(client.download_artifacts(run_id, f"plots/{name}"))
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        with Image.open(path) as image:
+            image.verify()
+            assert image.format == "PNG" and min(image.size) > 100, (name, image.size)
+
+
 def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["HYDRA_FULL_ERROR"] = "0"

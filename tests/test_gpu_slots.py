@@ -13,7 +13,7 @@ from conftest import REPO, run_app
 from test_sweep_config import BASE
 
 from nas_plugin.hardware.gpu_slots import GpuSlotError, claim_gpus, plan_gpus, use_gpus
-from nas_plugin.sweep_config import SweepConfigError, build_plan
+from nas_plugin.sweep.plan import SweepConfigError, build_plan
 
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
 RAY = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from nas_plugin.models import build_model
 from nas_plugin.space import Categorical, SearchSpace, SearchSpaceError
 from nas_plugin.space.hierarchical import PRIMITIVES, HierarchicalSpace, search_space
-from nas_plugin.sweep_config import SweepConfigError, space_class
+from nas_plugin.sweep.plan import SweepConfigError, space_class
 
 MODEL_CFG = REPO / "conf" / "model" / "hierarchical.yaml"
 SPACE_YAML = REPO / "conf" / "plugin" / "hydra" / "sweeper" / "search_space" / "hierarchical.yaml"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import run_app
+from conftest import assert_plots, run_app
 
 from nas_plugin.estimators import EstimatorError, make_estimator
 from nas_plugin.estimators.hyperband import Hyperband, Rung, promote
@@ -97,3 +97,4 @@ def test_successive_halving_sweep_logs_each_rung_with_its_budget(write_app):
     assert children[12].data.params["net.width"] == rung1_best.data.params["net.width"]
     # The champion is the fully trained candidate, not a cheaper run with a similar score.
     assert parent.data.tags["nas.best_run_id"] == children[12].info.run_id
+    assert_plots(result.client(), parent.info.run_id, "trajectory.png", "hyperband_rungs.png")

@@ -14,10 +14,10 @@ import torch
 from conftest import REPO, run_app
 from omegaconf import OmegaConf
 
+from nas_plugin.benchmark_table import BenchmarkTable
 from nas_plugin.models import build_model
 from nas_plugin.models.nb201 import NB201Network, build_nb201
 from nas_plugin.space import SearchSpace, SearchSpaceError, nb201
-from nas_plugin.tabular import BenchmarkTable
 
 CONF = REPO / "conf"
 

@@ -4,7 +4,7 @@ registry constraints."""
 from __future__ import annotations
 
 import pytest
-from conftest import run_app
+from conftest import assert_plots, run_app
 
 pytestmark = pytest.mark.e2e
 
@@ -85,6 +85,8 @@ def test_nsga2_sweep_tags_the_pareto_front_and_registers_every_member(write_app)
     champion = client.get_model_version_by_alias("net", "champion")
     best = max((children[i] for i in tagged), key=lambda c: c.data.metrics["accuracy"])
     assert champion.tags["run_id"] == best.info.run_id
+    # The front, highlighted where people look: accuracy against latency on the parent run.
+    assert_plots(client, parent.info.run_id, "trajectory.png", "objective_vs_cost.png")
 
 
 def test_registry_constraint_picks_the_best_trial_within_a_latency_budget(write_app):

@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import REPO, run_app
+from conftest import REPO, assert_plots, run_app
 from scipy.stats import spearmanr
 
 from nas_plugin.predictors import HeldOutCorrelation, Predictor, PredictorError
@@ -128,3 +128,4 @@ def test_tabular_sweep_logs_a_held_out_correlation_that_becomes_positive(tmp_pat
     # Each trial after the first 5 carries the score the predictor expected of it beforehand.
     predicted = [c for c in children if "predicted_score" in c.data.metrics]
     assert len(predicted) == 25
+    assert_plots(client, parent.info.run_id, "trajectory.png", "predicted_vs_actual.png")

@@ -11,13 +11,13 @@ import math
 import random
 
 import pytest
-from conftest import REPO, run_app
+from conftest import REPO, assert_plots, run_app
 from hydra import compose, initialize_config_dir
 
 from nas_plugin.predictors import Predictor
-from nas_plugin.prescreen import PrescreenConfig, Prescreener, PrescreenError
 from nas_plugin.proxies import score
 from nas_plugin.space import nb201
+from nas_plugin.sweep.prescreen import PrescreenConfig, Prescreener, PrescreenError
 from nas_plugin.tasks.vision_proxy import proxy_inputs
 
 SPACE = nb201.search_space()
@@ -215,6 +215,7 @@ def test_vision_sweep_trains_only_the_proxys_top_candidates_and_mlflow_has_the_s
         assert math.isclose(child.data.metrics["prescreen_synflow"], float(row["proxy"]))
         assert child.data.metrics["prescreen_rank"] in (0, 1)
         assert child.data.metrics["val_accuracy"] > 0
+    assert_plots(client, parent.info.run_id, "trajectory.png", "proxy_vs_objective.png")
 
 
 @pytest.mark.e2e

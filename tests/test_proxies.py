@@ -21,7 +21,7 @@ from nas_plugin.estimators import ESTIMATORS, EstimatorError, make_estimator
 from nas_plugin.estimators.zero_cost import ZeroCost
 from nas_plugin.models import build_model
 from nas_plugin.proxies import PROXIES, ProxyError, ensemble_ranks, score
-from nas_plugin.proxies.prescreen import rank_candidates
+from nas_plugin.proxies.ranking import rank_candidates
 from nas_plugin.space import nb201
 
 ESTIMATOR_YAML = REPO / "conf" / "plugin" / "hydra" / "sweeper" / "estimator" / "zero_cost.yaml"

@@ -20,7 +20,7 @@ from nas_plugin.pruning import (
 )
 from nas_plugin.pruning.channel import REPORT_METRIC, TAG_PRUNED_STEP, activate
 from nas_plugin.pruning.curve import extrapolate
-from nas_plugin.sweep_config import SweepConfigError, build_plan
+from nas_plugin.sweep.plan import SweepConfigError, build_plan
 
 
 def curve(quality: float, steps: int, start: int = 1) -> list[tuple[int, float]]:

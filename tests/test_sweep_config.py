@@ -3,7 +3,7 @@
 import pytest
 
 from nas_plugin.space import Categorical, FloatRange, IntRange
-from nas_plugin.sweep_config import SweepConfigError, build_plan, format_value
+from nas_plugin.sweep.plan import SweepConfigError, build_plan, format_value
 
 BASE = {
     "n_trials": 4,

@@ -12,10 +12,10 @@ import pytest
 from conftest import REPO, run_app
 from omegaconf import OmegaConf
 
+from nas_plugin.benchmark_table import PACKAGED, BenchmarkTable, TableError
 from nas_plugin.estimators import ESTIMATORS, EstimatorError, make_estimator
 from nas_plugin.estimators.tabular import TabularEstimator
 from nas_plugin.space import nb201
-from nas_plugin.tabular import PACKAGED, BenchmarkTable, TableError
 
 ESTIMATOR_YAML = REPO / "conf" / "plugin" / "hydra" / "sweeper" / "estimator" / "tabular.yaml"
 DEFAULT_CELL = (

@@ -13,7 +13,7 @@ from nas_plugin.objective import parse_objective
 from nas_plugin.space import nb201
 from nas_plugin.strategies import RegularizedEvolution, make_strategy
 from nas_plugin.strategies.warm import WarmStarted
-from nas_plugin.sweep_config import build_plan
+from nas_plugin.sweep.plan import build_plan
 from nas_plugin.tracking.warm_start import WarmStartError, load_warm_start
 
 pytestmark = pytest.mark.e2e

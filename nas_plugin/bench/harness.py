@@ -23,9 +23,9 @@ import numpy as np
 import yaml
 
 from nas_plugin import config_dir
+from nas_plugin.benchmark_table import BenchmarkTable
 from nas_plugin.space import Encoding, nb201
 from nas_plugin.strategies import STRATEGIES, make_strategy
-from nas_plugin.tabular import BenchmarkTable
 
 DEFAULT_CHECKPOINTS: tuple[int, ...] = (25, 50, 100, 150, 300)
 DEFAULT_STRATEGIES: tuple[str, ...] = ("random", "evolution", "local_search", "bo", "tpe")

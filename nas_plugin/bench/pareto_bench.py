@@ -20,10 +20,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from nas_plugin.benchmark_table import BenchmarkTable
 from nas_plugin.pareto import hypervolume, pareto_front
 from nas_plugin.space import nb201
 from nas_plugin.strategies import STRATEGIES, StrategyError
-from nas_plugin.tabular import BenchmarkTable
 
 # MnasNet's exponent for a soft latency target (Tan et al., 2019, section 3).
 MNAS_WEIGHT = -0.07

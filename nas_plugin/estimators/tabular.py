@@ -4,7 +4,7 @@ The trial's config is turned into the table's key by an **encoder** (``nb201``: 
 arch string of the cell at ``prefix``), and the row's numeric columns are the trial's metrics.
 A sweep over NAS-Bench-201 then costs milliseconds per trial, which is how NAS methods are
 compared on equal footing (NASLib, NAS-Bench-Suite). An architecture the table lacks fails its
-trial with a :class:`~nas_plugin.tabular.TableError`.
+trial with a :class:`~nas_plugin.benchmark_table.TableError`.
 
 To add an encoder, add a function ``(job config, prefix) -> key`` to :data:`ENCODERS`.
 """
@@ -21,9 +21,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nas_plugin.benchmark_table import BenchmarkTable, TableError, resolve_table_path
 from nas_plugin.estimators.base import Estimator, EstimatorError, reject_unknown
 from nas_plugin.space.nb201 import arch_str_from_cell
-from nas_plugin.tabular import BenchmarkTable, TableError, resolve_table_path
 
 TAG_TABLE_KEY = "nas.table_key"
 

@@ -122,7 +122,7 @@ class SearchTask:
                     tags=[RunTag(TAG_DERIVED_ARCH, result["arch_str"]), RunTag(TAG_STATUS, "ok")],
                 )
         except BaseException as err:
-            from nas_plugin.tracking.trial import _record_failure
+            from nas_plugin.tracking.trial import record_failure as _record_failure
 
             _record_failure(client, run_id, err)
             err.nas_run_id = run_id  # type: ignore[attr-defined]

@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from nas_plugin.figures import proxy_scatter as _scatter
 from nas_plugin.proxies import (
     DEFAULT_ENSEMBLE,
     ENSEMBLE,
@@ -223,37 +224,6 @@ def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def _scatter(
-    table: list[dict[str, Any]],
-    trial_rows: list[dict[str, Any]],
-    proxies: Sequence[str],
-    metric: str,
-) -> Any:
-    # The object API with the Agg canvas: no pyplot, so no global backend switch.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    columns = min(3, len(proxies))
-    rows = math.ceil(len(proxies) / columns)
-    figure = Figure(figsize=(4 * columns, 3.2 * rows), layout="constrained")
-    FigureCanvasAgg(figure)
-    truth = [row[metric] for row in trial_rows]
-    for index, (proxy, stats) in enumerate(zip(proxies, table, strict=True)):
-        axes = figure.add_subplot(rows, columns, index + 1)
-        values = [row[proxy] for row in trial_rows]
-        axes.scatter(values, truth, s=12, alpha=0.7)
-        finite = [v for v in values if math.isfinite(v)]
-        # synflow spans many orders of magnitude: a log axis keeps the points apart.
-        if finite and min(finite) > 0 and max(finite) / min(finite) > 100:
-            axes.set_xscale("log")
-        else:
-            axes.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
-        axes.set_title(f"{proxy}: rho={stats['spearman']:.2f}, tau={stats['kendall']:.2f}")
-        axes.set_xlabel(proxy)
-        axes.set_ylabel(metric)
-    return figure
-
-
 def run_correlate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run the report for parsed ``args``; a bad experiment or proxy exits with status 2."""
     given = args.proxies or [",".join(DEFAULT_REPORT_PROXIES)]
@@ -276,7 +246,7 @@ def run_correlate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 def main_correlate(argv: Sequence[str] | None = None) -> int:
     """``correlate``: the report from a shell; returns the exit status."""
-    from nas_plugin.cli import CORRELATE_DESCRIPTION, add_correlate_arguments
+    from nas_plugin.correlate_options import CORRELATE_DESCRIPTION, add_correlate_arguments
 
     parser = argparse.ArgumentParser(prog="nas-plugin correlate", description=CORRELATE_DESCRIPTION)
     add_correlate_arguments(parser)

@@ -135,7 +135,7 @@ class TrialChannel:
 
     def _siblings(self) -> list[list[tuple[int, float]]]:
         """The reported curves of the sweep's other trials (finished ones read once)."""
-        from nas_plugin.tracking.trial import TAG_STATUS, TAG_TRIAL
+        from nas_plugin.tracking.tags import TAG_STATUS, TAG_TRIAL
 
         runs = self.client.search_runs(
             [self.experiment_id],

@@ -34,19 +34,20 @@ from omegaconf import DictConfig, OmegaConf
 from nas_plugin.estimators import make_estimator
 from nas_plugin.pruning.channel import TrialChannel, activate
 from nas_plugin.tracking.secrets import is_secret_key, mask_override, mask_secrets
-
-# Tag names shared by the job side and the sweeper side.
-TAG_TRIAL = "nas.trial"
-TAG_STATUS = "nas.status"
-TAG_STRATEGY = "nas.strategy"
-TAG_ESTIMATOR = "nas.estimator"
-TAG_ENCODING = "nas.encoding"
-TAG_ERROR = "nas.error"
-TAG_MODEL_URI = "nas.model_uri"
-TAG_WORKER = "nas.worker"
-STATUS_RUNNING, STATUS_OK, STATUS_FAILED = "running", "ok", "failed"
-# Stopped early by the pruner (hydra.sweeper.pruner); the run is FINISHED, with its last value.
-STATUS_PRUNED = "pruned"
+from nas_plugin.tracking.tags import (  # noqa: F401 - re-exported: the tags' old home
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_PRUNED,
+    STATUS_RUNNING,
+    TAG_ENCODING,
+    TAG_ERROR,
+    TAG_ESTIMATOR,
+    TAG_MODEL_URI,
+    TAG_STATUS,
+    TAG_STRATEGY,
+    TAG_TRIAL,
+    TAG_WORKER,
+)
 
 
 class TrialResultError(ValueError):
@@ -184,7 +185,7 @@ class TrackedTask:
                 returned = estimator.run_job(cfg, self.task_function)
                 metrics, value = parse_result(returned, ctx.metric, ctx.required_metrics)
         except BaseException as err:
-            _record_failure(client, run_id, err)
+            record_failure(client, run_id, err)
             # Lets the sweeper find the run even when the exception crossed a process boundary.
             err.nas_run_id = run_id  # type: ignore[attr-defined]
             raise
@@ -326,7 +327,7 @@ def _log_trial_files(
         client.log_artifacts(run_id, folder, "trial")
 
 
-def _record_failure(client: MlflowClient, run_id: str, err: BaseException) -> None:
+def record_failure(client: MlflowClient, run_id: str, err: BaseException) -> None:
     message = f"{type(err).__name__}: {err}"
     try:
         client.log_text(run_id, "".join(traceback.format_exception(err)), "trial/error.txt")

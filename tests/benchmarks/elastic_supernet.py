@@ -53,7 +53,7 @@ def main() -> None:
     from nas_plugin.space import SearchSpace
     from nas_plugin.supernets.elastic_mbconv import ElasticMBConv, ElasticSpace
     from nas_plugin.supernets.ofa_training import train_progressive_shrinking
-    from nas_plugin.sweep_config import format_value
+    from nas_plugin.sweep.plan import format_value
     from nas_plugin.tasks.vision import run_vision_trial
     from nas_plugin.tasks.vision_data import task_key
 

@@ -29,11 +29,11 @@ from collections.abc import Callable
 import numpy as np
 
 from nas_plugin.bench.harness import default_options, table_objective
+from nas_plugin.benchmark_table import BenchmarkTable
 from nas_plugin.predictors import HeldOutCorrelation, Predictor
-from nas_plugin.prescreen import PrescreenConfig, Prescreener
 from nas_plugin.space import Encoding, nb201
 from nas_plugin.strategies import Strategy, make_strategy
-from nas_plugin.tabular import BenchmarkTable
+from nas_plugin.sweep.prescreen import PrescreenConfig, Prescreener
 
 METRIC = "cifar10_test_acc"
 

@@ -292,9 +292,9 @@ def prescreen_table(
 def anchor_check(count: int, proxies: Sequence[str]) -> None:
     import torch
 
+    from nas_plugin.benchmark_table import BenchmarkTable
     from nas_plugin.models.nb201 import NB201Network
     from nas_plugin.proxies import score
-    from nas_plugin.tabular import BenchmarkTable
 
     torch.set_num_threads(1)
     archs = random.Random(1).sample(list(nb201.all_arch_strs()), count)
@@ -347,8 +347,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         BUDGET[key] = yaml.safe_load(value)  # typed as the YAML would be: 0.5, 16, true
     TRAIN_SEEDS = tuple(range(args.train_seeds))
 
+    from nas_plugin.benchmark_table import BenchmarkTable
     from nas_plugin.proxies import DEFAULT_ENSEMBLE, PROXIES, ensemble_ranks
-    from nas_plugin.tabular import BenchmarkTable
 
     started = time.perf_counter()
     archs = random.Random(0).sample(list(nb201.all_arch_strs()), args.archs)

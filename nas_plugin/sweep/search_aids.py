@@ -21,9 +21,16 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from nas_plugin.leaderboard import TrialRecord
-from nas_plugin.predictors import HeldOutCorrelation
-from nas_plugin.prescreen import Prescreener, table_rows, trial_metrics
+from nas_plugin.predictors import HeldOutCorrelation, PredictorError
 from nas_plugin.space import Encoding, SearchSpace
+from nas_plugin.sweep.plan import SweepConfigError, SweepPlan
+from nas_plugin.sweep.prescreen import (
+    PrescreenConfig,
+    Prescreener,
+    PrescreenError,
+    table_rows,
+    trial_metrics,
+)
 
 log = logging.getLogger("nas_plugin.sweeper")
 
@@ -73,6 +80,42 @@ class SearchAids:
         self._client: MlflowClient | None = None
         self._run_id = ""
         self._logged_rows = 0
+        # trial number -> (the predictor's prediction before it learned the trial, its score)
+        self.predictions: dict[int, tuple[float, float]] = {}
+
+    @classmethod
+    def from_config(
+        cls, plan: SweepPlan, sweeper_cfg: Mapping[str, Any], compose: Callable[[list[str]], Any]
+    ) -> SearchAids:
+        """The configured pre-screen and learned predictor, checked before any trial;
+        ``compose``: override strings -> the trial's composed config (what a proxy scores)."""
+        try:
+            held_out = HeldOutCorrelation.from_config(
+                sweeper_cfg.get("predictor"), plan.space, plan.seed
+            )
+            config = PrescreenConfig.from_config(
+                sweeper_cfg.get("prescreen"),
+                seed=plan.seed,
+                estimator_config=plan.estimator_config,
+                has_predictor=held_out is not None,
+            )
+        except (PredictorError, PrescreenError) as err:
+            raise SweepConfigError(str(err)) from err
+        if held_out is not None and plan.objective.multi:
+            raise SweepConfigError(
+                f"hydra.sweeper.predictor.name={held_out.predictor.model} learns one score, but "
+                f"the sweep has several objectives {list(plan.objective.metrics)}; select "
+                "hydra/sweeper/predictor=none"
+            )
+        if config is None:
+            return cls(None, held_out)
+
+        def compose_encoding(encoding: Encoding) -> Any:
+            # The proxy scores the network the trial would train.
+            return compose(plan.trial_overrides(plan.space.decode(encoding)))
+
+        predictor = held_out.predictor if held_out is not None else None
+        return cls(Prescreener(config, plan.n_trials, compose_encoding, predictor), held_out)
 
     def params(self) -> dict[str, Any]:
         """The parent run's params: ``prescreen.*`` and ``predictor``."""
@@ -116,6 +159,8 @@ class SearchAids:
             predicted = self.held_out.observe(record.encoding, score)
             if predicted is not None:
                 metrics["predicted_score"] = predicted
+                assert score is not None  # a prediction is made for a scored trial only
+                self.predictions[record.number] = (predicted, float(score))
             correlation = self.held_out.correlation()
             if correlation is not None:
                 log_metrics(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nas_plugin.sweep_config import SweepConfigError
+from nas_plugin.sweep.plan import SweepConfigError
 
 
 def prepare_sweep_dir(sweep_dir: Path, config: DictConfig) -> None:
