@@ -218,9 +218,7 @@ class NASSweeperImpl:
                     strategy.options.searches,
                     plan.batch_size,
                 )
-                plan = dataclasses.replace(
-                    plan, n_trials=min(plan.n_trials, strategy.n_candidates)
-                )
+                plan = dataclasses.replace(plan, n_trials=min(plan.n_trials, strategy.n_candidates))
                 if strategy.n_candidates > plan.n_trials:
                     log.warning(
                         "The searches derived %d distinct cells; n_trials=%d trains the first %d.",

@@ -306,4 +306,3 @@ def _tokenizer_tags(loaded: LoadedTokenizer) -> dict[str, str]:
         "tokenizer.key": loaded.key,
         "tokenizer.vocab_size": str(len(loaded.tokenizer)),
     }
-
