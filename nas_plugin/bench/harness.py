@@ -284,7 +284,7 @@ def _check_single_objective(name: str) -> None:
 
 def _warmup_settings(label: str, options: dict[str, Any]) -> tuple[int, int]:
     pool = options.pop("warmup_pool", 0)
-    keep = options.pop("warmup_keep", 10 if pool else 0)
+    keep = options.pop("warmup_keep", min(10, pool) if isinstance(pool, int) else 0)
     for key, value in (("warmup_pool", pool), ("warmup_keep", keep)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise BenchError(f"{label}: {key}={value!r} must be an integer >= 0")
@@ -442,6 +442,13 @@ def run_benchmark(
         report=None if reporter is None else report,
     )
     options = options or {}
+    for label, strategy, own in rows:  # every row's options checked before any query
+        if strategy != TPE:
+            given = {**default_options(strategy), **options.get(strategy, {}), **own}
+            pool, _ = _warmup_settings(label, given)
+            if pool and scores is None:
+                raise BenchError(f"{label}: warmup_pool needs a zero-cost proxy column (--proxy)")
+            make_strategy({"name": strategy, **given}, nb201.search_space(), 0)
     for label, strategy, own in rows:
         given = {**options.get(strategy, {}), **own}
         if strategy == TPE:

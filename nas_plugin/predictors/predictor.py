@@ -150,6 +150,11 @@ class Predictor:
             self._fitted_on = len(scored)
         return self._surrogate
 
+    def invalidate(self) -> None:
+        """Refit from scratch at the next ``fit`` (the scores were rewritten, not added to)."""
+        self._surrogate = None
+        self._fitted_on = self._tuned_on = 0
+
     def predict(self, encodings: Sequence[Encoding]) -> tuple[np.ndarray, np.ndarray]:
         """Predicted mean and standard deviation per encoding (higher mean = better).
 

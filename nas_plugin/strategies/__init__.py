@@ -13,6 +13,7 @@ from nas_plugin.strategies.grid import GridSearch
 from nas_plugin.strategies.local_search import LocalSearch
 from nas_plugin.strategies.nsga2 import NSGA2
 from nas_plugin.strategies.oneshot import Darts, Gdas, Proxyless
+from nas_plugin.strategies.parego import ParEGO
 from nas_plugin.strategies.random_search import RandomSearch
 from nas_plugin.strategies.reinforce import Reinforce
 
@@ -23,6 +24,7 @@ STRATEGIES[LocalSearch.name] = LocalSearch
 STRATEGIES[BayesianOptimization.name] = BayesianOptimization
 STRATEGIES[Reinforce.name] = Reinforce
 STRATEGIES[NSGA2.name] = NSGA2
+STRATEGIES[ParEGO.name] = ParEGO
 # One-shot: a search job yields the one candidate (nas_plugin/oneshot/job.py).
 STRATEGIES.update({cls.name: cls for cls in (Darts, Gdas, Proxyless)})
 
@@ -46,6 +48,7 @@ __all__ = [
     "GridSearch",
     "LocalSearch",
     "NSGA2",
+    "ParEGO",
     "RandomSearch",
     "RegularizedEvolution",
     "Reinforce",
