@@ -109,7 +109,7 @@ def test_warmup_candidates_are_seeded_and_ranked():
     [
         (["--strategy", "bo[initial_samples]"], "must look like option=value"),
         (["--strategy", "random[warmup_pool=5]"], "warmup_pool needs a zero-cost proxy column"),
-        (["--proxy", "nope", "--strategy", "random"], "--proxy column 'nope' is in neither"),
+        (["--proxy", "nope", "--strategy", "random"], "--proxy column 'nope' is not in the table"),
         (["--strategy", "bo[acquisition=pi]"], "acquisition='pi' is unknown"),
     ],
 )

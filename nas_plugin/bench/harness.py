@@ -29,6 +29,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -232,12 +233,13 @@ def proxy_scores(table: BenchmarkTable, proxy: str) -> Callable[[Encoding], floa
         if name in table.columns:
             source = table
         else:
-            if companion is None:
+            if companion is None and Path(ZERO_COST_TABLE).is_file():
                 companion = BenchmarkTable.load(ZERO_COST_TABLE)
-            if name not in companion.columns:
+            if companion is None or name not in companion.columns:
+                packaged = list(companion.columns) if companion else "not installed"
                 raise BenchError(
-                    f"--proxy column {name!r} is in neither the table ({list(table.columns)}) "
-                    f"nor the packaged zero-cost table ({list(companion.columns)})"
+                    f"--proxy column {name!r} is not in the table ({list(table.columns)}) "
+                    f"nor in the packaged zero-cost table ({packaged})"
                 )
             source = companion
         columns.append({key: row[name] for key, row in source.rows.items()})
