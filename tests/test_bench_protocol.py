@@ -123,3 +123,18 @@ def test_parse_row():
     assert parse_row("bo[features=path, beta=1.5]") == ("bo", {"features": "path", "beta": 1.5})
     with pytest.raises(BenchError):
         parse_row("bo[")
+
+
+def test_packaged_zero_cost_scores_warm_up_the_nb201_search():
+    row = "random[warmup_pool=500,warmup_keep=5]"
+    result = run_benchmark(
+        "nb201_cifar10",
+        "cifar10_test_acc",
+        ["random", row],
+        [5],
+        seeds=4,
+        proxy="zc_synflow,zc_naswot",
+    )
+    plain, warm = result.traces
+    # Synflow and NASWOT rank NB201 cells at rho ~0.75: their top 5 of 500 beat 5 random cells.
+    assert warm.best[:, -1].mean() > plain.best[:, -1].mean() + 0.3
