@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from nas_plugin.cli import main, parse_options
+from nas_plugin.predictors import OneHotFeatures
 from nas_plugin.space import SearchSpace
 from nas_plugin.strategies import (
     BayesianOptimization,
@@ -17,7 +18,6 @@ from nas_plugin.strategies import (
     StrategyError,
     make_strategy,
 )
-from nas_plugin.strategies.bo import OneHotFeatures
 from nas_plugin.testing.strategy_suite import StrategyContract
 
 
@@ -163,8 +163,9 @@ def test_bench_cli_prints_one_row_per_strategy(capsys):
     assert [row[0] for row in rows[2:]] == ["random", "evolution", "local_search", "bo", "tpe"]
     for row in rows[2:]:
         assert len(row) == 4
-        mean, _, std = row[1].partition(" ± ")
-        assert 80 < float(mean) <= 94.38 and float(std) >= 0
+        mean, _, rest = row[1].partition(" ± ")
+        std, median, p10 = (float(part) for part in rest.split(" · "))
+        assert 80 < p10 <= median <= 94.38 and 80 < float(mean) <= 94.38 and std >= 0
 
 
 def test_bench_cli_json_parses(capsys):

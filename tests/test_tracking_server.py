@@ -230,9 +230,7 @@ def test_server_gone_for_good_stops_the_sweep_clearly_and_keeps_finished_trials(
         _wait_ready(proc)
         pid_file.write_text(str(proc.pid))
         marker = store / "killed"
-        cwd = write_app(
-            GONE_APP, GONE_CONFIG.format(marker=marker, server_pid=pid_file, uri=uri)
-        )
+        cwd = write_app(GONE_APP, GONE_CONFIG.format(marker=marker, server_pid=pid_file, uri=uri))
         first = run_app(cwd, "train.py", "-m")
         assert marker.exists(), first.output
         assert first.proc.returncode != 0

@@ -23,7 +23,7 @@ import numpy as np
 from nas_plugin.benchmark_table import BenchmarkTable
 from nas_plugin.pareto import hypervolume, pareto_front
 from nas_plugin.space import nb201
-from nas_plugin.strategies import STRATEGIES, StrategyError
+from nas_plugin.strategies import STRATEGIES, StrategyError, make_strategy
 
 # MnasNet's exponent for a soft latency target (Tan et al., 2019, section 3).
 MNAS_WEIGHT = -0.07
@@ -44,6 +44,8 @@ def run_pareto_benchmark(
 ) -> list[dict]:
     """Hypervolume fractions of each strategy after each checkpoint, over ``seeds`` seeds.
 
+    ``strategies`` are rows as ``nas-plugin bench`` takes them (``name`` or
+    ``name[option=value,...]``), built with the options of their shipped config group.
     ``table`` is a loaded table or a table name (``nb201_cifar10``); ``metric`` is maximised and
     ``cost`` minimised. Returns one row per strategy and checkpoint: ``{"strategy", "queries",
     "hv_fraction_mean", "hv_fraction_std" (sample std over seeds), "ms_per_ask" (mean time of
@@ -52,7 +54,9 @@ def run_pareto_benchmark(
     if isinstance(table, str):
         table = BenchmarkTable.load(table)
     table.check_columns(metric, cost)
-    unknown = [name for name in strategies if name not in STRATEGIES]
+    from nas_plugin.bench.harness import parse_row
+
+    unknown = [name for name in strategies if parse_row(name)[0] not in STRATEGIES]
     if unknown:
         raise StrategyError(f"unknown strategy {unknown}; allowed: {sorted(STRATEGIES)}")
     if not checkpoints or any(
@@ -106,8 +110,12 @@ def _one_run(
     target: float,
 ) -> list[tuple[int, float, float]]:
     """``(checkpoint, hypervolume found, ms per ask)`` of one seeded search."""
+    from nas_plugin.bench.harness import default_options, parse_row
+
     space = nb201.search_space()
-    strategy = STRATEGIES[name](space, seed=seed)
+    strategy_name, options = parse_row(name)  # a row: name or name[option=value,...]
+    config = {"name": strategy_name, **default_options(strategy_name), **options}
+    strategy = make_strategy(config, space, seed)
     found: list[tuple[float, float]] = []
     ask_seconds = 0.0
     queries = 0

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from nas_plugin.predictors.features import OneHotFeatures
+from nas_plugin.predictors.features import FEATURES, make_features
 from nas_plugin.predictors.surrogates import (
     GaussianProcess,
     MLPEnsemble,
@@ -36,7 +36,9 @@ class Predictor:
 
     ``model``: ``gp`` (a Gaussian process on one-hot features, kernel hyperparameters re-picked
     by marginal likelihood once the data has grown by ``retune_growth``) or ``mlp`` (an
-    ensemble of ``ensemble_size`` MLPs of ``hidden_size`` units). ``score_warp=rank`` fits normal
+    ensemble of ``ensemble_size`` MLPs of ``hidden_size`` units), on ``features``: ``onehot``
+    (one-hot decisions), ``path`` (BANANAS' path encoding of a cell space such as nb201) or
+    ``path+onehot`` (both). ``score_warp=rank`` fits normal
     scores of the ranks, so predictions rank candidates but are not on the metric's scale.
     Failed results (``None``) are kept out of the fit. The model is refit lazily, once
     ``refit_every`` new results have come in.
@@ -53,6 +55,7 @@ class Predictor:
         retune_growth: float = 0.1,
         ensemble_size: int = 5,
         hidden_size: int = 32,
+        features: str = "onehot",
         rng: random.Random | None = None,
         where: str = "hydra.sweeper.predictor",
     ) -> None:
@@ -63,7 +66,11 @@ class Predictor:
         self.retune_growth = _number(where, "retune_growth", retune_growth)
         self.ensemble_size = _int(where, "ensemble_size", ensemble_size, 1)
         self.hidden_size = _int(where, "hidden_size", hidden_size, 1)
-        self.features = OneHotFeatures(space)
+        self.feature_kind = _one_of(where, "features", features, FEATURES)
+        try:
+            self.features = make_features(space, self.feature_kind)
+        except ValueError as err:
+            raise PredictorError(f"{where}.features={features!r}: {err}") from None
         # Insertion-ordered; a repeated result replaces the earlier one in place.
         self.scores: dict[Encoding, float | None] = {}
         # Draws the MLPs' initial weights; bo passes its own generator (one random stream).
@@ -92,7 +99,7 @@ class Predictor:
                 f"hydra.sweeper.predictor.name={name!r} is unknown; allowed: {['none', *MODELS]}"
             )
         allowed = ["score_warp", "min_trials", "refit_every", "retune_growth"]
-        allowed += ["ensemble_size", "hidden_size", *extra]
+        allowed += ["ensemble_size", "hidden_size", "features", *extra]
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise PredictorError(
@@ -142,6 +149,11 @@ class Predictor:
                 )
             self._fitted_on = len(scored)
         return self._surrogate
+
+    def invalidate(self) -> None:
+        """Refit from scratch at the next ``fit`` (the scores were rewritten, not added to)."""
+        self._surrogate = None
+        self._fitted_on = self._tuned_on = 0
 
     def predict(self, encodings: Sequence[Encoding]) -> tuple[np.ndarray, np.ndarray]:
         """Predicted mean and standard deviation per encoding (higher mean = better).

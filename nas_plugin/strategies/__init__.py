@@ -14,6 +14,7 @@ from nas_plugin.strategies.grid import GridSearch
 from nas_plugin.strategies.local_search import LocalSearch
 from nas_plugin.strategies.nsga2 import NSGA2
 from nas_plugin.strategies.oneshot import Darts, Gdas, Proxyless
+from nas_plugin.strategies.parego import ParEGO
 from nas_plugin.strategies.pnas import PNAS
 from nas_plugin.strategies.random_search import RandomSearch
 from nas_plugin.strategies.reinforce import Reinforce
@@ -27,6 +28,7 @@ STRATEGIES[Reinforce.name] = Reinforce
 STRATEGIES[NSGA2.name] = NSGA2
 STRATEGIES[PNAS.name] = PNAS
 STRATEGIES[CompoundScaling.name] = CompoundScaling
+STRATEGIES[ParEGO.name] = ParEGO
 # One-shot: a search job yields the one candidate (nas_plugin/oneshot/job.py).
 STRATEGIES.update({cls.name: cls for cls in (Darts, Gdas, Proxyless)})
 
@@ -52,6 +54,7 @@ __all__ = [
     "LocalSearch",
     "NSGA2",
     "PNAS",
+    "ParEGO",
     "RandomSearch",
     "RegularizedEvolution",
     "Reinforce",

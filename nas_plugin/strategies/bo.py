@@ -37,7 +37,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import norm
 
-from nas_plugin.predictors import OneHotFeatures, Predictor
+from nas_plugin.predictors import Predictor, PredictorError
 from nas_plugin.predictors.surrogates import single_threaded_blas
 from nas_plugin.space import Encoding, SearchSpace
 from nas_plugin.strategies.base import Strategy, StrategyError, positive_int, sample_unproposed
@@ -66,6 +66,7 @@ class BayesianOptimization(Strategy):
         retune_growth: float = 0.1,
         ensemble_size: int = 5,
         hidden_size: int = 32,
+        features: str = "onehot",
         float_points: int = 5,
         max_resamples: int = 1000,
     ) -> None:
@@ -86,7 +87,18 @@ class BayesianOptimization(Strategy):
         self.max_resamples = positive_int(self.name, "max_resamples", max_resamples)
         # The surrogate and its data (nas_plugin.predictors, shared with the sweeper's
         # predictor); it draws the MLPs' seeds from this strategy's generator.
-        self.predictor = Predictor(
+        try:
+            self.predictor = self._make_predictor(space, seed, features)
+        except PredictorError as err:
+            message = str(err).replace("hydra.sweeper.strategy.", "")
+            raise StrategyError(f"strategy 'bo': {message}") from None
+        self.features = self.predictor.features
+        self.scores = self.predictor.scores
+        self._proposed: set[Encoding] = set()
+        self._np_rng = np.random.default_rng(seed)
+
+    def _make_predictor(self, space: SearchSpace, seed: int, features: str) -> Predictor:
+        return Predictor(
             space,
             seed,
             model=self.surrogate,
@@ -96,13 +108,10 @@ class BayesianOptimization(Strategy):
             retune_growth=self.retune_growth,
             ensemble_size=self.ensemble_size,
             hidden_size=self.hidden_size,
+            features=features,
             rng=self.rng,
-            where="hydra.sweeper.strategy",  # bo checked its options already
+            where="hydra.sweeper.strategy",  # bo checked its other options already
         )
-        self.features: OneHotFeatures = self.predictor.features
-        self.scores = self.predictor.scores
-        self._proposed: set[Encoding] = set()
-        self._np_rng = np.random.default_rng(seed)
 
     # -- ask ------------------------------------------------------------------------------------
 

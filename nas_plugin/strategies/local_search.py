@@ -9,6 +9,12 @@ better, the current candidate is a local optimum and a new climb starts from the
 one that arrives late, in a batch) becomes the current candidate. White et al. (2021) found this
 simple scheme competitive on NAS-Bench-201; so does ``nas-plugin bench nb201``.
 
+``rank_by``: with ``gp`` or ``mlp`` a predictor (``nas_plugin.predictors``, on ``features``)
+learns every answer and the climb evaluates the neighbours in its order, most promising first,
+and starts each climb from the best of ``restart_samples`` answered candidates as before; with
+``none`` (the default) the order is random. Ranking costs a refit per ask (a GP: about a
+millisecond on NB201) and usually finds the improving neighbour in fewer queries.
+
 Float intervals contribute ``float_points`` grid values to the neighbourhood; conditional
 parameters that a change activates take their first value (``SearchSpace.neighbours``).
 Batches: while answers are outstanding the climb keeps proposing neighbours; once the
@@ -20,8 +26,13 @@ from __future__ import annotations
 
 import math
 
+from nas_plugin.predictors import Predictor, PredictorError
+from nas_plugin.predictors.features import FEATURES
+from nas_plugin.predictors.surrogates import single_threaded_blas
 from nas_plugin.space import Encoding, SearchSpace
-from nas_plugin.strategies.base import Strategy, positive_int, sample_unproposed
+from nas_plugin.strategies.base import Strategy, StrategyError, positive_int, sample_unproposed
+
+RANK_BY = ("none", "gp", "mlp")
 
 
 class LocalSearch(Strategy):
@@ -35,8 +46,28 @@ class LocalSearch(Strategy):
         restart_samples: int = 10,
         float_points: int = 5,
         max_resamples: int = 1000,
+        rank_by: str = "none",
+        features: str = "onehot",
     ) -> None:
         super().__init__(space, seed)
+        if rank_by not in RANK_BY:
+            raise StrategyError(
+                f"strategy 'local_search': rank_by={rank_by!r} is unknown; allowed: {list(RANK_BY)}"
+            )
+        if features not in FEATURES:
+            raise StrategyError(
+                f"strategy 'local_search': features={features!r} is unknown; allowed: "
+                f"{list(FEATURES)}"
+            )
+        self.rank_by = rank_by
+        self.predictor: Predictor | None = None
+        if rank_by != "none":
+            try:
+                self.predictor = Predictor(
+                    space, seed, model=rank_by, min_trials=2, features=features
+                )
+            except PredictorError as err:
+                raise StrategyError(f"strategy 'local_search': {err}") from None
         # Random candidates evaluated before the first climb; it starts from their best.
         self.start_samples = positive_int(self.name, "start_samples", start_samples)
         # Random candidates evaluated after a local optimum; the next climb starts from their best.
@@ -59,6 +90,7 @@ class LocalSearch(Strategy):
     def ask(self) -> Encoding | None:
         if self._exhausted:
             return None
+        self._rank_neighbours()
         while self._neighbours:
             candidate = self._neighbours.pop()
             if candidate not in self._proposed:
@@ -98,8 +130,14 @@ class LocalSearch(Strategy):
 
     def tell(self, encoding: Encoding, score: float | None) -> None:
         super().tell(encoding, score)
+        if encoding not in self._proposed and self._current is None:
+            # Told without being asked (a warm start): a start for the next climb, like a
+            # random candidate of our own.
+            self._starts.append(encoding)
         self._proposed.add(encoding)
         self.scores[encoding] = score
+        if self.predictor is not None:
+            self.predictor.add(encoding, score)
         if self._current is not None and self._better(encoding, self._current):
             self._climb_from(encoding)
 
@@ -124,6 +162,18 @@ class LocalSearch(Strategy):
         self._climb_neighbours = frozenset(neighbours)
         self.rng.shuffle(neighbours)
         self._neighbours = neighbours
+
+    def _rank_neighbours(self) -> None:
+        """Reorder the neighbours still to propose by the predictor, most promising last (the
+        next one popped)."""
+        pending = [n for n in self._neighbours if n not in self._proposed]
+        self._neighbours = pending
+        if self.predictor is None or len(pending) < 2 or not self.predictor.ready:
+            return
+        with single_threaded_blas():
+            mean, _ = self.predictor.predict(pending)
+        order = sorted(range(len(pending)), key=lambda i: mean[i])  # stable: ties keep order
+        self._neighbours = [pending[i] for i in order]
 
     def _neighbourhood_answered(self) -> bool:
         return all(n in self.scores for n in self._climb_neighbours)

@@ -1,6 +1,6 @@
 """Trial throughput with 2 joblib workers vs 1, on CPU-bound trials pinned to one thread each.
 
-    python tests/benchmarks/throughput.py [--trials 12] [--work 300000000]
+python tests/benchmarks/throughput.py [--trials 12] [--work 300000000]
 """
 
 from __future__ import annotations
@@ -52,9 +52,17 @@ def sweep(cwd: Path, workers: int, trials: int) -> float:
         subprocess.run(["rm", "-rf", str(cwd / leftover)], check=True)
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "app.py", "-m", f"hydra.launcher.n_jobs={workers}",
-         f"hydra.sweeper.batch_size={workers}", f"hydra.sweeper.n_trials={trials}"],
-        cwd=cwd, capture_output=True, text=True,
+        [
+            sys.executable,
+            "app.py",
+            "-m",
+            f"hydra.launcher.n_jobs={workers}",
+            f"hydra.sweeper.batch_size={workers}",
+            f"hydra.sweeper.n_trials={trials}",
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
