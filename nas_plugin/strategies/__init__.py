@@ -12,7 +12,7 @@ from nas_plugin.strategies.evolution import RegularizedEvolution
 from nas_plugin.strategies.grid import GridSearch
 from nas_plugin.strategies.local_search import LocalSearch
 from nas_plugin.strategies.nsga2 import NSGA2
-from nas_plugin.strategies.oneshot import Darts, Gdas, Proxyless
+from nas_plugin.strategies.oneshot import Darts, Enas, Gdas, Proxyless
 from nas_plugin.strategies.random_search import RandomSearch
 from nas_plugin.strategies.reinforce import Reinforce
 
@@ -24,7 +24,7 @@ STRATEGIES[BayesianOptimization.name] = BayesianOptimization
 STRATEGIES[Reinforce.name] = Reinforce
 STRATEGIES[NSGA2.name] = NSGA2
 # One-shot: a search job yields the one candidate (nas_plugin/oneshot/job.py).
-STRATEGIES.update({cls.name: cls for cls in (Darts, Gdas, Proxyless)})
+STRATEGIES.update({cls.name: cls for cls in (Darts, Gdas, Proxyless, Enas)})
 
 
 def make_strategy(config: Mapping[str, Any], space: SearchSpace, seed: int) -> Strategy:
