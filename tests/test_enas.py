@@ -148,6 +148,26 @@ def test_enas_search_is_reproducible_per_seed() -> None:
     assert 0.0 <= first.metrics["search_mean_reward"] <= 1.0
 
 
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)], ids=["cpu", "cuda"]
+)
+def test_enas_search_runs_in_bf16_on_the_runtime(device: str) -> None:
+    from nas_plugin.hardware.device import Runtime
+    from nas_plugin.oneshot.data import vision_data
+    from nas_plugin.oneshot.search import search
+    from nas_plugin.tasks.vision_data import task_key
+
+    task = {"name": "digits", "dataset": "digits", "resolution": 16, "val_fraction": 0.15,
+            "test_fraction": 0.15, "split_seed": 0}  # fmt: skip
+    data, preprocess = vision_data(task_key(task), 1.0, 0)
+    settings = SearchSettings(method="enas", epochs=1, controller_steps=2, derive_samples=4)
+    runtime = Runtime(torch.device(device), "bf16")
+    result = search(settings, data, preprocess, 4, 1, 16, 0, runtime=runtime)
+    assert from_arch_str(result.arch_str) == result.ops
+    assert 0.0 < result.metrics["search_train_loss"] < 10.0  # finite in bf16
+    assert 0.0 <= result.metrics["search_derived_val_accuracy"] <= 1.0
+
+
 @pytest.mark.e2e
 def test_enas_sweep_search_run_then_derived_trial(tmp_path: Path) -> None:
     result = run_app(
