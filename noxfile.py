@@ -33,8 +33,8 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks that print tables: sweeper overhead vs Hydra's basic sweeper, parallel
     throughput, the demo, pruning (ASHA vs none), strategies on NAS-Bench-201, zero-cost proxies
-    vs training, the learned predictor, one-shot NAS (ENAS included), Once-for-All and the elastic supernet
-    estimator."""
+    vs training, the learned predictor, one-shot NAS (ENAS included), Once-for-All and the
+    elastic supernet estimator."""
     session.run("python", "tests/benchmarks/overhead.py", *session.posargs)
     session.run("python", "tests/benchmarks/throughput.py")
     session.run("python", "tests/benchmarks/demo.py")

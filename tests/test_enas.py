@@ -65,7 +65,7 @@ def test_reinforce_step_moves_probability_towards_the_rewarded_cell() -> None:
         for cell, accuracy in ((good, 1.0), (bad, 0.0)):
             _, lp, ent = controller(cells=cell)
             reward, baseline = reinforce_step(
-                controller, optimizer, cell, lp, ent, accuracy, baseline, settings
+                controller, optimizer, lp, ent, accuracy, baseline, settings
             )
             assert reward == accuracy
     assert 0.0 < baseline < 1.0
@@ -75,7 +75,7 @@ def test_reinforce_step_moves_probability_towards_the_rewarded_cell() -> None:
     state = {k: v.clone() for k, v in controller.state_dict().items()}
     _, lp, ent = controller(cells=good)
     sgd = torch.optim.SGD(controller.parameters(), lr=1.0)
-    reward, baseline = reinforce_step(controller, sgd, good, lp, ent, 0.7, None, settings)
+    reward, baseline = reinforce_step(controller, sgd, lp, ent, 0.7, None, settings)
     assert (reward, baseline) == (0.7, 0.7)
     assert all(torch.equal(state[k], v) for k, v in controller.state_dict().items())
 

@@ -120,7 +120,6 @@ def to_ops(cell: torch.Tensor) -> tuple[str, ...]:
 def reinforce_step(
     controller: Controller,
     optimizer: torch.optim.Optimizer,
-    cell: torch.Tensor,
     log_prob: torch.Tensor,
     entropy: torch.Tensor,
     accuracy: float,
@@ -251,7 +250,7 @@ def search_enas(
             cell, log_prob, entropy = controller(generator=generator)
             acc = accuracy(to_ops(cell[0]), xa, ya)
             reward, baseline = reinforce_step(
-                controller, c_opt, cell, log_prob, entropy, acc, baseline, settings
+                controller, c_opt, log_prob, entropy, acc, baseline, settings
             )
             rewards.append(reward)
             accuracies.append(acc)
