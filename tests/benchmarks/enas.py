@@ -26,6 +26,7 @@ from oneshot import TASK, train_standalone  # tests/benchmarks/oneshot.py (the s
 from nas_plugin.oneshot.data import vision_data
 from nas_plugin.oneshot.enas import collapse_metrics
 from nas_plugin.oneshot.search import SearchSettings, search
+from nas_plugin.space.nb201 import from_arch_str
 from nas_plugin.supernets.nb201 import sample_path
 from nas_plugin.tasks.vision_data import task_key
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         beats = r["standalone_accuracy"] >= best_random
         entropy = "" if r["controller_entropy"] is None else f"{r['controller_entropy']:.2f}"
         print(
-            f"| {r['method']} | {r['seed']} | `{r['arch']}` | "
+            f"| {r['method']} | {r['seed']} | {_short(r['arch'])} | "
             f"{r['standalone_accuracy']:.3f} | {'yes' if beats else 'no'} | "
             f"{int(r['search_skip_edges'] + r['search_none_edges'])}/6 | "
             f"{'yes' if r['search_collapsed'] else 'no'} | {entropy} | {r['search_seconds']:.0f} |"
@@ -104,6 +105,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with open(args.out, "w") as handle:
             json.dump(out, handle, indent=2)
     return out
+
+
+SHORT = {"none": "none", "skip_connect": "skip", "nor_conv_1x1": "c1", "nor_conv_3x3": "c3",
+         "avg_pool_3x3": "pool"}  # fmt: skip
+
+
+def _short(arch: str) -> str:
+    """The cell, edge by edge (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2), without the ``|`` of the
+    NB201 string (a markdown table's separator)."""
+    return " ".join(SHORT[op] for op in from_arch_str(arch))
 
 
 if __name__ == "__main__":
