@@ -10,7 +10,8 @@ searches use (:func:`~nas_plugin.oneshot.data.halves`; the val split stays for s
     is its accuracy on one minibatch of the other (held-out) half with the inherited weights
     (BatchNorm in training mode, as ENAS: the supernet's running statistics mix every path),
     plus ``entropy_weight`` times the sample's entropy; the advantage is the reward minus an
-    exponential moving average of past rewards (``baseline_decay``); Adam (``arch_lr``).
+    exponential moving average of past rewards (``baseline_decay``); Adam (``arch_lr``,
+    ``arch_weight_decay``).
 
 The controller (:class:`Controller`) is ENAS's: an ``LSTMCell`` that picks the operation of each
 of the six edges in turn, the previous choice's embedding as the next input, logits
