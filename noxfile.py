@@ -33,13 +33,15 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks that print tables: sweeper overhead vs Hydra's basic sweeper, parallel
     throughput, the demo, pruning (ASHA vs none), strategies on NAS-Bench-201, zero-cost proxies
-    vs training, the learned predictor, one-shot NAS, Once-for-All and the elastic supernet
-    estimator."""
+    vs training, the learned predictor, one-shot NAS (ENAS included), Once-for-All and the
+    elastic supernet estimator."""
     session.run("python", "tests/benchmarks/overhead.py", *session.posargs)
     session.run("python", "tests/benchmarks/throughput.py")
     session.run("python", "tests/benchmarks/demo.py")
     session.run("python", "tests/benchmarks/pruning.py")
     session.run("python", "tests/benchmarks/oneshot.py")
+    # ENAS's derived cell vs the best of 20 random cells vs DARTS, and whether it collapses.
+    session.run("python", "tests/benchmarks/enas.py")
     session.run("nas-plugin", "bench", "nb201", "--seeds", "30")
     # PNAS beside random / evolution / bo at 25, 50 and 100 queries.
     session.run(

@@ -262,7 +262,7 @@ def test_shared_search_options_are_checked_by_name_for_every_one_shot_strategy()
     from nas_plugin.strategies.oneshot import Proxyless, SearchOptions
 
     space = nb201.search_space()
-    for name in ("darts", "gdas", "proxyless"):
+    for name in ("darts", "gdas", "proxyless", "enas"):
         strategy = make_strategy({"name": name, "epochs": 3, "arch_lr": 0.1}, space, 0)
         settings = strategy.search_settings()
         assert (settings["method"], settings["epochs"], settings["arch_lr"]) == (name, 3, 0.1)

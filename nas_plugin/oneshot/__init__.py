@@ -6,6 +6,8 @@
   (Gumbel-softmax, FBNet's latency-weighted loss) and ProxylessNAS (binarised paths, two-path
   architecture step, latency term), each search one job of ``strategy=darts|gdas|proxyless``
   (the strategy's ``searches``: independent searches per sweep);
+- :mod:`~nas_plugin.oneshot.enas`: ENAS, an LSTM controller trained by REINFORCE on the shared
+  supernet (``strategy=enas``, a search job like the bilevel ones);
 - :mod:`~nas_plugin.oneshot.latency`: the per-operation CPU latency look-up table;
 - :mod:`~nas_plugin.oneshot.job`: the sweeper's glue for the search job.
 """

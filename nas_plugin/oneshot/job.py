@@ -1,4 +1,4 @@
-"""The sweeper's glue for one-shot strategies (``darts``, ``gdas``, ``proxyless``).
+"""The sweeper's glue for one-shot strategies (``darts``, ``gdas``, ``proxyless``, ``enas``).
 
 Before the ordinary trial loop, :func:`run_search_phase` launches the strategy's ``searches``
 **independent search jobs** through the sweep's own launcher, ``batch_size`` at a time (so they
@@ -15,7 +15,10 @@ the bilevel search on the app's task and model size, and logs:
 - per epoch: ``alpha.<edge>.<op>`` (softmax weights), ``search_train_loss``,
   ``search_arch_loss``, ``search_derived_val_accuracy`` (the current argmax cell with inherited
   weights), ``search_skip_edges``, ``search_seconds`` (and ``search_tau``,
-  ``search_expected_latency_us`` where they apply);
+  ``search_expected_latency_us`` where they apply; ENAS: ``alpha.*`` are the controller's
+  sampled operation frequencies, plus ``search_controller_entropy``, ``search_mean_reward``,
+  ``search_baseline``, ``search_none_edges``, ``search_skip_none_fraction``,
+  ``search_collapsed``);
 - param ``derived_arch`` and tag ``nas.derived_arch`` (the NB201 string); artifacts
   ``search/genotype.json`` (string, per-edge ops, final weights), ``search/alphas.json`` (the
   weights per epoch), ``search/latency_lut.json`` (when a latency term is used).

@@ -64,7 +64,7 @@ from nas_plugin.supernets.nb201 import (
 )
 from nas_plugin.tasks.vision_data import VisionData
 
-METHODS = ("darts", "gdas", "proxyless")
+METHODS = ("darts", "gdas", "proxyless", "enas")  # enas: nas_plugin/oneshot/enas.py
 # Training images the derived cell's BatchNorm statistics are re-estimated on, every epoch.
 DERIVED_BN_IMAGES = 512
 
@@ -85,6 +85,14 @@ class SearchSettings(SearchOptions):
     # A JSON look-up table saved by an earlier search (search/latency_lut.json): the same table,
     # the same search; null measures one on this machine.
     latency_table: str | None = None
+    # ENAS's controller and its REINFORCE (nas_plugin/oneshot/enas.py; its lr is arch_lr).
+    lstm_size: int = 64
+    tanh_constant: float = 1.1
+    temperature: float = 5.0
+    entropy_weight: float = 1e-4
+    baseline_decay: float = 0.99
+    controller_steps: int = 20
+    derive_samples: int = 100
     # Filled by the search job from the app's config.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -128,6 +136,20 @@ def search(
     """
     if settings.method not in METHODS:
         raise ValueError(f"method {settings.method!r} is unknown; allowed: {list(METHODS)}")
+    if settings.method == "enas":  # an RL controller, not a bilevel relaxation
+        from nas_plugin.oneshot.enas import search_enas
+
+        return search_enas(
+            settings,
+            data,
+            preprocess,
+            channels,
+            cells_per_stage,
+            resolution,
+            seed,
+            log_epoch,
+            runtime=runtime,
+        )
     runtime = runtime or Runtime.cpu()
     device = runtime.device
     torch.manual_seed(seed)

@@ -13,7 +13,7 @@ from nas_plugin.strategies.evolution import RegularizedEvolution
 from nas_plugin.strategies.grid import GridSearch
 from nas_plugin.strategies.local_search import LocalSearch
 from nas_plugin.strategies.nsga2 import NSGA2
-from nas_plugin.strategies.oneshot import Darts, Gdas, Proxyless
+from nas_plugin.strategies.oneshot import Darts, Enas, Gdas, Proxyless
 from nas_plugin.strategies.parego import ParEGO
 from nas_plugin.strategies.pnas import PNAS
 from nas_plugin.strategies.random_search import RandomSearch
@@ -30,7 +30,7 @@ STRATEGIES[PNAS.name] = PNAS
 STRATEGIES[CompoundScaling.name] = CompoundScaling
 STRATEGIES[ParEGO.name] = ParEGO
 # One-shot: a search job yields the one candidate (nas_plugin/oneshot/job.py).
-STRATEGIES.update({cls.name: cls for cls in (Darts, Gdas, Proxyless)})
+STRATEGIES.update({cls.name: cls for cls in (Darts, Gdas, Proxyless, Enas)})
 
 
 def make_strategy(config: Mapping[str, Any], space: SearchSpace, seed: int) -> Strategy:

@@ -1,6 +1,7 @@
-"""``darts``, ``gdas``, ``proxyless``: gradient-based one-shot search as a sweep's strategy.
+"""``darts``, ``gdas``, ``proxyless`` (gradient-based) and ``enas`` (an RL controller on shared
+weights): one-shot search as a sweep's strategy.
 
-These methods are not ask/tell searches: one bilevel optimisation over a supernet yields one
+These methods are not ask/tell searches: one optimisation over a supernet yields one
 architecture. In a sweep they take two phases (see :mod:`nas_plugin.oneshot.job`):
 
 1. the **search runs**: ``searches`` (an option, default 1) independent search jobs (search
@@ -186,6 +187,45 @@ class Proxyless(OneShotStrategy):
         super().__init__(space, seed, prefix, **options)
         self.settings["latency_weight"] = _non_negative(self.name, "latency_weight", latency_weight)
         self.settings["latency_table"] = _table(self.name, latency_table)
+
+
+class Enas(OneShotStrategy):
+    """ENAS (Pham et al. 2018): an LSTM controller trained by REINFORCE on the shared supernet
+    (see :mod:`nas_plugin.oneshot.enas`); ``arch_lr`` is the controller's Adam lr."""
+
+    name = "enas"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        lstm_size: int = 64,
+        tanh_constant: float = 1.1,
+        temperature: float = 5.0,
+        entropy_weight: float = 1e-4,
+        baseline_decay: float = 0.99,
+        controller_steps: int = 20,
+        derive_samples: int = 100,
+        prefix: str = DEFAULT_PREFIX,
+        **options: Any,
+    ) -> None:
+        super().__init__(space, seed, prefix, **options)
+        name = self.name
+        if isinstance(baseline_decay, bool) or not (
+            isinstance(baseline_decay, int | float) and 0 <= baseline_decay < 1
+        ):
+            raise StrategyError(
+                f"strategy 'enas': baseline_decay={baseline_decay!r} must be a number in [0, 1)"
+            )
+        self.settings.update(
+            lstm_size=positive_int(name, "lstm_size", lstm_size),
+            tanh_constant=_positive(name, "tanh_constant", tanh_constant),
+            temperature=_positive(name, "temperature", temperature),
+            entropy_weight=_non_negative(name, "entropy_weight", entropy_weight),
+            baseline_decay=float(baseline_decay),
+            controller_steps=positive_int(name, "controller_steps", controller_steps),
+            derive_samples=positive_int(name, "derive_samples", derive_samples),
+        )
 
 
 def _check_space(name: str, space: SearchSpace, prefix: str) -> None:
