@@ -190,8 +190,9 @@ def check_config(cfg: DictConfig) -> tuple[ElasticTransformerSpace, SandwichSett
         ("candidates", search, 1),
         ("samples", cfg.latency, 4),
         ("repeats", cfg.latency, 1),
+        ("rounds", cfg.latency, 1),
     ):
-        value = section.get(key)
+        value = section.get(key, 5)  # rounds: default 5
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             where = "search" if section is search else "latency"
             raise ElasticTransformerError(
@@ -225,7 +226,8 @@ def fit_latency_predictor(
     ends = [space.smallest(), space.largest()]
     chosen = ends + [v for v in pool if v not in ends][: max(0, int(cfg.latency.samples) - 2)]
     seq_length = int(cfg.latency.get("seq_length") or space.base["max_length"])
-    costs = measure_latencies(supernet, chosen, seq_length, int(cfg.latency.repeats))
+    rounds = int(cfg.latency.get("rounds", 5))
+    costs = measure_latencies(supernet, chosen, seq_length, int(cfg.latency.repeats), rounds=rounds)
     archs = [space.arch_of(v) for v in chosen]
     ms = [c["latency_ms"] for c in costs]
     held = max(1, round(float(cfg.latency.holdout) * len(chosen)))

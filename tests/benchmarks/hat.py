@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--standalone-epochs", type=int, default=3)
     parser.add_argument("--latency-samples", type=int, default=80)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--skip-ranking", action="store_true", help="only the latency predictor")
     parser.add_argument("--size", type=int, default=3000, help="embedded reviews")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -57,6 +59,7 @@ def main() -> None:
                 f"train.distill={args.distill}",
                 f"latency.samples={args.latency_samples}",
                 f"latency.repeats={args.repeats}",
+                f"latency.rounds={args.rounds}",
                 "latency.holdout=0.25",
             ],
         )
@@ -73,13 +76,14 @@ def main() -> None:
     bundle = load_text_bundle(cfg.task, 1.0, 0, int(space.base["max_length"]))
     torch.manual_seed(0)
     supernet = build_supernet(space, bundle)
-    settings = SandwichSettings.of(dict(cfg.train))
-    trained = train_sandwich(supernet, bundle.splits["train"], bundle.pad_id, settings, 0)
-    print(
-        f"supernet: {args.epochs} sandwich epochs (distill {args.distill}) in "
-        f"{trained['supernet_train_seconds']:.0f} s, largest's final loss "
-        f"{trained['supernet_train_loss']:.3f}"
-    )
+    if not args.skip_ranking:  # latency does not depend on the weights
+        settings = SandwichSettings.of(dict(cfg.train))
+        trained = train_sandwich(supernet, bundle.splits["train"], bundle.pad_id, settings, 0)
+        print(
+            f"supernet: {args.epochs} sandwich epochs (distill {args.distill}) in "
+            f"{trained['supernet_train_seconds']:.0f} s, largest's final loss "
+            f"{trained['supernet_train_loss']:.3f}"
+        )
 
     start = time.perf_counter()
     _, error, rows = fit_latency_predictor(supernet, cfg, 0)
@@ -95,6 +99,8 @@ def main() -> None:
         f"| {error['rmse_ms']:.3f} | {error['relative_rmse']:.3f} | {error['within_10pct']:.2f} |"
     )
 
+    if args.skip_ranking:
+        return
     pool = space.all_values()
     random.Random(1).shuffle(pool)
     ends = [space.smallest(), space.largest()]
