@@ -1,7 +1,7 @@
 """HAT: one elastic transformer supernet, one registered sub-transformer per latency budget.
 
 python pipelines/hat.py                                        # see conf/hat.yaml
-python pipelines/hat.py search.budget_unit=ms 'search.budgets=[0.5,1.0]' train.distill=1.0
+python pipelines/hat.py search.budget_unit=ms 'search.budgets=[0.8,1.2]' train.epochs=3
 """
 
 from __future__ import annotations
