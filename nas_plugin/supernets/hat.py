@@ -192,7 +192,7 @@ def check_config(cfg: DictConfig) -> tuple[ElasticTransformerSpace, SandwichSett
         ("repeats", cfg.latency, 1),
         ("rounds", cfg.latency, 1),
     ):
-        value = section.get(key, 5)  # rounds: default 5
+        value = section.get(key, 5 if key == "rounds" else None)  # rounds is optional
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             where = "search" if section is search else "latency"
             raise ElasticTransformerError(
