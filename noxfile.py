@@ -33,8 +33,8 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks that print tables: sweeper overhead vs Hydra's basic sweeper, parallel
     throughput, the demo, pruning (ASHA vs none), strategies on NAS-Bench-201, zero-cost proxies
-    vs training, the learned predictor, one-shot NAS (ENAS included), Once-for-All and the
-    elastic supernet estimator."""
+    vs training, the learned predictor, one-shot NAS (ENAS included), Once-for-All, the elastic
+    supernet estimator, HAT and streaming image folders."""
     session.run("python", "tests/benchmarks/overhead.py", *session.posargs)
     session.run("python", "tests/benchmarks/throughput.py")
     session.run("python", "tests/benchmarks/demo.py")
@@ -62,6 +62,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/benchmarks/mobilenetv3.py")
     # estimator=supernet on the mbconv space: cost, and inherited vs stand-alone ranking.
     session.run("python", "tests/benchmarks/elastic_supernet.py")
+    # HAT on the embedded text set: latency predictor error, inherited vs stand-alone Kendall tau.
+    session.run("python", "tests/benchmarks/hat.py")
     # Streaming image folders: images/s with 0 vs 2 DataLoader workers; peak RSS 2k -> 20k images.
     session.run("python", "tests/benchmarks/streaming.py")
 

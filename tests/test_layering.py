@@ -54,7 +54,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "tasks",
         ("tasks", "oneshot", "supernets.ofa_training", "supernets"),
     ),
-    ("estimators", ("estimators", "supernets.ofa_targets")),
+    (
+        # Searches over a trained supernet that log or register what they find (OFA, HAT).
+        "estimators",
+        ("estimators", "supernets.ofa_targets", "supernets.hat", "supernets.latency_predictor"),
+    ),
     (
         # MLflow: runs, metrics, artifacts, models, resume; the job-side pruning channel and the
         # callbacks that report through it; the proxy report reads finished sweeps from MLflow.
@@ -100,6 +104,8 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     # Estimators and the OFA target search log the best model through the tracking layer.
     ("nas_plugin.estimators.supernet", "nas_plugin.tracking.model_logging"),
     ("nas_plugin.supernets.ofa_targets", "nas_plugin.tracking.model_logging"),
+    ("nas_plugin.estimators.transformer_supernet", "nas_plugin.tracking.text_model"),
+    ("nas_plugin.supernets.hat", "nas_plugin.tracking.text_model"),
 }
 
 

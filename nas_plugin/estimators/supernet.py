@@ -12,7 +12,11 @@ Two kinds of supernet, picked by ``kind`` (``auto``: from the app's ``model.kind
   ``kernel``/``expansion``/``depth``/``channels``/``se``, ``model.width_mult`` or
   ``model.activation``, with a finite list of values, one block type per stage), and the space's
   values (``choices``) and the app's model config (``base_model``) are added to the estimator's
-  config, so that every trial builds the same supernet: the largest network of the space.
+  config, so that every trial builds the same supernet: the largest network of the space;
+- ``transformer``: the HAT elastic transformer supernet
+  (:mod:`~nas_plugin.supernets.elastic_transformer`) of the sweep's transformer space, trained
+  by sandwich sampling (``epochs``, ``random_subnets``, ``distill``); see
+  :mod:`nas_plugin.estimators.transformer_supernet`, which these trials run.
 
 Every trial then extracts its candidate with the inherited weights, optionally fine-tunes it
 for ``finetune_steps`` steps, re-estimates its BatchNorm statistics on ``bn_images`` training
@@ -67,7 +71,7 @@ log = logging.getLogger(__name__)
 
 TAG_SUPERNET = "nas.supernet"
 ARTIFACT_DIR = "supernet"
-KINDS = ("auto", "nb201", "mbconv")
+KINDS = ("auto", "nb201", "mbconv", "transformer")
 PHASES = ("full", "kernel", "depth", "expand")
 OPTIONS = [
     "kind",
@@ -86,6 +90,9 @@ OPTIONS = [
     "bn_images",
     "prefix",
     "cache_dir",
+    # kind transformer: random sub-transformers per sandwich step, distillation weight.
+    "random_subnets",
+    "distill",
     # Filled in from the sweep before it starts (kind mbconv): not for users to set.
     "choices",
     "base_model",
@@ -136,6 +143,8 @@ class SupernetEstimator(Estimator):
         cache_dir: str | None = None,
         choices: Mapping[str, list[Any]] | None = None,
         base_model: Mapping[str, Any] | None = None,
+        random_subnets: int = 2,
+        distill: float = 0.0,
     ) -> None:
         if kind not in KINDS:
             raise EstimatorError(
@@ -166,6 +175,8 @@ class SupernetEstimator(Estimator):
             )
         self.prefix = prefix
         self.cache_dir = cache_dir
+        self.random_subnets = _int(random_subnets, "random_subnets", 0)
+        self.distill = _number(distill, "distill", allow_zero=True)
         self.choices = None if choices is None else {k: list(v) for k, v in choices.items()}
         self.base_model = None
         if base_model is not None:
@@ -205,13 +216,13 @@ class SupernetEstimator(Estimator):
         kind = self.kind
         model_kind = OmegaConf.select(job_cfg, "model.kind", default=None)
         if kind == "auto":
-            if model_kind in ("nb201", "mbconv"):
+            if model_kind in ("nb201", "mbconv", "transformer"):
                 kind = model_kind
             else:
                 raise EstimatorError(
                     f"estimator 'supernet' cannot tell the supernet from model.kind="
-                    f"{model_kind!r}: expected model.kind nb201 or mbconv (our model=nb201 / "
-                    "model=mbconv), or set hydra.sweeper.estimator.kind"
+                    f"{model_kind!r}: expected model.kind nb201, mbconv or transformer (our "
+                    "model=nb201 / mbconv / transformer), or set hydra.sweeper.estimator.kind"
                 )
         self.kind = kind
         missing = object()
@@ -222,6 +233,12 @@ class SupernetEstimator(Estimator):
                 )
         if kind == "nb201":
             return {"kind": kind}
+        if kind == "transformer":
+            from nas_plugin.estimators import transformer_supernet
+
+            prepared = transformer_supernet.prepare(space, job_cfg)
+            self.choices, self.base_model = prepared["choices"], prepared["base_model"]
+            return prepared
         from nas_plugin.supernets.elastic_mbconv import ElasticConfigError, ElasticSpace
 
         choices: dict[str, list[Any]] = {}
@@ -249,6 +266,9 @@ class SupernetEstimator(Estimator):
             "weight_decay": self.weight_decay,
             "seed": self.seed,
         }
+        if self.kind == "transformer":
+            sandwich = {"random_subnets": self.random_subnets, "distill": self.distill}
+            return {"kind": "transformer", "epochs": self.epochs, **sandwich, **common}
         if self.kind != "mbconv":
             return {"epochs": self.epochs, **common}
         return {
@@ -284,6 +304,10 @@ class SupernetEstimator(Estimator):
         if mlflow.active_run() is not None:
             mlflow.set_tags(runtime.describe())
         set_threads(cfg.get("train"))
+        if self._kind(cfg) == "transformer":
+            from nas_plugin.estimators import transformer_supernet
+
+            return transformer_supernet.run_job(self, cfg, runtime)
         start = time.perf_counter()
         model, shared, metrics, extra = self._candidate(cfg, runtime)
         test = _test(model, shared.batches(self.bn_images, self.seed), runtime)
@@ -309,6 +333,13 @@ class SupernetEstimator(Estimator):
         runtime = _runtime(cfg)
         previous = torch.get_num_threads()  # this runs in the sweeper's process
         set_threads(cfg.get("train"))
+        if self._kind(cfg) == "transformer":
+            from nas_plugin.estimators import transformer_supernet
+
+            try:
+                return transformer_supernet.log_best_model(self, cfg, runtime)
+            finally:
+                torch.set_num_threads(previous)
         try:
             model, shared, metrics, _ = self._candidate(cfg, runtime)
             with on_cpu(model):  # loads and predicts on a CPU-only machine too
@@ -331,7 +362,7 @@ class SupernetEstimator(Estimator):
         if self.kind != "auto":
             return self.kind
         kind = (cfg.get("model") or {}).get("kind")
-        return "mbconv" if kind == "mbconv" else "nb201"
+        return kind if kind in ("mbconv", "transformer") else "nb201"
 
     def _candidate(
         self, cfg: Any, runtime: Any
@@ -485,14 +516,16 @@ class SupernetEstimator(Estimator):
         build: Callable[[Any], Any],
         train: Callable[[Any, Any, Any], dict[str, float]],
         runtime: Any,
+        load: Callable[[], tuple[Any, Any]] | None = None,
     ) -> tuple[_Shared, dict[str, float]]:
         """(the supernet with its preprocessing on ``runtime``'s device and the task's data,
         metrics of its training if this call trained it).
 
         ``build(data)`` makes the untrained supernet; ``train(supernet, preprocess, data)``
         trains it in place (on the device) and returns its metrics (``supernet_train_seconds``
-        among them). The first caller of the sweep trains and uploads, under a file lock; the
-        others download (see the module doc).
+        among them); ``load()`` returns (data, preprocessing) when they are not the vision
+        task's (default: ``oneshot.data.vision_data``). The first caller of the sweep trains
+        and uploads, under a file lock; the others download (see the module doc).
         """
         import mlflow
         import torch
@@ -514,9 +547,12 @@ class SupernetEstimator(Estimator):
         if (parent, key, runtime) in _LOADED:
             return _LOADED[(parent, key, runtime)], {}
         train_cfg = cfg.get("train") or {}
-        data, preprocess = vision_data(
-            task_key(cfg.task), float(train_cfg.get("train_fraction", 1.0)), self.seed
-        )
+        if load is None:
+            data, preprocess = vision_data(
+                task_key(cfg.task), float(train_cfg.get("train_fraction", 1.0)), self.seed
+            )
+        else:
+            data, preprocess = load()
         torch.manual_seed(self.seed)  # the initial weights, should this process train them
         supernet = runtime.prepare(build(data))  # built on the CPU: the same weights anywhere
         preprocess = copy.deepcopy(preprocess).to(runtime.device)  # the cached one stays put

@@ -39,11 +39,7 @@ from torch import nn
 
 from nas_plugin.hardware.device import Runtime
 from nas_plugin.oneshot.data import halves, loader
-from nas_plugin.oneshot.search import (
-    DERIVED_BN_IMAGES,
-    SearchResult,
-    SearchSettings,
-)
+from nas_plugin.oneshot.settings import DERIVED_BN_IMAGES, SearchResult, SearchSettings
 from nas_plugin.oneshot.spos import ScoringBatches, evaluate_path
 from nas_plugin.space.nb201 import EDGE_KEYS, EDGES, OPS, to_arch_str
 from nas_plugin.supernets.nb201 import NB201Supernet

@@ -40,8 +40,6 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,9 +49,14 @@ from torch.func import functional_call
 from nas_plugin.hardware.device import Runtime
 from nas_plugin.oneshot.data import halves, loader
 from nas_plugin.oneshot.latency import expected_latency, load_lut, measure_lut, op_costs
+from nas_plugin.oneshot.settings import (  # noqa: F401 (re-exported: callers import them here)
+    DERIVED_BN_IMAGES,
+    METHODS,
+    SearchResult,
+    SearchSettings,
+)
 from nas_plugin.oneshot.spos import ScoringBatches, evaluate_path
 from nas_plugin.space.nb201 import EDGE_KEYS, EDGES, OPS, to_arch_str
-from nas_plugin.strategies.oneshot import SearchOptions
 from nas_plugin.supernets.nb201 import (
     NB201Supernet,
     binary_gates,
@@ -63,47 +66,6 @@ from nas_plugin.supernets.nb201 import (
     two_path_gates,
 )
 from nas_plugin.tasks.vision_data import VisionData
-
-METHODS = ("darts", "gdas", "proxyless", "enas")  # enas: nas_plugin/oneshot/enas.py
-# Training images the derived cell's BatchNorm statistics are re-estimated on, every epoch.
-DERIVED_BN_IMAGES = 512
-
-
-@dataclass
-class SearchSettings(SearchOptions):
-    """One search's settings (``hydra/sweeper/strategy=<method>``; see its YAML): the shared
-    :class:`~nas_plugin.strategies.oneshot.SearchOptions` and each method's own."""
-
-    method: str = "darts"
-    order: int = 1
-    momentum: float = 0.9
-    grad_clip: float = 5.0
-    tau_max: float = 10.0
-    tau_min: float = 0.1
-    latency_weight: float = 0.0
-    latency_beta: float = 0.6
-    # A JSON look-up table saved by an earlier search (search/latency_lut.json): the same table,
-    # the same search; null measures one on this machine.
-    latency_table: str | None = None
-    # ENAS's controller and its REINFORCE (nas_plugin/oneshot/enas.py; its lr is arch_lr).
-    lstm_size: int = 64
-    tanh_constant: float = 1.1
-    temperature: float = 5.0
-    entropy_weight: float = 1e-4
-    baseline_decay: float = 0.99
-    controller_steps: int = 20
-    derive_samples: int = 100
-    # Filled by the search job from the app's config.
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class SearchResult:
-    ops: tuple[str, ...]
-    arch_str: str
-    alphas: list[list[list[float]]]  # per epoch: softmax(alpha), 6 x 5
-    metrics: dict[str, float]
-    lut: dict[str, dict[str, float]] | None
 
 
 def alpha_metrics(alpha: torch.Tensor) -> dict[str, float]:

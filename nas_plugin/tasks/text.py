@@ -141,7 +141,7 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
     )
     runtime.prepare(model)  # built on the CPU (same seed, same weights), trained on the device
     splits = {
-        name: _encode(tokenizer, split, arch.max_length)
+        name: encode_split(tokenizer, split, arch.max_length)
         for name, split in (("train", data.train), ("val", data.val), ("test", data.test))
     }
 
@@ -170,7 +170,7 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
     pad_id = int(tokenizer.pad_token_id)
     loop = EpochLoop(epochs)
     train_loss, val, seconds = _train(model, splits, train_cfg, seed, pad_id, active, loop, runtime)
-    test = _evaluate(model, splits["test"], pad_id, runtime)
+    test = evaluate_text(model, splits["test"], pad_id, runtime)
     results.update(
         val_accuracy=val["accuracy"],
         val_loss=val["loss"],
@@ -191,7 +191,9 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
     return results
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, split: TextSplit, max_length: int) -> EncodedSplit:
+def encode_split(
+    tokenizer: PreTrainedTokenizerBase, split: TextSplit, max_length: int
+) -> EncodedSplit:
     encoded = tokenizer(split.texts, truncation=True, max_length=max_length)
     return EncodedSplit(encoded["input_ids"], split.labels)
 
@@ -212,7 +214,7 @@ def _train(
     train = splits["train"]
     steps_per_epoch = math.ceil(len(train) / batch_size)
     optimizer = make_optimizer(model, train_cfg)
-    scheduler = _warmup_cosine(
+    scheduler = warmup_cosine(
         optimizer, epochs * steps_per_epoch, float(train_cfg.get("warmup_fraction", 0.1))
     )
     clip = float(train_cfg.get("grad_clip", 1.0))
@@ -246,7 +248,7 @@ def _train(
             total_loss += loss.detach() * len(labels)
             seen += len(labels)
         train_loss = total_loss.item() / seen
-        val = _evaluate(model, splits["val"], pad_id, runtime)
+        val = evaluate_text(model, splits["val"], pad_id, runtime)
         metrics = {
             "train_loss": train_loss,
             "val_loss": val["loss"],
@@ -259,7 +261,7 @@ def _train(
     return train_loss, val, time.perf_counter() - start
 
 
-def _warmup_cosine(
+def warmup_cosine(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup over ``warmup_fraction`` of the steps, then cosine decay to 0."""
@@ -279,7 +281,7 @@ def _warmup_cosine(
 
 
 @torch.no_grad()
-def _evaluate(
+def evaluate_text(
     model: nn.Module, split: EncodedSplit, pad_id: int, runtime: Runtime
 ) -> dict[str, float]:
     """Mean cross-entropy, accuracy and macro F1 of ``model`` in eval mode on ``split``, on
