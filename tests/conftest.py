@@ -28,6 +28,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_state_per_test(monkeypatch: pytest.MonkeyPatch):
+    """Undo what an in-process test leaves in MLflow's globals: ``set_tracking_uri`` and
+    ``set_experiment`` (which also export MLFLOW_TRACKING_URI / MLFLOW_EXPERIMENT_ID) would
+    otherwise point the next test on the same xdist worker at an experiment its store lacks."""
+    from mlflow.tracking import fluent
+    from mlflow.tracking._tracking_service import utils
+
+    monkeypatch.setattr(utils, "_tracking_uri", utils._tracking_uri)
+    monkeypatch.setattr(fluent, "_active_experiment_id", fluent._active_experiment_id)
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @dataclass
 class AppRun:
     cwd: Path

@@ -189,8 +189,9 @@ def test_cifar10_reads_through_the_loader_with_augmentation(
     from torchvision.datasets import CIFAR10
 
     write_fake_cifar10(tmp_path)
-    # Our files are not the published ones: skip torchvision's MD5 check only.
+    # Our files are not the published ones: skip torchvision's MD5 checks only.
     monkeypatch.setattr(CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr("torchvision.datasets.cifar.check_integrity", lambda *_: True)
     task = OmegaConf.merge(
         OmegaConf.load(CONF / "task" / "cifar10.yaml"),
         {"root": str(tmp_path), "download": False, "val_fraction": 0.25},
