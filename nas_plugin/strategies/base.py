@@ -9,6 +9,7 @@ strategy (``multi_objective = True``) is told a tuple of such scores, one per ob
 from __future__ import annotations
 
 import inspect
+import math
 import random
 from abc import ABC, abstractmethod
 from typing import Any
@@ -83,3 +84,32 @@ def sample_unproposed(
         if candidate not in proposed:
             return candidate
     return None
+
+
+class ObjectiveVectors:
+    """A multi-objective strategy's scores as tuples of floats, all as long as the first one
+    told; a NaN or infinite value cannot be ranked, so such a score counts as a failure."""
+
+    def __init__(self, strategy: str) -> None:
+        self.strategy = strategy
+        self.count: int | None = None
+
+    def parse(self, score: Score | None) -> tuple[float, ...] | None:
+        """``score`` as a tuple (None for a failed or unrankable one).
+
+        Raises:
+            StrategyError: a score with another number of objectives than the first.
+        """
+        if score is None:
+            return None
+        objectives = tuple(
+            float(s) for s in (score if isinstance(score, tuple | list) else (score,))
+        )
+        if self.count is None:
+            self.count = len(objectives)
+        elif len(objectives) != self.count:
+            raise StrategyError(
+                f"strategy '{self.strategy}': told {len(objectives)} objective(s) after "
+                f"{self.count}; every score must have the same number"
+            )
+        return objectives if all(math.isfinite(v) for v in objectives) else None

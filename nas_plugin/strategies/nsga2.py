@@ -21,13 +21,17 @@ everything told.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from nas_plugin.pareto import crowding_distance, non_dominated_sort, pareto_front
 from nas_plugin.space import Encoding, SearchSpace
-from nas_plugin.strategies.base import Score, Strategy, StrategyError, positive_int
+from nas_plugin.strategies.base import (
+    ObjectiveVectors,
+    Score,
+    Strategy,
+    StrategyError,
+    positive_int,
+)
 
 
 def _probability(key: str, value: object) -> float:
@@ -62,7 +66,7 @@ class NSGA2(Strategy):
         self._offspring: list[tuple[Encoding, tuple[float, ...]]] = []
         self._told_in_generation = 0
         self._archive: dict[Encoding, tuple[float, ...]] = {}
-        self._n_objectives: int | None = None
+        self._vectors = ObjectiveVectors("nsga2")
         self._proposed: set[Encoding] = set()
         self.generation = 0
 
@@ -116,7 +120,7 @@ class NSGA2(Strategy):
     # -- learning -----------------------------------------------------------------------------
 
     def tell(self, encoding: Encoding, score: Score | None) -> None:
-        objectives = self._objectives(score)  # first: a malformed score must leave no trace
+        objectives = self._vectors.parse(score)  # first: a malformed score must leave no trace
         super().tell(encoding, score)
         self._proposed.add(encoding)
         if objectives is not None and encoding not in self._archive:
@@ -125,22 +129,6 @@ class NSGA2(Strategy):
         self._told_in_generation += 1
         if self._told_in_generation >= self.population_size:
             self._survive()
-
-    def _objectives(self, score: Score | None) -> tuple[float, ...] | None:
-        if score is None:
-            return None
-        objectives = tuple(
-            float(s) for s in (score if isinstance(score, tuple | list) else (score,))
-        )
-        if self._n_objectives is None:
-            self._n_objectives = len(objectives)
-        elif len(objectives) != self._n_objectives:
-            raise StrategyError(
-                f"strategy 'nsga2': told {len(objectives)} objective(s) after "
-                f"{self._n_objectives}; every score must have the same number"
-            )
-        # A NaN cannot be ranked: count it as a failed candidate.
-        return objectives if all(math.isfinite(v) for v in objectives) else None
 
     def _survive(self) -> None:
         merged = self.population + self._offspring

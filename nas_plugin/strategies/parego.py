@@ -21,14 +21,13 @@ fit. ``front()`` is the non-dominated set of everything told. Every option of ``
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any
 
 import numpy as np
 
 from nas_plugin.pareto import pareto_front
 from nas_plugin.space import Encoding, SearchSpace
-from nas_plugin.strategies.base import Score, StrategyError
+from nas_plugin.strategies.base import ObjectiveVectors, Score, StrategyError
 from nas_plugin.strategies.bo import BayesianOptimization
 
 
@@ -44,7 +43,7 @@ class ParEGO(BayesianOptimization):
             raise StrategyError(f"strategy 'parego': rho={rho!r} must be a number >= 0")
         self.rho = float(rho)
         self._objectives: dict[Encoding, tuple[float, ...]] = {}
-        self._n_objectives: int | None = None
+        self._vectors = ObjectiveVectors("parego")
 
     # Every option of bo passes through **options (check_options allows them by this list).
     shared_options = tuple(inspect.signature(BayesianOptimization.__init__).parameters)[3:]
@@ -67,7 +66,7 @@ class ParEGO(BayesianOptimization):
         self.predictor.invalidate()
 
     def tell(self, encoding: Encoding, score: Score | None) -> None:
-        objectives = self._check(score)  # first: a malformed score must leave no trace
+        objectives = self._vectors.parse(score)  # first: a malformed score must leave no trace
         self.history.append((encoding, score))
         self._proposed.add(encoding)
         if objectives is None:
@@ -77,21 +76,6 @@ class ParEGO(BayesianOptimization):
         self._objectives[encoding] = objectives
         # A placeholder until the next ask scalarises everything under its own weight.
         self.scores[encoding] = objectives[0]
-
-    def _check(self, score: Score | None) -> tuple[float, ...] | None:
-        if score is None:
-            return None
-        objectives = tuple(
-            float(s) for s in (score if isinstance(score, tuple | list) else (score,))
-        )
-        if self._n_objectives is None:
-            self._n_objectives = len(objectives)
-        elif len(objectives) != self._n_objectives:
-            raise StrategyError(
-                f"strategy 'parego': told {len(objectives)} objective(s) after "
-                f"{self._n_objectives}; every score must have the same number"
-            )
-        return objectives if all(math.isfinite(v) for v in objectives) else None
 
     def best(self) -> tuple[Encoding, float] | None:
         return None  # no single best of several objectives: see front()

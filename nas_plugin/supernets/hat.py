@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import random
 import tempfile
@@ -60,6 +59,7 @@ from nas_plugin.supernets.ofa_targets import (
     Evaluation,
     _flat,
     _table,
+    register_for_budget,
     resolve_budgets,
     search_budget,
 )
@@ -388,19 +388,18 @@ def _budget_run(
                     arch.max_length,
                     bundle.val_texts[:INPUT_EXAMPLE_SIZE],
                 )
-            mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-            version = str(mlflow.register_model(uri, cfg.mlflow.model_name).version)
-            tags = {
-                TAG_BUDGET_MS: repr(budget_ms),
-                TAG_BUDGET: f"{given} {cfg.search.budget_unit}",
-                "run_id": run.info.run_id,
-                "parent_run_id": parent_id,
-                "architecture": json.dumps(values),
-                **{f"metric.{k}": repr(float(v)) for k, v in metrics.items()},
-            }
-            for key, value in tags.items():
-                client.set_model_version_tag(cfg.mlflow.model_name, version, key, value)
-            mlflow.set_tag("hat.registered_version", version)
+            version = register_for_budget(
+                client,
+                cfg,
+                uri,
+                budget_ms,
+                given,
+                run.info.run_id,
+                parent_id,
+                values,
+                metrics,
+                "hat",
+            )
             log.info("budget %.3f ms: %s -> version %s", budget_ms, values, version)
             return version
         except Exception as err:  # recorded, never takes the other budgets down

@@ -375,19 +375,9 @@ def _budget_run(
         example = torch.stack([data.val[i][0] for i in range(INPUT_EXAMPLE_SIZE)])
         with on_cpu(sub):  # loads and predicts on a CPU-only machine too
             uri = log_model(sub, example)
-        mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
-        version = str(mlflow.register_model(uri, cfg.mlflow.model_name).version)
-        tags = {
-            TAG_BUDGET_MS: repr(budget_ms),
-            TAG_BUDGET: f"{given} {cfg.search.budget_unit}",
-            "run_id": run.info.run_id,
-            "parent_run_id": parent_id,
-            "architecture": json.dumps(arch),
-            **{f"metric.{k}": repr(float(v)) for k, v in metrics.items()},
-        }
-        for key, value in tags.items():
-            client.set_model_version_tag(cfg.mlflow.model_name, version, key, value)
-        mlflow.set_tag("ofa.registered_version", version)
+        version = register_for_budget(
+            client, cfg, uri, budget_ms, given, run.info.run_id, parent_id, arch, metrics, "ofa"
+        )
         row.update(arch=json.dumps(arch), version=version, **metrics)
         log.info("budget %.3f ms: %s -> version %s", budget_ms, arch, version)
         mlflow.end_run()
@@ -479,3 +469,35 @@ def _table(rows: list[dict[str, Any]]) -> str:
     lines = [",".join(columns)]
     lines += [",".join(cell(row.get(c, "")) for c in columns) for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def register_for_budget(
+    client: Any,
+    cfg: Any,
+    uri: str,
+    budget_ms: float,
+    given: Any,
+    run_id: str,
+    parent_id: str,
+    arch: Any,
+    metrics: dict[str, float],
+    tag_prefix: str,
+) -> str:
+    """Register the logged model ``uri`` as a new version of ``cfg.mlflow.model_name``, tag the
+    version with its latency budget (``<tag_prefix>.budget_ms``, ``<tag_prefix>.budget``), runs,
+    architecture and metrics, and tag the run with ``<tag_prefix>.registered_version``; returns
+    the version (OFA and HAT, one per budget)."""
+    mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
+    version = str(mlflow.register_model(uri, cfg.mlflow.model_name).version)
+    tags = {
+        f"{tag_prefix}.budget_ms": repr(budget_ms),  # TAG_BUDGET_MS of OFA (ofa.) or HAT (hat.)
+        f"{tag_prefix}.budget": f"{given} {cfg.search.budget_unit}",
+        "run_id": run_id,
+        "parent_run_id": parent_id,
+        "architecture": json.dumps(arch),
+        **{f"metric.{k}": repr(float(v)) for k, v in metrics.items()},
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(cfg.mlflow.model_name, version, key, value)
+    mlflow.set_tag(f"{tag_prefix}.registered_version", version)
+    return version
