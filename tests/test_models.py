@@ -235,3 +235,44 @@ def test_mbconv_builds_mobilenetv3_small_block_for_block() -> None:
     se = our_blocks[3].se
     assert isinstance(se.gate, nn.Hardsigmoid) and isinstance(se.act1, nn.ReLU)
     assert our_blocks[3].conv_dw.out_channels == 96 and se.conv_reduce.out_channels == 24
+
+
+def test_the_stock_mobilenetv3_space_contains_mobilenetv3_small() -> None:
+    """Every decision of ``search_space=mobilenetv3`` set to MobileNetV3-Small's value is a
+    candidate of the space, and that candidate builds timm's network block for block."""
+    import random
+
+    import timm
+    import yaml
+
+    from nas_plugin.space import SearchSpace
+
+    space_file = CONF.parent / "plugin" / "hydra" / "sweeper" / "search_space" / "mobilenetv3.yaml"
+    space = SearchSpace.from_dict(yaml.safe_load(space_file.read_text())["params"])
+    small = OmegaConf.create(mobilenetv3_small_config(mbconv_cfg()))
+    # The candidate the space encodes from MobileNetV3-Small's values (encode rejects a value
+    # outside the space), decoded onto the space's stock base model.
+    encoding = space.encode(
+        {key: OmegaConf.select(small, key.removeprefix("model.")) for key in space.names}
+    )
+    model_cfg = OmegaConf.load(CONF / "mobilenetv3.yaml")
+    for key, value in space.decode(encoding).items():
+        OmegaConf.update(model_cfg, key.removeprefix("model."), value)
+    ours = build_model(OmegaConf.to_container(model_cfg), num_classes=10, in_chans=3)
+    theirs = timm.create_model("mobilenetv3_small_100", pretrained=False, num_classes=10)
+    our_blocks = [b for stage in ours.blocks for b in stage]
+    their_blocks = [b for stage in list(theirs.blocks)[:-1] for b in stage]
+    assert len(our_blocks) == len(their_blocks) == 11
+    assert repr(ours.conv_stem) == repr(theirs.conv_stem)
+    for index, (a, b) in enumerate(zip(our_blocks, their_blocks, strict=True)):
+        assert _block_summary(a) == _block_summary(b), index
+        assert repr(a) == repr(b), index
+
+    # Other candidates of the space build and run on a small grey image too.
+    rng = random.Random(0)
+    for _ in range(3):
+        cfg = OmegaConf.load(CONF / "mobilenetv3.yaml")
+        for key, value in space.decode(space.sample(rng)).items():
+            OmegaConf.update(cfg, key.removeprefix("model."), value)
+        net = build_model(OmegaConf.to_container(cfg), num_classes=10, in_chans=1).eval()
+        assert net(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
