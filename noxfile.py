@@ -1,5 +1,5 @@
-"""Developer sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s demo``, ``nox -s bench``,
-``nox -s gpu`` (on a machine with a CUDA GPU).
+"""Developer sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s docs``, ``nox -s demo``,
+``nox -s bench``, ``nox -s gpu`` (on a machine with a CUDA GPU).
 
 Sessions run in the current environment (``pip install -e '.[dev]'`` first): torch is a
 multi-GB install that must match torchvision, so we do not rebuild it per session.
@@ -24,8 +24,14 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def docs(session: nox.Session) -> None:
+    """Build the docs site (mkdocs.yml) into site/; a broken link or anchor fails the build."""
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
-    """The README's demo: a real architecture search on digits, into ./mlflow.db."""
+    """The quick start's demo: a real architecture search on digits, into ./mlflow.db."""
     session.run("python", "pipelines/vision.py", "-m", *session.posargs)
 
 
