@@ -215,14 +215,13 @@ def _block_summary(block: nn.Module) -> tuple:
     return type(block), dw.kernel_size, dw.stride, mid, out, se, acts
 
 
-def test_mbconv_builds_mobilenetv3_small_block_for_block() -> None:
+def assert_same_stem_and_blocks_as_mobilenetv3_small(ours: nn.Module) -> list[nn.Module]:
+    """Compare ``ours`` with timm's mobilenetv3_small_100 and return our 11 blocks. The head
+    differs (timm's 1x1 conv to 576 channels is our head conv; MobileNetV3 adds a 1024-channel
+    conv after pooling); the stem and every block are the same."""
     import timm
 
-    cfg = mobilenetv3_small_config(mbconv_cfg())
-    ours = build_model(cfg, num_classes=10, in_chans=3)
     theirs = timm.create_model("mobilenetv3_small_100", pretrained=False, num_classes=10)
-    # The head differs (timm's 1x1 conv to 576 channels is our head conv; MobileNetV3 adds a
-    # 1024-channel conv after pooling); the stem and every block are the same.
     assert repr(ours.conv_stem) == repr(theirs.conv_stem) and repr(ours.bn1) == repr(theirs.bn1)
     our_blocks = [b for stage in ours.blocks for b in stage]
     their_blocks = [b for stage in list(theirs.blocks)[:-1] for b in stage]
@@ -230,6 +229,14 @@ def test_mbconv_builds_mobilenetv3_small_block_for_block() -> None:
     for index, (a, b) in enumerate(zip(our_blocks, their_blocks, strict=True)):
         assert _block_summary(a) == _block_summary(b), index
         assert repr(a) == repr(b), index
+    return our_blocks
+
+
+def test_mbconv_builds_mobilenetv3_small_block_for_block() -> None:
+    cfg = mobilenetv3_small_config(mbconv_cfg())
+    our_blocks = assert_same_stem_and_blocks_as_mobilenetv3_small(
+        build_model(cfg, num_classes=10, in_chans=3)
+    )
     # MobileNetV3's SE: hard-sigmoid gate, ReLU inside, reduced from the expanded channels (24
     # in, 96 expanded: 96 / 4 = 24, where EfficientNet's SE would reduce 24 / 4 = 6).
     se = our_blocks[3].se
@@ -242,37 +249,29 @@ def test_the_stock_mobilenetv3_space_contains_mobilenetv3_small() -> None:
     candidate of the space, and that candidate builds timm's network block for block."""
     import random
 
-    import timm
     import yaml
 
     from nas_plugin.space import SearchSpace
 
     space_file = CONF.parent / "plugin" / "hydra" / "sweeper" / "search_space" / "mobilenetv3.yaml"
     space = SearchSpace.from_dict(yaml.safe_load(space_file.read_text())["params"])
+
+    def stock_model(encoding: tuple, in_chans: int) -> nn.Module:
+        """The candidate ``encoding`` decoded onto the space's stock base model."""
+        cfg = OmegaConf.load(CONF / "mobilenetv3.yaml")
+        for key, value in space.decode(encoding).items():
+            OmegaConf.update(cfg, key.removeprefix("model."), value)
+        return build_model(OmegaConf.to_container(cfg), num_classes=10, in_chans=in_chans)
+
     small = OmegaConf.create(mobilenetv3_small_config(mbconv_cfg()))
-    # The candidate the space encodes from MobileNetV3-Small's values (encode rejects a value
-    # outside the space), decoded onto the space's stock base model.
+    # encode rejects a value outside the space.
     encoding = space.encode(
         {key: OmegaConf.select(small, key.removeprefix("model.")) for key in space.names}
     )
-    model_cfg = OmegaConf.load(CONF / "mobilenetv3.yaml")
-    for key, value in space.decode(encoding).items():
-        OmegaConf.update(model_cfg, key.removeprefix("model."), value)
-    ours = build_model(OmegaConf.to_container(model_cfg), num_classes=10, in_chans=3)
-    theirs = timm.create_model("mobilenetv3_small_100", pretrained=False, num_classes=10)
-    our_blocks = [b for stage in ours.blocks for b in stage]
-    their_blocks = [b for stage in list(theirs.blocks)[:-1] for b in stage]
-    assert len(our_blocks) == len(their_blocks) == 11
-    assert repr(ours.conv_stem) == repr(theirs.conv_stem)
-    for index, (a, b) in enumerate(zip(our_blocks, their_blocks, strict=True)):
-        assert _block_summary(a) == _block_summary(b), index
-        assert repr(a) == repr(b), index
+    assert_same_stem_and_blocks_as_mobilenetv3_small(stock_model(encoding, in_chans=3))
 
     # Other candidates of the space build and run on a small grey image too.
     rng = random.Random(0)
     for _ in range(3):
-        cfg = OmegaConf.load(CONF / "mobilenetv3.yaml")
-        for key, value in space.decode(space.sample(rng)).items():
-            OmegaConf.update(cfg, key.removeprefix("model."), value)
-        net = build_model(OmegaConf.to_container(cfg), num_classes=10, in_chans=1).eval()
+        net = stock_model(space.sample(rng), in_chans=1).eval()
         assert net(torch.zeros(2, 1, 16, 16)).shape == (2, 10)
