@@ -249,7 +249,9 @@ def validate_autodeeplab_space(space: Any, job_cfg: Any) -> None:
             try:
                 check_model_config(candidate)
             except ValueError as err:
-                raise ValueError(f"the candidate {param.name}={value!r} is not valid: {err}") from err
+                raise ValueError(
+                    f"the candidate {param.name}={value!r} is not valid: {err}"
+                ) from err
 
 
 def _with_value(base: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:

@@ -110,9 +110,7 @@ def run_segmentation_trial(cfg: DictConfig) -> dict[str, float]:
 
     loop = EpochLoop(epochs)
     train_loss, val_scores, seconds = train(model, data, train_cfg, seed, loop, runtime)
-    test_scores = evaluate(
-        model, data.loader(data.test, EVAL_BATCH_SIZE), data, runtime=runtime
-    )
+    test_scores = evaluate(model, data.loader(data.test, EVAL_BATCH_SIZE), data, runtime=runtime)
     results.update({f"val_{k}": v for k, v in val_scores.items()})
     results.update({f"test_{k}": v for k, v in test_scores.items()})
     results.update(train_loss=train_loss, train_seconds=seconds, epochs=float(loop.epochs_done))

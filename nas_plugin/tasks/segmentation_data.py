@@ -49,7 +49,9 @@ class SegmentationTensorDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, masks: torch.Tensor, flip: bool = False) -> None:
         if len(images) != len(masks) or images.shape[-2:] != masks.shape[-2:]:
-            raise ValueError(f"images {tuple(images.shape)} do not match masks {tuple(masks.shape)}")
+            raise ValueError(
+                f"images {tuple(images.shape)} do not match masks {tuple(masks.shape)}"
+            )
         self.images, self.masks, self.flip = images, masks, flip
 
     def __len__(self) -> int:
@@ -153,7 +155,10 @@ def read_mask(path: str, size: tuple[int, int]) -> np.ndarray:
     with Image.open(path) as file:
         if file.mode in ("RGB", "RGBA"):
             rgb = np.asarray(file.convert("RGB"))
-            if not (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])):
+            if not (
+                np.array_equal(rgb[..., 0], rgb[..., 1])
+                and np.array_equal(rgb[..., 0], rgb[..., 2])
+            ):
                 raise ValueError(
                     f"mask {path} is a colour image: expected one class id per pixel (a "
                     "grayscale or palette PNG)"
@@ -357,7 +362,9 @@ def _scene_settings(task_cfg: Mapping[str, Any]) -> dict[str, Any]:
     if settings["size"] < 8:
         raise ValueError(f"task.scenes.size = {settings['size']} is too small: expected >= 8")
     if isinstance(settings["seed"], bool) or not isinstance(settings["seed"], int):
-        raise ValueError(f"task.scenes.seed = {settings['seed']!r} is not allowed: expected an integer")
+        raise ValueError(
+            f"task.scenes.seed = {settings['seed']!r} is not allowed: expected an integer"
+        )
     noise = scenes.get("noise", 0.08)
     if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise <= 1:
         raise ValueError(f"task.scenes.noise = {noise!r} is not allowed: expected 0 <= noise <= 1")
@@ -398,7 +405,11 @@ def _folder_settings(task_cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"task.in_chans = {in_chans!r} is not allowed: expected 1 or 3")
     settings["in_chans"] = int(in_chans)
     ignore = task_cfg.get("ignore_index", DEFAULT_IGNORE_INDEX)
-    if isinstance(ignore, bool) or not isinstance(ignore, int) or 0 <= ignore < settings["num_classes"]:
+    if (
+        isinstance(ignore, bool)
+        or not isinstance(ignore, int)
+        or 0 <= ignore < settings["num_classes"]
+    ):
         raise ValueError(
             f"task.ignore_index = {ignore!r} is not allowed: expected an integer that is not a "
             f"class id (e.g. 255; class ids are 0..{settings['num_classes'] - 1})"
@@ -413,9 +424,7 @@ def _load_folder(task_cfg: Mapping[str, Any]) -> tuple[SegmentationFileDataset, 
     for key, folder in (("images", images_dir), ("masks", masks_dir)):
         if not folder.is_dir():
             raise FileNotFoundError(f"task.{key} = {str(folder)!r} is not a directory")
-    images = {
-        p.stem: p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
-    }
+    images = {p.stem: p for p in sorted(images_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
     masks = {p.stem: p for p in sorted(masks_dir.iterdir()) if p.suffix.lower() == ".png"}
     if not images:
         raise FileNotFoundError(

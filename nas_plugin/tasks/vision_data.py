@@ -211,7 +211,12 @@ class VisionData:
         """A DataLoader over ``dataset`` (one of this data's splits, or part of one) with the
         task's :class:`LoaderOptions` (:func:`build_loader`)."""
         return build_loader(
-            self.loader_options, dataset, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last
+            self.loader_options,
+            dataset,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
         )
 
 
