@@ -122,7 +122,8 @@ def main() -> None:
 
     mean = {k: statistics.mean(r[k] for r in base_rows) for k in ("val_miou", "test_miou")}
     spread = statistics.pstdev(r["test_miou"] for r in base_rows)
-    print("| model | val mIoU | test mIoU | test IoU " + "/".join(SCENE_CLASSES) + " | params | wall |")
+    classes = "/".join(SCENE_CLASSES)
+    print(f"| model | val mIoU | test mIoU | test IoU {classes} | params | wall |")
     print("|---|---|---|---|---|---|")
     print(
         f"| search: best of {args.trials} (by val) | {best['val_miou']:.3f} | "
