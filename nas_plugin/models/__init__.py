@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from nas_plugin.models.autodeeplab import build_autodeeplab
 from nas_plugin.models.compound import build_compound
 from nas_plugin.models.hierarchical import build_hierarchical
 from nas_plugin.models.mbconv import build_mbconv
@@ -24,6 +25,7 @@ BUILDERS: dict[str, Builder] = {
     "transformer": build_transformer,
     "hierarchical": build_hierarchical,
     "compound": build_compound,
+    "autodeeplab": build_autodeeplab,
 }
 
 

@@ -237,10 +237,13 @@ def check_compute(plan: SweepPlan, launcher_cfg: DictConfig, job_cfg: DictConfig
             check_batch_sizes(hardware.batch_sizes)
         task = OmegaConf.select(job_cfg, "task", default=None)
         if isinstance(task, DictConfig):
-            from nas_plugin.tasks.vision_data import DATASETS, check_task_config
+            from nas_plugin.tasks import segmentation_data, vision_data
 
-            if task.get("dataset") in DATASETS:
-                check_task_config(task)  # task.augment, task.num_workers, ... (no image read)
+            # task.augment, task.num_workers, ... (no image read, no scene generated)
+            if task.get("dataset") in vision_data.DATASETS:
+                vision_data.check_task_config(task)
+            elif task.get("dataset") in segmentation_data.DATASETS:
+                segmentation_data.check_task_config(task)
     except ValueError as err:
         raise SweepConfigError(str(err)) from err
     return gpus

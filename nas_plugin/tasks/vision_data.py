@@ -209,31 +209,51 @@ class VisionData:
         drop_last: bool = False,
     ) -> DataLoader:
         """A DataLoader over ``dataset`` (one of this data's splits, or part of one) with the
-        task's :class:`LoaderOptions`. ``seed`` seeds the shuffle (the same order whatever
-        ``task.num_workers`` is) and the augmentation in the workers (the same images for the
-        same seed and number of workers)."""
-        options = self.loader_options
-        workers = options.num_workers
-        sampler, generator = None, None
-        if seed is not None:
-            # Two generators: the shuffle's own, and the DataLoader's, which seeds the workers'
-            # augmentation and would otherwise shift the shuffle when workers are added.
-            generator = torch.Generator().manual_seed(seed + WORKER_SEED_OFFSET)
-            if shuffle:
-                shuffle_generator = torch.Generator().manual_seed(seed)
-                sampler = RandomSampler(dataset, generator=shuffle_generator)  # type: ignore[arg-type]
-        return DataLoader(
+        task's :class:`LoaderOptions` (:func:`build_loader`)."""
+        return build_loader(
+            self.loader_options,
             dataset,
-            batch_size=batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
-            generator=generator,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
             drop_last=drop_last,
-            num_workers=workers,
-            pin_memory=options.pins_memory,
-            persistent_workers=workers > 0 and options.persistent_workers,
-            worker_init_fn=_single_threaded_worker if workers > 0 else None,
         )
+
+
+def build_loader(
+    options: LoaderOptions,
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int | None = None,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader over ``dataset`` with ``options`` (workers, pinned memory, persistent
+    workers). ``seed`` seeds the shuffle (the same order whatever ``task.num_workers`` is) and
+    the augmentation in the workers (the same images for the same seed and number of
+    workers)."""
+    workers = options.num_workers
+    sampler, generator = None, None
+    if seed is not None:
+        # Two generators: the shuffle's own, and the DataLoader's, which seeds the workers'
+        # augmentation and would otherwise shift the shuffle when workers are added.
+        generator = torch.Generator().manual_seed(seed + WORKER_SEED_OFFSET)
+        if shuffle:
+            shuffle_generator = torch.Generator().manual_seed(seed)
+            sampler = RandomSampler(dataset, generator=shuffle_generator)  # type: ignore[arg-type]
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        generator=generator,
+        drop_last=drop_last,
+        num_workers=workers,
+        pin_memory=options.pins_memory,
+        persistent_workers=workers > 0 and options.persistent_workers,
+        worker_init_fn=_single_threaded_worker if workers > 0 else None,
+    )
 
 
 def _single_threaded_worker(_: int) -> None:
