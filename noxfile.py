@@ -72,6 +72,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/benchmarks/hat.py")
     # Streaming image folders: images/s with 0 vs 2 DataLoader workers; peak RSS 2k -> 20k images.
     session.run("python", "tests/benchmarks/streaming.py")
+    # Segmentation: the searched Auto-DeepLab vs a hand-designed baseline vs a 1-layer model (mIoU).
+    session.run("python", "tests/benchmarks/segmentation.py")
 
 
 @nox.session
