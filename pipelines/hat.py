@@ -13,8 +13,10 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="../conf", config_name="hat")
 def main(cfg: DictConfig) -> None:
     from nas_plugin.supernets.hat import run_hat
+    from nas_plugin.tracking.reporter import mlflow_reporting
 
-    result = run_hat(cfg)
+    with mlflow_reporting():  # training curves and the per-budget models go to MLflow
+        result = run_hat(cfg)
     error = result["predictor"]
     print(
         f"HAT parent run {result['parent_run_id']} (experiment {cfg.mlflow.experiment}) on "

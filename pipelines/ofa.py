@@ -13,8 +13,10 @@ from omegaconf import DictConfig
 @hydra.main(version_base="1.3", config_path="../conf", config_name="ofa")
 def main(cfg: DictConfig) -> None:
     from nas_plugin.supernets.ofa_targets import run_ofa
+    from nas_plugin.tracking.reporter import mlflow_reporting
 
-    result = run_ofa(cfg)
+    with mlflow_reporting():  # training curves and the per-budget models go to MLflow
+        result = run_ofa(cfg)
     print(
         f"OFA parent run {result['parent_run_id']} (experiment {cfg.mlflow.experiment}) on "
         f"{result['runtime.device']} at precision {result['runtime.precision']}"

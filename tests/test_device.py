@@ -21,6 +21,7 @@ from nas_plugin.tasks.vision_data import (
     check_task_config,
     load_vision_data,
 )
+from nas_plugin.tracking.reporter import mlflow_reporting
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -66,7 +67,7 @@ def digits_trial(tmp_path: Path, **train: object):
         }
     )
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    with mlflow.start_run() as run:
+    with mlflow.start_run() as run, mlflow_reporting():
         results = run_vision_trial(cfg)
     return results, mlflow.get_run(run.info.run_id).data.tags
 

@@ -17,6 +17,7 @@ from nas_plugin.hardware.cost import cost_tags, measure_cost
 from nas_plugin.models import build_model
 from nas_plugin.tasks.text import run_text_trial
 from nas_plugin.tracking.model_logging import MODEL_URI_TAG
+from nas_plugin.tracking.reporter import mlflow_reporting
 
 pytestmark = pytest.mark.gpu
 
@@ -78,7 +79,7 @@ def test_text_trial_on_cuda_in_bf16(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     cfg = trial_cfg(tmp_path, epochs=1, device="cuda", precision="bf16")
-    with mlflow.start_run() as run:
+    with mlflow.start_run() as run, mlflow_reporting():
         result = run_text_trial(cfg)
     assert result["val_accuracy"] > 0
     tags = mlflow.get_run(run.info.run_id).data.tags

@@ -205,6 +205,7 @@ def test_hat_registers_one_text_model_per_budget(tmp_path) -> None:
     from mlflow.tracking import MlflowClient
 
     from nas_plugin.supernets.hat import run_hat
+    from nas_plugin.tracking.reporter import mlflow_reporting
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
@@ -225,7 +226,8 @@ def test_hat_registers_one_text_model_per_budget(tmp_path) -> None:
         )
     previous, threads = mlflow.get_tracking_uri(), torch.get_num_threads()
     try:
-        result = run_hat(cfg)
+        with mlflow_reporting():
+            result = run_hat(cfg)
         versions = MlflowClient(uri).search_model_versions("name='hat-test'")
         model = mlflow.pyfunc.load_model(f"models:/hat-test/{versions[0].version}")
     finally:

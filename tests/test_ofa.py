@@ -102,6 +102,10 @@ def test_bad_config_stops_before_training(tmp_path) -> None:
             with pytest.raises(ValueError) as err:
                 run_ofa(bad)
             assert message in str(err.value), (override, str(err.value))
+        # A valid config, called without a reporter that logs models: it would train for
+        # nothing, so it stops first.
+        with pytest.raises(RuntimeError, match="no reporter that logs them is installed"):
+            run_ofa(cfg)
     assert cfg.search.budget_unit == "fraction"
     assert not store.exists()  # nothing was trained or logged
 

@@ -21,6 +21,7 @@ from nas_plugin.pruning import (
 from nas_plugin.pruning.channel import REPORT_METRIC, TAG_PRUNED_STEP, activate
 from nas_plugin.pruning.curve import extrapolate
 from nas_plugin.sweep.plan import SweepConfigError, build_plan
+from nas_plugin.tracking.reporter import mlflow_reporting
 
 
 def curve(quality: float, steps: int, start: int = 1) -> list[tuple[int, float]]:
@@ -249,7 +250,7 @@ def test_epoch_loop_ends_once_pruned_and_runs_every_epoch_outside_a_sweep(store)
 
     channel = channel_for(store, 7, metric="acc", pruner={"name": "asha", "eta": 2})
     loop = EpochLoop(8)
-    with activate(channel):
+    with activate(channel), mlflow_reporting():
         seen = []
         for epoch in loop:
             seen.append(epoch)

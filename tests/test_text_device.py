@@ -15,6 +15,7 @@ from nas_plugin.hardware.device import DeviceError
 from nas_plugin.tasks.text import run_text_trial
 from nas_plugin.tasks.text_data import load_text_data
 from nas_plugin.tracking.model_logging import MODEL_URI_TAG
+from nas_plugin.tracking.reporter import mlflow_reporting
 
 
 def test_bf16_text_trial_records_its_runtime_and_logs_a_model_that_predicts(
@@ -25,7 +26,7 @@ def test_bf16_text_trial_records_its_runtime_and_logs_a_model_that_predicts(
     mlflow.set_tracking_uri(uri)
     cfg = trial_cfg(tmp_path, epochs=1, device="cpu", precision="bf16")
     cfg.hardware.batch_sizes = [1, 4]
-    with mlflow.start_run() as run:
+    with mlflow.start_run() as run, mlflow_reporting():
         result = run_text_trial(cfg)
 
     assert result["val_accuracy"] > 0 and result["latency_ms_bs4"] > 0

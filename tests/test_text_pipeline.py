@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from nas_plugin.tasks.text import run_text_trial
 from nas_plugin.tasks.text_data import load_text_data
 from nas_plugin.tracking.model_logging import MODEL_URI_TAG
+from nas_plugin.tracking.reporter import mlflow_reporting
 
 CONF = REPO / "conf"
 PIPELINE = str(REPO / "pipelines" / "text.py")
@@ -78,7 +79,7 @@ def test_trial_logs_epochs_architecture_tokenizer_and_a_model_that_scores_alike(
     tracking: MlflowClient, tmp_path: Path
 ) -> None:
     cfg = trial_cfg(tmp_path)
-    with mlflow.start_run() as run:
+    with mlflow.start_run() as run, mlflow_reporting():
         result = run_text_trial(cfg)
 
     assert set(result) == RESULT_KEYS

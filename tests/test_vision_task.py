@@ -16,6 +16,7 @@ from torch import nn
 from nas_plugin.tasks.vision import run_vision_trial
 from nas_plugin.tasks.vision_data import load_vision_data
 from nas_plugin.tracking.model_logging import MODEL_URI_TAG, log_model
+from nas_plugin.tracking.reporter import mlflow_reporting
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 RESULT_KEYS = {
@@ -67,7 +68,7 @@ def trial_cfg(**train: object) -> DictConfig:
 
 
 def test_trial_trains_logs_epochs_and_a_loadable_model(tracking: MlflowClient) -> None:
-    with mlflow.start_run() as run:
+    with mlflow.start_run() as run, mlflow_reporting():
         result = run_vision_trial(trial_cfg(epochs=2))
 
     assert set(result) == RESULT_KEYS

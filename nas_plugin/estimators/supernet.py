@@ -326,10 +326,11 @@ class SupernetEstimator(Estimator):
         import torch
 
         from nas_plugin.hardware.device import on_cpu
+        from nas_plugin.tasks.reporting import require_model_logging
         from nas_plugin.tasks.training import set_threads
         from nas_plugin.tasks.vision import input_example
-        from nas_plugin.tracking.model_logging import log_model
 
+        reporter = require_model_logging("estimator=supernet's best-model logging")
         runtime = _runtime(cfg)
         previous = torch.get_num_threads()  # this runs in the sweeper's process
         set_threads(cfg.get("train"))
@@ -343,7 +344,7 @@ class SupernetEstimator(Estimator):
         try:
             model, shared, metrics, _ = self._candidate(cfg, runtime)
             with on_cpu(model):  # loads and predicts on a CPU-only machine too
-                log_model(model, input_example(shared.data.val))
+                reporter.log_image_model(model, input_example(shared.data.val))
         finally:
             torch.set_num_threads(previous)
         run = mlflow.active_run()

@@ -127,12 +127,13 @@ def log_best_model(estimator: Any, cfg: Any, runtime: Any) -> bool:
     """The trial's sub-transformer, extracted, logged with its tokenizer from the CPU."""
     from nas_plugin.hardware.device import on_cpu
     from nas_plugin.supernets.hat import INPUT_EXAMPLE_SIZE
-    from nas_plugin.tracking.text_model import log_text_model
+    from nas_plugin.tasks.reporting import require_model_logging
 
+    reporter = require_model_logging("estimator=supernet's best-model logging")
     supernet, bundle, values, _, _ = _candidate(estimator, cfg, runtime)
     model = supernet.extract(values)
     with on_cpu(model):
-        log_text_model(
+        reporter.log_text_model(
             model,
             bundle.tokenizer,
             supernet.space.arch_of(values).max_length,

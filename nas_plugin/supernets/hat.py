@@ -248,14 +248,18 @@ def run_hat(cfg: DictConfig) -> dict[str, Any]:
     """Train, fit, search and register (see the module doc).
 
     Returns ``{"parent_run_id", "versions": {budget_ms: version or None}, "predictor": error}``
-    and the ``runtime.*`` it ran on.
+    and the ``runtime.*`` it ran on. Run it under a reporter that logs models
+    (``pipelines/hat.py`` installs ``nas_plugin.tracking.reporter.mlflow_reporting``); without
+    one it stops before training.
     """
+    from nas_plugin.tasks.reporting import require_model_logging
     from nas_plugin.tasks.training import set_threads
 
     space, settings = check_config(cfg)
     runtime = dataclasses.replace(
         Runtime.from_config(cfg.train), compile=False, channels_last=False
     )
+    require_model_logging("run_hat (pipelines/hat.py)")  # what it trains for
     seed = int(cfg.seed)
     set_threads(cfg.train)
     torch.manual_seed(seed)
@@ -348,7 +352,7 @@ def _budget_run(
     seq_length: int,
 ) -> str | None:
     """One child run for one budget: the winner's metrics, model and registered version."""
-    from nas_plugin.tracking.text_model import log_text_model
+    from nas_plugin.tasks.reporting import current_reporter
 
     supernet, bundle = evaluate.supernet, evaluate.bundle
     with mlflow.start_run(run_name=f"budget-{index}-{budget_ms:.3f}ms", nested=True) as run:
@@ -382,7 +386,7 @@ def _budget_run(
             mlflow.log_metrics(metrics)
             model = supernet.extract(values)
             with on_cpu(model):  # loads and predicts on a CPU-only machine too
-                uri = log_text_model(
+                uri = current_reporter().log_text_model(
                     model,
                     bundle.tokenizer,
                     arch.max_length,

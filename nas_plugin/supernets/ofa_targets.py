@@ -58,12 +58,12 @@ from nas_plugin.supernets.ofa_training import (
     train_progressive_shrinking,
     wrap,
 )
+from nas_plugin.tasks.reporting import current_reporter, require_model_logging
 from nas_plugin.tasks.training import set_threads
 from nas_plugin.tasks.vision import evaluate as evaluate_model
 from nas_plugin.tasks.vision import model_device as _device_of
 from nas_plugin.tasks.vision import train
 from nas_plugin.tasks.vision_data import VisionData, load_vision_data
-from nas_plugin.tracking.model_logging import log_model
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,9 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
     """Train the supernet, find one subnet per budget, log and register them (see module doc).
 
     Returns ``{"parent_run_id", "versions": {budget_ms: version or None}}`` and the
-    ``runtime.*`` it ran on (as tagged on the parent run).
+    ``runtime.*`` it ran on (as tagged on the parent run). Run it under a reporter that logs
+    models (``pipelines/ofa.py`` installs ``nas_plugin.tracking.reporter.mlflow_reporting``);
+    without one it stops before training.
     """
     check_config(cfg)
     # Before any data or training: a device this machine lacks is a DeviceError here.
@@ -232,6 +234,7 @@ def run_ofa(cfg: DictConfig) -> dict[str, Any]:
     search_space = space.search_space()
     # Validate the strategy config now, not after training.
     make_strategy(OmegaConf.to_container(cfg.search.strategy), search_space, seed)
+    require_model_logging("run_ofa (pipelines/ofa.py)")  # what it trains for
 
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     mlflow.set_experiment(cfg.mlflow.experiment)
@@ -374,7 +377,7 @@ def _budget_run(
         mlflow.log_metrics(metrics)
         example = torch.stack([data.val[i][0] for i in range(INPUT_EXAMPLE_SIZE)])
         with on_cpu(sub):  # loads and predicts on a CPU-only machine too
-            uri = log_model(sub, example)
+            uri = current_reporter().log_image_model(sub, example)
         version = register_for_budget(
             client, cfg, uri, budget_ms, given, run.info.run_id, parent_id, arch, metrics, "ofa"
         )

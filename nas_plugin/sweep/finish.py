@@ -13,6 +13,7 @@ from nas_plugin.estimators import make_estimator
 from nas_plugin.estimators.base import Estimator
 from nas_plugin.leaderboard import TrialRecord, best_of, ranked, render
 from nas_plugin.sweep.plan import SweepPlan
+from nas_plugin.tracking.reporter import mlflow_reporting
 from nas_plugin.tracking.sweep_run import SweepRun
 from nas_plugin.tracking.tags import TAG_MODEL_URI
 
@@ -141,7 +142,10 @@ def log_missing_model(
         # The trial's own run, resumed (it keeps its parent tag), then given back its status
         # and end time: the model lands beside the trial's metrics.
         end_time = run.info.end_time
-        with mlflow.start_run(run_id=record.run_id, nested=mlflow.active_run() is not None):
+        with (
+            mlflow.start_run(run_id=record.run_id, nested=mlflow.active_run() is not None),
+            mlflow_reporting(),
+        ):
             logged = estimator.log_best_model(cfg)
         if logged:
             log.info("Logged trial %d's model (estimator %s).", record.number, estimator.name)

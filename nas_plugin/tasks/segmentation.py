@@ -19,7 +19,6 @@ import re
 import time
 from collections.abc import Iterable
 
-import mlflow
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -29,7 +28,7 @@ from torch.utils.data import DataLoader, Subset
 from nas_plugin.hardware.cost import measure_configured_cost
 from nas_plugin.hardware.device import Runtime, on_cpu
 from nas_plugin.models import build_model
-from nas_plugin.pruning import EpochLoop
+from nas_plugin.tasks.reporting import EpochLoop, current_reporter
 from nas_plugin.tasks.segmentation_data import (
     SegmentationData,
     SegmentationDataset,
@@ -37,7 +36,6 @@ from nas_plugin.tasks.segmentation_data import (
 )
 from nas_plugin.tasks.training import make_optimizer, seed_everything, set_threads
 from nas_plugin.tasks.vision import Preprocess, model_device, recalibrate_batchnorm
-from nas_plugin.tracking.model_logging import log_model
 
 EVAL_BATCH_SIZE = 256
 BN_RECALIBRATION_IMAGES = 1024
@@ -66,10 +64,11 @@ def run_segmentation_trial(cfg: DictConfig) -> dict[str, float]:
     """Train ``cfg.model`` on ``cfg.task`` (a segmentation task) and return scores and cost.
 
     Per epoch, ``train_loss``, ``val_loss``, ``val_miou`` and ``val_pixel_accuracy`` are logged
-    at step = epoch to the active MLflow run (if any) and reported to the sweep's pruner; a
-    pruned trial stops there and logs no model. BatchNorm statistics are re-estimated on up to
-    ``train.bn_recalibration_images`` training images before each evaluation. With
-    ``log_model`` and an active run, the trained model (raw images in, per-pixel logits out) is
+    at step = epoch through the current reporter (:mod:`nas_plugin.tasks.reporting`) and
+    reported to the sweep's pruner; a pruned trial stops there and logs no model. BatchNorm
+    statistics are re-estimated on up to ``train.bn_recalibration_images`` training images
+    before each evaluation. With ``log_model`` and a recording reporter, the trained model (raw
+    images in, per-pixel logits out) is
     logged with an input example and its signature.
 
     Returns floats: ``val_miou``, ``val_pixel_accuracy``, ``val_loss``, ``val_iou_<class>`` per
@@ -92,8 +91,8 @@ def run_segmentation_trial(cfg: DictConfig) -> dict[str, float]:
         )
     set_threads(train_cfg)
     runtime = Runtime.from_config(train_cfg)
-    if mlflow.active_run() is not None:
-        mlflow.set_tags(runtime.describe())
+    reporter = current_reporter()
+    reporter.set_tags(runtime.describe())
 
     data = load_segmentation_data(cfg.task, float(train_cfg.get("train_fraction", 1.0)), seed)
     net = build_model(cfg.model, data.num_classes, data.in_chans)
@@ -115,9 +114,9 @@ def run_segmentation_trial(cfg: DictConfig) -> dict[str, float]:
     results.update({f"test_{k}": v for k, v in test_scores.items()})
     results.update(train_loss=train_loss, train_seconds=seconds, epochs=float(loop.epochs_done))
 
-    if cfg.get("log_model", False) and mlflow.active_run() is not None and not loop.pruned:
+    if cfg.get("log_model", False) and reporter.recording and not loop.pruned:
         with on_cpu(model):  # loads and predicts on a CPU-only machine too
-            log_model(model, input_example(data.val))
+            reporter.log_image_model(model, input_example(data.val))
     return results
 
 
@@ -161,7 +160,7 @@ def train(
     optimizer = make_optimizer(model, train_cfg)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
     scaler = runtime.grad_scaler()
-    log = mlflow.active_run() is not None
+    reporter = current_reporter()
     recalibration = recalibration_loader(
         data, int(train_cfg.get("bn_recalibration_images", BN_RECALIBRATION_IMAGES)), seed
     )
@@ -197,8 +196,7 @@ def train(
             "val_miou": scores["miou"],
             "val_pixel_accuracy": scores["pixel_accuracy"],
         }
-        if log:
-            mlflow.log_metrics(metrics, step=epoch)
+        reporter.log_metrics(metrics, step=epoch)
         loop.report(metrics)
     runtime.synchronize()
     return train_loss, scores, time.perf_counter() - start

@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import mlflow
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,11 +28,10 @@ from transformers import PreTrainedTokenizerBase
 from nas_plugin.hardware.cost import measure_configured_cost
 from nas_plugin.hardware.device import Runtime, on_cpu
 from nas_plugin.models.transformer import build_transformer, resolve_architecture
-from nas_plugin.pruning import EpochLoop
+from nas_plugin.tasks.reporting import EpochLoop, TrialReporter, current_reporter
 from nas_plugin.tasks.text_data import TextSplit, load_text_data
 from nas_plugin.tasks.tokenizer import LoadedTokenizer, load_tokenizer
 from nas_plugin.tasks.training import make_optimizer, seed_everything, set_threads
-from nas_plugin.tracking.text_model import log_text_model
 
 EVAL_BATCH_SIZE = 256
 INPUT_EXAMPLE_SIZE = 3
@@ -92,11 +90,12 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
     """Train ``cfg.model`` (``kind: transformer``) on ``cfg.task`` and return scores and cost.
 
     Per epoch, ``train_loss``, ``val_loss``, ``val_accuracy`` and ``val_macro_f1`` are logged at
-    step = epoch (1-based) to the active MLflow run, if there is one; no run is started here.
-    With an active run the resolved architecture (derived head count and FFN size included) is
-    logged as ``arch.*`` params and the tokenizer as ``tokenizer.*`` tags; with ``log_model`` too,
-    the trained model and its tokenizer are logged with
-    ``nas_plugin.tracking.text_model.log_text_model`` (raw text in, label names out).
+    step = epoch (1-based) through the current reporter (:mod:`nas_plugin.tasks.reporting`; in
+    a sweep, the trial's MLflow run); no run is started here. With a recording reporter the
+    resolved architecture (derived head count and FFN size included) is logged as ``arch.*``
+    params and the tokenizer as ``tokenizer.*`` tags; with ``log_model`` too, the trained model
+    and its tokenizer are logged through it (in a sweep:
+    ``nas_plugin.tracking.text_model.log_text_model``: raw text in, label names out).
 
     Returns floats: ``val_accuracy``, ``val_loss``, ``val_macro_f1``, the same three for
     ``test_``, ``train_loss`` (mean over the last epoch), ``params``, ``flops``, ``latency_ms``,
@@ -162,14 +161,16 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
     else:
         results["params"] = float(sum(p.numel() for p in model.parameters()))
 
-    active = mlflow.active_run() is not None
-    if active:
-        mlflow.log_params(arch.as_params())
-        mlflow.set_tags({**_tokenizer_tags(loaded), **runtime.describe()})
+    reporter = current_reporter()
+    if reporter.recording:
+        reporter.log_params(arch.as_params())
+        reporter.set_tags({**_tokenizer_tags(loaded), **runtime.describe()})
 
     pad_id = int(tokenizer.pad_token_id)
     loop = EpochLoop(epochs)
-    train_loss, val, seconds = _train(model, splits, train_cfg, seed, pad_id, active, loop, runtime)
+    train_loss, val, seconds = _train(
+        model, splits, train_cfg, seed, pad_id, reporter, loop, runtime
+    )
     test = evaluate_text(model, splits["test"], pad_id, runtime)
     results.update(
         val_accuracy=val["accuracy"],
@@ -184,10 +185,10 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
     )
 
     # A pruned trial's model is not worth the upload: it is never the one registered.
-    if cfg.get("log_model", False) and active and not loop.pruned:
+    if cfg.get("log_model", False) and reporter.recording and not loop.pruned:
         example = data.val.texts[:INPUT_EXAMPLE_SIZE]
         with on_cpu(model):  # loads and predicts on a machine without the trial's GPU
-            log_text_model(model, tokenizer, arch.max_length, example)
+            reporter.log_text_model(model, tokenizer, arch.max_length, example)
     return results
 
 
@@ -204,7 +205,7 @@ def _train(
     train_cfg: DictConfig,
     seed: int,
     pad_id: int,
-    log: bool,
+    reporter: TrialReporter,
     loop: EpochLoop,
     runtime: Runtime,
 ) -> tuple[float, dict[str, float], float]:
@@ -255,8 +256,7 @@ def _train(
             "val_accuracy": val["accuracy"],
             "val_macro_f1": val["macro_f1"],
         }
-        if log:
-            mlflow.log_metrics(metrics, step=epoch)
+        reporter.log_metrics(metrics, step=epoch)
         loop.report(metrics)
     return train_loss, val, time.perf_counter() - start
 

@@ -16,7 +16,6 @@ import math
 import time
 from collections.abc import Iterable
 
-import mlflow
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from nas_plugin.hardware.cost import measure_configured_cost
 from nas_plugin.hardware.device import Runtime, on_cpu
 from nas_plugin.models import build_model
-from nas_plugin.pruning import EpochLoop
+from nas_plugin.tasks.reporting import EpochLoop, current_reporter
 from nas_plugin.tasks.training import make_optimizer, seed_everything, set_threads
 from nas_plugin.tasks.vision_data import (
     STATS_IMAGES,
@@ -35,7 +34,6 @@ from nas_plugin.tasks.vision_data import (
     VisionData,
     load_vision_data,
 )
-from nas_plugin.tracking.model_logging import log_model
 
 EVAL_BATCH_SIZE = 512
 # Images used to re-estimate BatchNorm statistics before each evaluation (as SPOS and OFA do).
@@ -68,14 +66,15 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
     """Train ``cfg.model`` on ``cfg.task`` and return its scores and hardware cost.
 
     Per epoch, ``train_loss``, ``val_loss`` and ``val_accuracy`` are logged at step = epoch
-    (1-based) to the active MLflow run, if there is one; no run is started here. Before each
-    evaluation, BatchNorm running statistics are re-estimated on up to
-    ``train.bn_recalibration_images`` (default 2048, 0 = off) training images: after a few
-    hundred steps the running averages still lag the weights, and short (low-fidelity) runs
-    would otherwise score near chance in eval mode. With ``log_model`` and an active run, the
-    trained model is logged with ``nas_plugin.tracking.model_logging.log_model``. Each epoch's
-    metrics are reported to the sweep's pruner (``nas_plugin.pruning``): a pruned trial stops
-    after that epoch, returns its last values and logs no model.
+    (1-based) through the current reporter (:mod:`nas_plugin.tasks.reporting`; in a sweep, the
+    trial's MLflow run); no run is started here. Before each evaluation, BatchNorm running
+    statistics are re-estimated on up to ``train.bn_recalibration_images`` (default 2048, 0 =
+    off) training images: after a few hundred steps the running averages still lag the weights,
+    and short (low-fidelity) runs would otherwise score near chance in eval mode. With
+    ``log_model`` and a recording reporter, the trained model is logged through it (in a sweep:
+    ``nas_plugin.tracking.model_logging.log_model``). Each epoch's metrics are reported to the
+    sweep's pruner through it too: a pruned trial stops after that epoch, returns its last
+    values and logs no model.
 
     Returns floats: ``val_accuracy``, ``val_loss``, ``test_accuracy``, ``test_loss``,
     ``train_loss`` (mean over the last epoch), ``params``, ``flops``, ``latency_ms``,
@@ -97,8 +96,8 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
         )
     set_threads(train_cfg)
     runtime = Runtime.from_config(train_cfg)
-    if mlflow.active_run() is not None:
-        mlflow.set_tags(runtime.describe())
+    reporter = current_reporter()
+    reporter.set_tags(runtime.describe())
 
     data = load_vision_data(cfg.task, float(train_cfg.get("train_fraction", 1.0)), seed)
     net = build_model(cfg.model, data.num_classes, data.in_chans)
@@ -128,9 +127,9 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
     )
 
     # A pruned trial's model is not worth the upload: it is never the one registered.
-    if cfg.get("log_model", False) and mlflow.active_run() is not None and not loop.pruned:
+    if cfg.get("log_model", False) and reporter.recording and not loop.pruned:
         with on_cpu(model):  # loads and predicts on a CPU-only machine too
-            log_model(model, input_example(data.val))
+            reporter.log_image_model(model, input_example(data.val))
     return results
 
 
@@ -158,7 +157,7 @@ def train(
     and batches to its device and sets autocast, the fp16 gradient scaler, channels-last and
     ``torch.compile``. After each epoch BatchNorm statistics are re-estimated
     (:func:`recalibrate_batchnorm`), the model is scored on ``data.val``, the epoch's metrics
-    are logged to the active MLflow run (if any) and reported to ``loop`` (default
+    are given to the current reporter and reported to ``loop`` (default
     ``EpochLoop(train_cfg.epochs)``: the sweep's pruner may stop it early).
 
     Returns (last epoch's mean train loss, val loss, val accuracy, seconds).
@@ -187,7 +186,7 @@ def train(
     optimizer = make_optimizer(model, train_cfg)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
     scaler = runtime.grad_scaler()
-    log = mlflow.active_run() is not None
+    reporter = current_reporter()
     recalibration_images = int(train_cfg.get("bn_recalibration_images", BN_RECALIBRATION_IMAGES))
     # Built once: with task.num_workers > 0 their worker processes persist across epochs.
     val_batches = data.loader(data.val, EVAL_BATCH_SIZE)
@@ -218,8 +217,7 @@ def train(
         recalibrate_batchnorm(model, recalibration_batches, runtime=runtime)
         val_loss, val_accuracy = evaluate(model, val_batches, runtime=runtime)
         metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
-        if log:
-            mlflow.log_metrics(metrics, step=epoch)
+        reporter.log_metrics(metrics, step=epoch)
         loop.report(metrics)
     runtime.synchronize()
     return train_loss, val_loss, val_accuracy, time.perf_counter() - start

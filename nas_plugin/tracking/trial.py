@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nas_plugin.estimators import make_estimator
 from nas_plugin.pruning.channel import TrialChannel, activate
+from nas_plugin.tracking.reporter import mlflow_reporting
 from nas_plugin.tracking.secrets import is_secret_key, mask_override, mask_secrets
 from nas_plugin.tracking.tags import (  # noqa: F401 - re-exported: the tags' old home
     STATUS_FAILED,
@@ -180,7 +181,12 @@ class TrackedTask:
         try:
             # Leaving the block ends the run as FINISHED, or FAILED if the task raised; a
             # pruned trial ends FINISHED too (it returned a valid result for a shorter budget).
-            with mlflow.start_run(run_id=run_id), time_limit(ctx.timeout_s), activate(channel):
+            with (
+                mlflow.start_run(run_id=run_id),
+                time_limit(ctx.timeout_s),
+                activate(channel),
+                mlflow_reporting(),
+            ):
                 estimator = make_estimator(ctx.estimator_config)
                 returned = estimator.run_job(cfg, self.task_function)
                 metrics, value = parse_result(returned, ctx.metric, ctx.required_metrics)
