@@ -49,6 +49,18 @@ STATS_IMAGES = 2048
 NO_LABEL = -1.0  # the label of a padding row in DetectionModel's output
 
 
+class PyramidFeatures(nn.Module):
+    """``model``'s transform and backbone alone: what BatchNorm re-estimation needs to run
+    (FCOS's head has GroupNorm only, and its box decoding and NMS would only cost time)."""
+
+    def __init__(self, model: DetectionModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.features(images)
+
+
 class DetectionModel(nn.Module):
     """Raw images in [0, 1] -> ``detector`` (its transform set to the task's resolution and
     channel statistics) -> N x ``detections`` x 6 (boxes, score, label; padded)."""
@@ -68,6 +80,12 @@ class DetectionModel(nn.Module):
         return self.detector(list(images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_exporting():
+            # FCOS's score threshold and NMS keep a data-dependent number of boxes, which
+            # torch.export cannot trace: fail at once, and log_model pickles the model instead.
+            raise NotImplementedError(
+                "DetectionModel's box selection (score threshold, NMS) is data-dependent"
+            )
         rows = []
         for found in self.detect(images):
             table = torch.cat(
@@ -77,6 +95,11 @@ class DetectionModel(nn.Module):
             padding[:, 5] = NO_LABEL
             rows.append(torch.cat([table, padding]))
         return torch.stack(rows)
+
+    def features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The pyramid the head sees (the detector's transform, then its backbone)."""
+        batch, _ = self.detector.transform(list(images))
+        return self.detector.backbone(batch.tensors)
 
     def losses(self, images: torch.Tensor, targets: list[Target]) -> dict[str, torch.Tensor]:
         """FCOS's training losses (train mode): classification, box regression, centerness."""
@@ -129,8 +152,14 @@ def run_detection_trial(cfg: DictConfig) -> dict[str, float]:
         results["params"] = float(sum(p.numel() for p in model.parameters()))
 
     loop = EpochLoop(epochs)
-    train_loss, val_scores, seconds = train(model, data, train_cfg, seed, loop, runtime)
-    test_scores = evaluate(model, data.loader(data.test, EVAL_BATCH_SIZE), data, runtime=runtime)
+    train_loss, _, seconds = train(model, data, train_cfg, seed, loop, runtime)
+    # The last epoch's val scores again, with each class's AP (too slow to compute per epoch).
+    val_scores = evaluate(
+        model, data.loader(data.val, EVAL_BATCH_SIZE), data, runtime, per_class=True
+    )
+    test_scores = evaluate(
+        model, data.loader(data.test, EVAL_BATCH_SIZE), data, runtime, per_class=True
+    )
     results.update({f"val_{k}": v for k, v in val_scores.items()})
     results.update({f"test_{k}": v for k, v in test_scores.items()})
     results.update(train_loss=train_loss, train_seconds=seconds, epochs=float(loop.epochs_done))
@@ -209,7 +238,7 @@ def train(
                 f"training loss is {train_loss} at epoch {epoch}: the model diverged; lower "
                 f"train.lr (now {train_cfg.lr}) or change the architecture"
             )
-        recalibrate_batchnorm(model, recalibration, runtime=runtime)
+        recalibrate_batchnorm(PyramidFeatures(model), recalibration, runtime=runtime)
         scores = evaluate(model, val_batches, data, runtime=runtime)
         metrics = {
             "train_loss": train_loss,
@@ -237,11 +266,12 @@ def evaluate(
     model: DetectionModel,
     batches: Iterable[tuple[torch.Tensor, list[Target]]],
     data: DetectionData,
-    *,
     runtime: Runtime | None = None,
+    *,
+    per_class: bool = False,
 ) -> dict[str, float]:
-    """``map``, ``map_50``, ``map_75``, ``mar_100`` and ``ap_<class>`` of ``model`` in eval mode
-    on ``batches`` of (images, targets)."""
+    """``map``, ``map_50``, ``map_75``, ``mar_100`` (and with ``per_class``, ``ap_<class>``) of
+    ``model`` in eval mode on ``batches`` of (images, targets)."""
     runtime = runtime or Runtime(model_device(model))
     model.eval()
     predictions: list[Target] = []
@@ -258,22 +288,26 @@ def evaluate(
             for f in found
         ]
         truths += targets
-    return detection_scores(predictions, truths, data.class_names)
+    return detection_scores(predictions, truths, data.class_names if per_class else None)
 
 
 def detection_scores(
-    predictions: list[Target], targets: list[Target], class_names: list[str]
+    predictions: list[Target], targets: list[Target], class_names: list[str] | None = None
 ) -> dict[str, float]:
     """COCO box mAP of ``predictions`` ({boxes, scores, labels} per image) against ``targets``
     ({boxes, labels}), by torchmetrics' ``MeanAveragePrecision``: ``map``, ``map_50``,
-    ``map_75``, ``mar_100`` and ``ap_<name>`` per class (labels 1..K name ``class_names``) that
-    the targets or predictions hold."""
-    metric = MeanAveragePrecision(iou_type="bbox", class_metrics=True, backend="pycocotools")
+    ``map_75``, ``mar_100``, and given ``class_names`` (of labels 1..K), ``ap_<name>`` per class
+    that the targets or predictions hold."""
+    metric = MeanAveragePrecision(
+        iou_type="bbox", class_metrics=class_names is not None, backend="pycocotools"
+    )
     metric.update(predictions, targets)
     result = metric.compute()
     scores = {key: float(result[key]) for key in ("map", "map_50", "map_75", "mar_100")}
     # -1 means "no box to score" (a split without objects): report 0, not a negative mAP.
     scores = {key: max(value, 0.0) for key, value in scores.items()}
+    if class_names is None:
+        return scores
     per_class = result["map_per_class"].reshape(-1).tolist()
     for label, value in zip(result["classes"].reshape(-1).tolist(), per_class, strict=True):
         if 1 <= label <= len(class_names) and value >= 0:
