@@ -178,15 +178,16 @@ def build_detector(
     nms_thresh: float = 0.6,
     resolution: int = 64,
 ) -> FCOS:
-    """torchvision's FCOS on ``backbone``'s pyramid for labels 1..``num_classes`` (0 is no
-    object); images are resized to ``resolution`` squared inside it (its transform, which
-    :func:`nas_plugin.tasks.detection.DetectionModel` replaces with the task's)."""
+    """torchvision's FCOS on ``backbone``'s pyramid with ``num_classes`` sigmoid outputs, for
+    labels 0..``num_classes - 1`` (:class:`nas_plugin.tasks.detection.DetectionModel` shifts the
+    task's labels 1..K onto them); images are resized to ``resolution`` squared inside it (its
+    transform, which ``DetectionModel`` replaces with the task's)."""
     sizes = tuple((anchor_size * 2 ** (level - OUTPUT_LEVELS[0]),) for level in OUTPUT_LEVELS)
     anchors = AnchorGenerator(sizes, ((1.0,),) * len(sizes))
-    head = FCOSHead(backbone.out_channels, 1, num_classes + 1, num_convs=head_convs)
+    head = FCOSHead(backbone.out_channels, 1, num_classes, num_convs=head_convs)
     return FCOS(
         backbone,
-        num_classes + 1,
+        num_classes,
         min_size=resolution,
         max_size=resolution,
         anchor_generator=anchors,
@@ -245,6 +246,12 @@ def check_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
             "bottleneck block's middle is a quarter of it)"
         )
     pyramid = model_cfg.get("pyramid") or {}
+    pyramid_channels = _positive_int(pyramid, "channels", "model.pyramid.channels")
+    if pyramid_channels % 32:
+        raise ValueError(
+            f"model.pyramid.channels = {pyramid_channels} is not allowed: expected a multiple "
+            "of 32 (FCOS's head normalises them in 32 groups)"
+        )
     head = model_cfg.get("head") or {}
     anchor = head.get("anchor_size", 2.0)
     if isinstance(anchor, bool) or not isinstance(anchor, int | float) or not anchor > 0:
@@ -258,7 +265,7 @@ def check_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "blocks": block_specs(model_cfg),
         "channels": channels,
-        "pyramid_channels": _positive_int(pyramid, "channels", "model.pyramid.channels"),
+        "pyramid_channels": pyramid_channels,
         "fusion": _choice(pyramid, "fusion", FUSIONS, "model.pyramid"),
         "head_convs": _positive_int(head, "convs", "model.head.convs"),
         "anchor_size": float(anchor),
@@ -268,7 +275,7 @@ def check_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_spinenet(model_cfg: Mapping[str, Any], num_classes: int, in_chans: int) -> FCOS:
-    """The FCOS detector ``model_cfg`` describes, for labels 1..``num_classes``: in train mode
+    """The FCOS detector ``model_cfg`` describes (see :func:`build_detector`): in train mode
     ``detector(images, targets)`` gives its losses, in eval mode ``detector(images)`` a list of
     {boxes, labels, scores} per image."""
     args = check_model_config(model_cfg)

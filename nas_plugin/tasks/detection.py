@@ -76,8 +76,10 @@ class DetectionModel(nn.Module):
         self.detections = int(detector.detections_per_img)
 
     def detect(self, images: torch.Tensor) -> list[Target]:
-        """{boxes, labels, scores} per image, boxes in the input's pixels (eval mode)."""
-        return self.detector(list(images))
+        """{boxes, labels, scores} per image, boxes in the input's pixels, labels 1..K (eval
+        mode)."""
+        # The detector's sigmoid outputs are labels 0..K-1: none is spent on "no object".
+        return [{**found, "labels": found["labels"] + 1} for found in self.detector(list(images))]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_exporting():
@@ -103,7 +105,12 @@ class DetectionModel(nn.Module):
 
     def losses(self, images: torch.Tensor, targets: list[Target]) -> dict[str, torch.Tensor]:
         """FCOS's training losses (train mode): classification, box regression, centerness."""
-        return self.detector(list(images), targets)
+        return self.detector(list(images), shift_labels(targets))
+
+
+def shift_labels(targets: list[Target]) -> list[Target]:
+    """Targets with labels 1..K as the detector's outputs 0..K-1."""
+    return [{**target, "labels": target["labels"] - 1} for target in targets]
 
 
 def run_detection_trial(cfg: DictConfig) -> dict[str, float]:
@@ -193,7 +200,7 @@ def train(
     loop = EpochLoop(epochs) if loop is None else loop
     runtime = Runtime.from_config(train_cfg) if runtime is None else runtime
     model = runtime.prepare(model)
-    losses = runtime.compiled(model.detector)
+    detector = runtime.compiled(model.detector)
     loader = data.loader(
         data.augmented_train,
         batch_size,
@@ -224,7 +231,7 @@ def train(
             images = runtime.to_device(images)
             targets = [{k: runtime.to_device(v) for k, v in t.items()} for t in targets]
             with runtime.autocast():
-                loss = sum(losses(list(images), targets).values())
+                loss = sum(detector(list(images), shift_labels(targets)).values())
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
