@@ -363,10 +363,10 @@ def test_search_with_low_fidelity_and_pruner_registers_a_box_predicting_model(tm
         tmp_path,
         PIPELINE,
         "-m",
-        "task.shapes.count=120",
-        "hardware.latency_repeats=2",
+        "task.shapes.count=80",
+        "hardware.latency_repeats=1",
         "hardware.latency_warmup=1",
-        "train.bn_recalibration_images=64",
+        "train.bn_recalibration_images=32",
         "hydra.sweeper.n_trials=3",
         "hydra.sweeper.strategy.population_size=2",
         "hydra.sweeper.strategy.sample_size=1",
@@ -407,11 +407,11 @@ def test_search_with_low_fidelity_and_pruner_registers_a_box_predicting_model(tm
     # From the registry alone, in a new process: raw 64x64 images in (the detector ran at
     # 32x32), padded boxes/scores/labels out in the input's pixels; scored here, they give the
     # mAP the trial logged for its val split.
-    data = load_detection_data(shapes_task())
+    data = load_detection_data(shapes_task(shapes={**shapes_task()["shapes"], "count": 80}))
     images = torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy()
     np.save(tmp_path / "images.npy", images)
     code = (
-        "import mlflow, numpy as np\n"
+        "import mlflow.pyfunc, numpy as np\n"
         f"mlflow.set_tracking_uri({result.tracking_uri!r})\n"
         "model = mlflow.pyfunc.load_model('models:/nas-detection-shapes@champion')\n"
         "np.save('out.npy', np.asarray(model.predict(np.load('images.npy'))))\n"
