@@ -104,6 +104,9 @@ KNOWN_VIOLATIONS: set[tuple[str, str]] = {
     ("nas_plugin.tasks.segmentation", "mlflow"),
     ("nas_plugin.tasks.segmentation", "nas_plugin.pruning"),
     ("nas_plugin.tasks.segmentation", "nas_plugin.tracking.model_logging"),
+    ("nas_plugin.tasks.detection", "mlflow"),
+    ("nas_plugin.tasks.detection", "nas_plugin.pruning"),
+    ("nas_plugin.tasks.detection", "nas_plugin.tracking.model_logging"),
     # Estimators and the OFA target search log the best model through the tracking layer.
     ("nas_plugin.estimators.supernet", "nas_plugin.tracking.model_logging"),
     ("nas_plugin.supernets.ofa_targets", "nas_plugin.tracking.model_logging"),
