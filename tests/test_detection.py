@@ -4,6 +4,7 @@ the pipeline as a real multirun read back from MLflow."""
 from __future__ import annotations
 
 import json
+import math
 import random
 import subprocess
 import sys
@@ -226,6 +227,22 @@ def test_a_trial_trains_on_a_written_coco_folder_and_repeats_itself(tmp_path):
     again = run_detection_trial(cfg)  # same seed, same result
     for key in ("val_map_50", "test_map", "train_loss"):
         assert again[key] == results[key], key
+
+
+@pytest.mark.gpu
+def test_a_trial_trains_on_cuda_in_bf16_with_channels_last():
+    cfg = OmegaConf.create(
+        {
+            "seed": 0,
+            "task": shapes_task(),
+            "model": model_config(),
+            "train": {"epochs": 2, "batch_size": 16, "lr": 0.01, "device": "cuda"},
+            "hardware": {"measure": True, "latency_repeats": 2, "latency_warmup": 1},
+        }
+    )
+    results = run_detection_trial(cfg)  # precision and channels_last auto: bf16, on
+    assert 0.0 <= results["val_map_50"] <= 1.0 and results["epochs"] == 2.0
+    assert math.isfinite(results["train_loss"]) and results["latency_ms"] > 0
 
 
 # ---------------------------------------------------------------------------------------------
