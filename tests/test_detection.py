@@ -190,6 +190,16 @@ def test_a_coco_folder_is_read_with_boxes_rescaled_and_categories_numbered(tmp_p
             channel = 0 if category == 7 else 2
             assert inside[channel] > 0.7 and inside[2 - channel] < 0.3
 
+    # Decoded in two worker processes, batch by batch: the same batches as in this process.
+    streamed = load_detection_data(coco_task(images, annotations, num_workers=2))
+    for (a, targets_a), (b, targets_b) in zip(
+        data.loader(data.train, 4), streamed.loader(streamed.train, 4), strict=True
+    ):
+        assert torch.equal(a, b)
+        assert all(
+            torch.equal(x["boxes"], y["boxes"]) for x, y in zip(targets_a, targets_b, strict=True)
+        )
+
 
 def test_coco_errors_name_the_problem(tmp_path):
     images, annotations, _ = write_coco_folder(tmp_path)
