@@ -277,7 +277,7 @@ def test_every_sampled_architecture_builds_and_detects():
         model_config(**{f"blocks.block_{k}.level": 5 for k in range(1, 6)}),
         model_config(**{f"blocks.block_{k}.input_1": 3 for k in range(1, 6)}),
     ]
-    for model_cfg in extremes + [sampled_blocks(rng) for _ in range(10)]:
+    for model_cfg in extremes + [sampled_blocks(rng) for _ in range(25)]:
         detector = build_model(model_cfg, num_classes=4, in_chans=3)
         backbone = detector.backbone
         for side in (64, 48, 33):
