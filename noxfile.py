@@ -74,6 +74,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/benchmarks/streaming.py")
     # Segmentation: the searched Auto-DeepLab vs a hand-designed baseline vs a 1-layer model (mIoU).
     session.run("python", "tests/benchmarks/segmentation.py")
+    # Detection: the searched SpineNet-style FCOS vs a ResNet-like + FPN baseline (mAP).
+    session.run("python", "tests/benchmarks/detection.py")
 
 
 @nox.session

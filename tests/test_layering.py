@@ -89,8 +89,8 @@ FORBIDDEN = {
     "tasks": {"mlflow"},
 }
 
-# Edges that break the rules, while a rewrite is under way (none today); each must still exist (the
-# test fails when one is gone, so the list only shrinks). (importer, imported module or
+# Edges that break the rules while a rewrite is under way (none today); each must still exist
+# (the test fails when one is gone, so the list only shrinks). (importer, imported module or
 # third-party package).
 KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
 

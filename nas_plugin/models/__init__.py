@@ -12,6 +12,7 @@ from nas_plugin.models.compound import build_compound
 from nas_plugin.models.hierarchical import build_hierarchical
 from nas_plugin.models.mbconv import build_mbconv
 from nas_plugin.models.nb201 import build_nb201
+from nas_plugin.models.spinenet import build_spinenet
 from nas_plugin.models.timm_family import build_timm, build_timm_family
 from nas_plugin.models.transformer import build_transformer
 
@@ -26,6 +27,7 @@ BUILDERS: dict[str, Builder] = {
     "hierarchical": build_hierarchical,
     "compound": build_compound,
     "autodeeplab": build_autodeeplab,
+    "spinenet": build_spinenet,
 }
 
 

@@ -237,13 +237,15 @@ def check_compute(plan: SweepPlan, launcher_cfg: DictConfig, job_cfg: DictConfig
             check_batch_sizes(hardware.batch_sizes)
         task = OmegaConf.select(job_cfg, "task", default=None)
         if isinstance(task, DictConfig):
-            from nas_plugin.tasks import segmentation_data, vision_data
+            from nas_plugin.tasks import detection_data, segmentation_data, vision_data
 
             # task.augment, task.num_workers, ... (no image read, no scene generated)
             if task.get("dataset") in vision_data.DATASETS:
                 vision_data.check_task_config(task)
             elif task.get("dataset") in segmentation_data.DATASETS:
                 segmentation_data.check_task_config(task)
+            elif task.get("dataset") in detection_data.DATASETS:
+                detection_data.check_task_config(task)
     except ValueError as err:
         raise SweepConfigError(str(err)) from err
     return gpus

@@ -228,11 +228,12 @@ def build_loader(
     shuffle: bool = False,
     seed: int | None = None,
     drop_last: bool = False,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> DataLoader:
     """A DataLoader over ``dataset`` with ``options`` (workers, pinned memory, persistent
     workers). ``seed`` seeds the shuffle (the same order whatever ``task.num_workers`` is) and
     the augmentation in the workers (the same images for the same seed and number of
-    workers)."""
+    workers). ``collate_fn`` batches items (default: torch's, which stacks)."""
     workers = options.num_workers
     sampler, generator = None, None
     if seed is not None:
@@ -249,6 +250,7 @@ def build_loader(
         sampler=sampler,
         generator=generator,
         drop_last=drop_last,
+        collate_fn=collate_fn,
         num_workers=workers,
         pin_memory=options.pins_memory,
         persistent_workers=workers > 0 and options.persistent_workers,
