@@ -144,6 +144,43 @@ def run_app(cwd: Path, script: str, *args: str, timeout: int = 600) -> AppRun:
     return AppRun(cwd, proc)
 
 
+def refused_in_process(cwd: Path, script: str, *args: str) -> AppRun:
+    """Run ``script`` (a Hydra app) as ``python script *args`` would, in this process: for runs
+    the sweeper must refuse before any trial. It is the same Hydra command line, config
+    composition, plugin discovery and sweeper; only a new interpreter's seconds of imports are
+    saved. Hydra's exit status and everything printed or logged come back as an ``AppRun``."""
+    import contextlib
+    import io
+    import logging
+    import runpy
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    argv, workdir = sys.argv, os.getcwd()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    env = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("MLFLOW_")}
+    os.environ["HYDRA_FULL_ERROR"], status = "0", 0
+    try:
+        os.chdir(cwd)
+        sys.argv = [str(script), *args]
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                runpy.run_path(str(script), run_name="__main__")
+            except SystemExit as exit_:
+                status = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    finally:
+        os.chdir(workdir)
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+        root.handlers[:], root.level = handlers, level  # Hydra configures logging per run
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+        os.environ.update(env)
+    done = subprocess.CompletedProcess(sys.argv, status, stdout.getvalue(), stderr.getvalue())
+    return AppRun(Path(cwd), done)
+
+
 def predict_in_new_process(
     tracking_uri: str, model_uri: str, inputs, labels, cwd: Path
 ) -> tuple[tuple[int, ...], float]:

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import predict_in_new_process, run_app
+from conftest import predict_in_new_process, refused_in_process, run_app
 
 pytestmark = pytest.mark.e2e
 
@@ -250,7 +250,7 @@ def test_same_seed_same_candidates_other_seed_other_candidates(write_app):
 )
 def test_invalid_input_stops_before_any_trial(write_app, params, args, message):
     cwd = write_app(APP, config(params=params))
-    result = run_app(cwd, "train.py", "-m", *args)
+    result = refused_in_process(cwd, "train.py", "-m", *args)
     assert result.proc.returncode != 0
     assert message in result.output, result.output
     # Nothing ran: no experiment, no trial directories.
