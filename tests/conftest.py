@@ -144,11 +144,12 @@ def run_app(cwd: Path, script: str, *args: str, timeout: int = 600) -> AppRun:
     return AppRun(cwd, proc)
 
 
-def refused_in_process(cwd: Path, script: str, *args: str) -> AppRun:
+def run_app_in_process(cwd: Path, script: str, *args: str) -> AppRun:
     """Run ``script`` (a Hydra app) as ``python script *args`` would, in this process: for runs
-    the sweeper must refuse before any trial. It is the same Hydra command line, config
-    composition, plugin discovery and sweeper; only a new interpreter's seconds of imports are
-    saved. Hydra's exit status and everything printed or logged come back as an ``AppRun``."""
+    the sweeper must refuse before any trial, and sweeps of a few trivial trials on the basic
+    launcher. It is the same Hydra command line, config composition, plugin discovery, sweeper
+    and MLflow store; only a new interpreter's seconds of imports are saved. Hydra's exit status
+    and everything printed or logged come back as an ``AppRun``."""
     import contextlib
     import io
     import logging

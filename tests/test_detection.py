@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, clean_env, refused_in_process, run_app
+from conftest import REPO, clean_env, run_app, run_app_in_process
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -466,7 +466,7 @@ def test_search_with_low_fidelity_and_pruner_registers_a_box_predicting_model(tm
 
 @pytest.mark.e2e
 def test_a_bad_searched_key_value_is_refused_before_any_trial(tmp_path):
-    result = refused_in_process(tmp_path, PIPELINE, "-m", "model.blocks.block_2.level=7")
+    result = run_app_in_process(tmp_path, PIPELINE, "-m", "model.blocks.block_2.level=7")
     assert result.proc.returncode != 0
     assert "model.blocks.block_2.level = 7 is not allowed: expected one of 2, 3, 4, 5" in (
         result.output

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, perturb_supernet, predict_in_new_process, refused_in_process, run_app
+from conftest import REPO, perturb_supernet, predict_in_new_process, run_app, run_app_in_process
 from omegaconf import OmegaConf
 from timm.layers import get_act_layer
 
@@ -127,7 +127,7 @@ def test_bad_space_in_a_foreign_app_stops_before_any_trial(write_app) -> None:
               model.stages.s3.stride: [1, 2]
         """,
     )
-    run = refused_in_process(app, "train.py", "-m")
+    run = run_app_in_process(app, "train.py", "-m")
     assert run.proc.returncode != 0
     assert "model.stages.s3.stride cannot be shared by the elastic supernet" in run.output
     assert "fix it (one value) or use another estimator" in run.output

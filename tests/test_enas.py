@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, refused_in_process, run_app, sweep_runs
+from conftest import REPO, run_app, run_app_in_process, sweep_runs
 
 from nas_plugin.oneshot.enas import Controller, collapse_metrics, reinforce_step
 from nas_plugin.oneshot.search import SearchSettings
@@ -219,7 +219,7 @@ def test_enas_sweep_search_run_then_derived_trial(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 def test_bad_enas_option_stops_the_sweep_before_any_search(tmp_path: Path) -> None:
-    result = refused_in_process(
+    result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "vision.py"),
         "--config-name",

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import predict_in_new_process, refused_in_process, run_app
+from conftest import predict_in_new_process, run_app, run_app_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -143,7 +143,7 @@ def test_foreign_app_trials_land_in_mlflow_and_best_model_is_registered(write_ap
 def test_failing_nan_and_non_numeric_trials_are_recorded_and_the_sweep_goes_on(write_app):
     params = "      model.act: [relu, crash, nan, text, gelu]\n"
     cwd = write_app(APP, config(params=params, n_trials=5, max_failures=3))
-    result = run_app(cwd, "train.py", "-m", "hydra/sweeper/strategy=grid")
+    result = run_app_in_process(cwd, "train.py", "-m", "hydra/sweeper/strategy=grid")
     assert result.proc.returncode == 0, result.output
     parent, children = result.runs("foreign")
     by_act = {c.data.params["model.act"]: c for c in children}
@@ -167,7 +167,7 @@ def test_failing_nan_and_non_numeric_trials_are_recorded_and_the_sweep_goes_on(w
 def test_too_many_failures_stop_the_sweep_with_a_clear_message(write_app):
     params = "      model.act: [crash]\n      model.width: [1, 2, 3, 4, 5]\n"
     cwd = write_app(APP, config(params=params, n_trials=5, max_failures=1))
-    result = run_app(cwd, "train.py", "-m")
+    result = run_app_in_process(cwd, "train.py", "-m")
     assert result.proc.returncode != 0
     assert "2 trials failed, more than hydra.sweeper.max_failures=1" in result.output
     parent, children = result.runs("foreign")
@@ -177,7 +177,7 @@ def test_too_many_failures_stop_the_sweep_with_a_clear_message(write_app):
 
 def test_a_space_smaller_than_the_budget_is_not_trained_twice(write_app):
     cwd = write_app(APP, config(params="      model.width: [8, 16, 32]\n", n_trials=6))
-    result = run_app(cwd, "train.py", "-m")
+    result = run_app_in_process(cwd, "train.py", "-m")
     assert result.proc.returncode == 0, result.output
     _, children = result.runs("foreign")
     assert sorted(c.data.params["model.width"] for c in children) == ["16", "32", "8"]
@@ -187,7 +187,7 @@ def test_a_space_smaller_than_the_budget_is_not_trained_twice(write_app):
 def test_same_seed_same_candidates_other_seed_other_candidates(write_app):
     def candidates(seed: int, experiment: str) -> list[str]:
         cwd = write_app(APP, config(seed=seed).replace("foreign}", experiment + "}"))
-        result = run_app(
+        result = run_app_in_process(
             cwd,
             "train.py",
             "-m",
@@ -250,7 +250,7 @@ def test_same_seed_same_candidates_other_seed_other_candidates(write_app):
 )
 def test_invalid_input_stops_before_any_trial(write_app, params, args, message):
     cwd = write_app(APP, config(params=params))
-    result = refused_in_process(cwd, "train.py", "-m", *args)
+    result = run_app_in_process(cwd, "train.py", "-m", *args)
     assert result.proc.returncode != 0
     assert message in result.output, result.output
     # Nothing ran: no experiment, no trial directories.
@@ -296,7 +296,7 @@ def test_credentials_in_the_config_never_reach_mlflow(write_app):
         "log_model: false", "log_model: false\ndb: {host: h, password: hunter2, api_key: k-123}"
     )
     cwd = write_app(APP, secrets_config)
-    result = run_app(cwd, "train.py", "-m", "db.password=from-cli-42")
+    result = run_app_in_process(cwd, "train.py", "-m", "db.password=from-cli-42")
     assert result.proc.returncode == 0, result.output
     parent, children = result.runs("foreign")
     client = result.client()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, refused_in_process
+from conftest import REPO, run_app_in_process
 from test_sweep_config import BASE
 
 from nas_plugin.hardware.gpu_slots import GpuSlotError, claim_gpus, plan_gpus, use_gpus
@@ -121,7 +121,7 @@ def test_reused_loky_workers_keep_one_gpu_each_and_others_wait_for_a_free_one(
 def test_a_sweep_asking_for_missing_gpus_stops_before_any_trial(
     tmp_path: Path, override: str, message: str
 ) -> None:
-    result = refused_in_process(tmp_path, PIPELINE, "-m", "hydra.sweeper.n_trials=2", override)
+    result = run_app_in_process(tmp_path, PIPELINE, "-m", "hydra.sweeper.n_trials=2", override)
     assert result.proc.returncode != 0
     assert message in result.output
     assert "it has: cpu" in result.output or "train.device" not in override

@@ -4,7 +4,7 @@ registry constraints."""
 from __future__ import annotations
 
 import pytest
-from conftest import assert_plots, refused_in_process, run_app
+from conftest import assert_plots, run_app, run_app_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -164,6 +164,6 @@ def test_mnasnet_reward_trades_accuracy_against_latency(write_app):
 )
 def test_bad_objective_config_stops_before_any_trial(write_app, args, message):
     cwd = write_app(APP, CONFIG)
-    result = refused_in_process(cwd, "train.py", "-m", *args)
+    result = run_app_in_process(cwd, "train.py", "-m", *args)
     assert result.proc.returncode != 0
     assert message in result.output, result.output

@@ -11,7 +11,7 @@ import math
 import random
 
 import pytest
-from conftest import REPO, assert_plots, refused_in_process, run_app
+from conftest import REPO, assert_plots, run_app, run_app_in_process
 from hydra import compose, initialize_config_dir
 
 from nas_plugin.predictors import Predictor
@@ -220,7 +220,7 @@ def test_vision_sweep_trains_only_the_proxys_top_candidates_and_mlflow_has_the_s
 
 @pytest.mark.e2e
 def test_a_bad_prescreen_config_stops_the_sweep_before_any_trial(tmp_path):
-    result = refused_in_process(
+    result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "vision.py"),
         "--config-name",

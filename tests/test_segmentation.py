@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, predict_in_new_process, refused_in_process, run_app
+from conftest import REPO, predict_in_new_process, run_app, run_app_in_process
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -293,7 +293,7 @@ def test_search_with_low_fidelity_and_pruner_registers_a_per_pixel_model(tmp_pat
 def test_a_bad_searched_key_value_is_refused_before_any_trial(tmp_path):
     # The space's validator checks the app's model config (the other checks before any trial,
     # e.g. task.augment, are the unit tests' check_task_config, which the sweep calls too).
-    result = refused_in_process(tmp_path, PIPELINE, "-m", "model.path.layer_2=sideways")
+    result = run_app_in_process(tmp_path, PIPELINE, "-m", "model.path.layer_2=sideways")
     assert result.proc.returncode != 0
     assert "model.path.layer_2 = 'sideways' is not allowed: expected one of" in result.output
     assert "Launching" not in result.output

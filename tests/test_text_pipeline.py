@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import REPO, clean_env, refused_in_process, run_app
+from conftest import REPO, clean_env, run_app, run_app_in_process
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -213,7 +213,7 @@ def test_text_sweep_registers_a_champion_that_predicts_raw_text_in_a_new_process
 
 @pytest.mark.e2e
 def test_a_position_type_its_family_lacks_is_refused_before_any_trial(tmp_path: Path) -> None:
-    result = refused_in_process(
+    result = run_app_in_process(
         tmp_path, PIPELINE, "-m", "model.position_embedding_type=choice(absolute,sinusoidal)"
     )
     assert result.proc.returncode != 0

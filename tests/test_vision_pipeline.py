@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO, predict_in_new_process, refused_in_process, run_app
+from conftest import REPO, predict_in_new_process, run_app, run_app_in_process
 from sklearn.datasets import load_digits
 
 pytestmark = pytest.mark.e2e
@@ -114,7 +114,7 @@ def test_timm_family_space_with_low_fidelity_estimator(tmp_path):
 
 
 def test_mbconv_space_without_the_mbconv_model_is_refused_before_any_trial(tmp_path):
-    result = refused_in_process(tmp_path, PIPELINE, "-m", "model=timm_family")
+    result = run_app_in_process(tmp_path, PIPELINE, "-m", "model=timm_family")
     assert result.proc.returncode != 0
     assert "search_space=mbconv needs model.kind='mbconv'" in result.output
     assert "model=mbconv" in result.output

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 import yaml
-from conftest import REPO, AppRun, refused_in_process, run_app
+from conftest import REPO, AppRun, run_app, run_app_in_process
 
 from nas_plugin.objective import parse_objective
 from nas_plugin.space import nb201
@@ -191,7 +191,7 @@ def test_a_bad_warm_start_stops_the_sweep_before_any_trial(write_app) -> None:
     client = AppRun(cwd, None).client()
     client.create_experiment("empty")
     for args, message in ERRORS:
-        result = refused_in_process(
+        result = run_app_in_process(
             cwd, "train.py", "-m", "hydra.sweeper.mlflow.experiment=dst", *FIRST_SPACE, *args
         )
         assert result.proc.returncode != 0, args
