@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import assert_plots, run_app
+from conftest import assert_plots, run_app_in_process
 
 from nas_plugin.estimators import EstimatorError, make_estimator
 from nas_plugin.estimators.hyperband import Hyperband, Rung, promote
@@ -82,7 +82,7 @@ hydra:
 @pytest.mark.e2e
 def test_successive_halving_sweep_logs_each_rung_with_its_budget(write_app):
     cwd = write_app(APP, CONFIG)
-    result = run_app(cwd, "train.py", "-m")
+    result = run_app_in_process(cwd, "train.py", "-m")
     assert result.proc.returncode == 0, result.output
     parent, children = result.runs("halving")
     assert parent.data.params["estimator.name"] == "hyperband"

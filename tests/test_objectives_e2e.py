@@ -4,7 +4,7 @@ registry constraints."""
 from __future__ import annotations
 
 import pytest
-from conftest import assert_plots, run_app, run_app_in_process
+from conftest import assert_plots, run_app_in_process
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +59,7 @@ def _pareto(points):
 
 def test_nsga2_sweep_tags_the_pareto_front_and_registers_every_member(write_app):
     cwd = write_app(APP, CONFIG)
-    result = run_app(
+    result = run_app_in_process(
         cwd,
         "train.py",
         "-m",
@@ -91,7 +91,7 @@ def test_nsga2_sweep_tags_the_pareto_front_and_registers_every_member(write_app)
 
 def test_registry_constraint_picks_the_best_trial_within_a_latency_budget(write_app):
     cwd = write_app(APP, CONFIG)
-    result = run_app(
+    result = run_app_in_process(
         cwd,
         "train.py",
         "-m",
@@ -112,7 +112,7 @@ def test_registry_constraint_picks_the_best_trial_within_a_latency_budget(write_
 
 def test_mnasnet_reward_trades_accuracy_against_latency(write_app):
     cwd = write_app(APP, CONFIG.replace("log_model: true", "log_model: false"))
-    result = run_app(
+    result = run_app_in_process(
         cwd,
         "train.py",
         "-m",
