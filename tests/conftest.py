@@ -156,6 +156,8 @@ def run_app_in_process(cwd: Path, script: str, *args: str) -> AppRun:
     import runpy
 
     from hydra.core.global_hydra import GlobalHydra
+    from mlflow.tracking import fluent
+    from mlflow.tracking._tracking_service import utils
 
     stdout, stderr = io.StringIO(), io.StringIO()
     argv, workdir = sys.argv, os.getcwd()
@@ -163,6 +165,11 @@ def run_app_in_process(cwd: Path, script: str, *args: str) -> AppRun:
     handlers, level = list(root.handlers), root.level
     env = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("MLFLOW_")}
     os.environ["HYDRA_FULL_ERROR"], status = "0", 0
+    # As a new interpreter starts: no Hydra left initialised by an earlier test's compose(), no
+    # tracking URI or experiment set by an earlier in-process test.
+    GlobalHydra.instance().clear()
+    mlflow_state = utils._tracking_uri, fluent._active_experiment_id
+    utils._tracking_uri, fluent._active_experiment_id = None, None
     try:
         os.chdir(cwd)
         sys.argv = [str(script), *args]
@@ -178,6 +185,7 @@ def run_app_in_process(cwd: Path, script: str, *args: str) -> AppRun:
         root.handlers[:], root.level = handlers, level  # Hydra configures logging per run
         os.environ.pop("HYDRA_FULL_ERROR", None)
         os.environ.update(env)
+        utils._tracking_uri, fluent._active_experiment_id = mlflow_state
     done = subprocess.CompletedProcess(sys.argv, status, stdout.getvalue(), stderr.getvalue())
     return AppRun(Path(cwd), done)
 
