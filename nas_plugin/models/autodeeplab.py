@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nas_plugin.models.checks import positive_int
 from nas_plugin.models.nb201 import NB201Cell, ReLUConvBN, cell_ops
 
 MOVES = ("down", "same", "up")
@@ -171,7 +172,7 @@ def _level_size(height: int, width: int, level: int) -> tuple[int, int]:
 def path_moves(model_cfg: Mapping[str, Any]) -> tuple[str, ...]:
     """The ``model.layers`` moves of ``model.path`` (``layer_1`` ...); a ValueError naming a bad
     key."""
-    layers = _positive_int(model_cfg, "layers")
+    layers = positive_int(model_cfg, "layers")
     path = model_cfg.get("path")
     if not isinstance(path, Mapping):
         raise ValueError(
@@ -218,8 +219,8 @@ def check_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "ops": cell_ops(model_cfg),
         "moves": path_moves(model_cfg),
-        "channels": _positive_int(model_cfg, "channels"),
-        "aspp_channels": _positive_int(aspp, "channels", "model.aspp.channels"),
+        "channels": positive_int(model_cfg, "channels"),
+        "aspp_channels": positive_int(aspp, "channels", "model.aspp.channels"),
         "rates": tuple(int(r) for r in rates),
         "skip": skip,
     }
@@ -263,12 +264,3 @@ def _with_value(base: dict[str, Any], path: list[str], value: Any) -> dict[str, 
         node = node.setdefault(key, {})
     node[path[-1]] = value
     return candidate
-
-
-def _positive_int(cfg: Mapping[str, Any], field: str, key: str | None = None) -> int:
-    value = cfg.get(field)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"{key or 'model.' + field} = {value!r} is not allowed: expected an integer >= 1"
-        )
-    return value

@@ -34,6 +34,8 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOSHead
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from nas_plugin.models.checks import positive_int
+
 LEVELS = (2, 3, 4, 5)  # a block's level: its features are 1 / 2**level of the input
 OUTPUT_LEVELS = (2, 3, 4)
 BLOCK_TYPES = ("residual", "bottleneck")
@@ -205,7 +207,7 @@ def build_detector(
 def block_specs(model_cfg: Mapping[str, Any]) -> tuple[tuple[int, str, int, int], ...]:
     """(level, type, input_1, input_2) of each of ``model.num_blocks`` blocks; a ValueError
     naming a bad key."""
-    count = _positive_int(model_cfg, "num_blocks")
+    count = positive_int(model_cfg, "num_blocks")
     blocks = model_cfg.get("blocks")
     keys = [f"block_{k}" for k in range(1, count + 1)]
     if not isinstance(blocks, Mapping):
@@ -239,14 +241,14 @@ def block_specs(model_cfg: Mapping[str, Any]) -> tuple[tuple[int, str, int, int]
 def check_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The builder's arguments from ``model_cfg`` (see ``conf/model/spinenet.yaml``); a
     ValueError naming the first bad key."""
-    channels = _positive_int(model_cfg, "channels")
+    channels = positive_int(model_cfg, "channels")
     if channels % 4:
         raise ValueError(
             f"model.channels = {channels} is not allowed: expected a multiple of 4 (a "
             "bottleneck block's middle is a quarter of it)"
         )
     pyramid = model_cfg.get("pyramid") or {}
-    pyramid_channels = _positive_int(pyramid, "channels", "model.pyramid.channels")
+    pyramid_channels = positive_int(pyramid, "channels", "model.pyramid.channels")
     if pyramid_channels % 32:
         raise ValueError(
             f"model.pyramid.channels = {pyramid_channels} is not allowed: expected a multiple "
@@ -267,9 +269,9 @@ def check_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
         "channels": channels,
         "pyramid_channels": pyramid_channels,
         "fusion": _choice(pyramid, "fusion", FUSIONS, "model.pyramid"),
-        "head_convs": _positive_int(head, "convs", "model.head.convs"),
+        "head_convs": positive_int(head, "convs", "model.head.convs"),
         "anchor_size": float(anchor),
-        "detections": _positive_int(head, "detections", "model.head.detections"),
+        "detections": positive_int(head, "detections", "model.head.detections"),
         **thresholds,
     }
 
@@ -324,14 +326,5 @@ def _choice(cfg: Mapping[str, Any], field: str, allowed: Sequence[Any], where: s
         raise ValueError(
             f"{where}.{field} = {value!r} is not allowed: expected one of "
             f"{', '.join(str(a) for a in allowed)}"
-        )
-    return value
-
-
-def _positive_int(cfg: Mapping[str, Any], field: str, key: str | None = None) -> int:
-    value = cfg.get(field)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"{key or 'model.' + field} = {value!r} is not allowed: expected an integer >= 1"
         )
     return value

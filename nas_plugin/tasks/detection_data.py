@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,12 +38,21 @@ from torch.utils.data import DataLoader, Dataset
 
 # The texture and colour helpers are the segmentation scenes' own: the same look, boxes instead
 # of masks.
-from nas_plugin.tasks.segmentation_data import _fraction, _positive_int, _saturated_colour, _texture
+from nas_plugin.tasks.dense_data import (
+    SHAPE_NAMES,
+    augmentation,
+    fraction,
+    generator_settings,
+    positive_int,
+    saturated_colour,
+    shape_area,
+    split_dataset,
+    texture,
+)
 from nas_plugin.tasks.vision_data import LoaderOptions, build_loader
 
-SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
+SHAPE_CLASSES = SHAPE_NAMES
 DATASETS = ("shapes", "coco")
-AUGMENTATIONS = ("none", "flip")
 MAX_OVERLAP = 0.2  # box IoU a new generated shape may have with an earlier one
 MIN_VISIBLE_PIXELS = 12  # a generated shape with fewer visible pixels is not an object
 PLACEMENT_TRIES = 20
@@ -219,9 +227,9 @@ def check_task_config(task_cfg: Mapping[str, Any]) -> None:
             f"task.dataset = {dataset!r} is not allowed: expected one of {', '.join(DATASETS)}"
         )
     LoaderOptions.from_config(task_cfg)
-    _augment(task_cfg)
-    _positive_int(task_cfg, "resolution")
-    if _fraction(task_cfg, "val_fraction") + _fraction(task_cfg, "test_fraction") >= 1.0:
+    augmentation(task_cfg)
+    positive_int(task_cfg, "resolution")
+    if fraction(task_cfg, "val_fraction") + fraction(task_cfg, "test_fraction") >= 1.0:
         raise ValueError(
             "task.val_fraction + task.test_fraction leaves no training images: expected a sum < 1"
         )
@@ -252,7 +260,7 @@ def load_detection_data(
         names = list(SHAPE_CLASSES)
     else:
         full, names = _load_coco(task_cfg)
-    train, val, test = _split(task_cfg, full)
+    train, val, test = split_dataset(task_cfg, full)
     if train_fraction < 1.0:
         keep = max(1, round(train_fraction * len(train)))
         order = np.random.default_rng(seed).permutation(len(train))
@@ -262,7 +270,7 @@ def load_detection_data(
         val=val,
         test=test,
         class_names=names,
-        flip=_augment(task_cfg) == "flip",
+        flip=augmentation(task_cfg) == "flip",
         loader_options=LoaderOptions.from_config(task_cfg),
     )
 
@@ -287,7 +295,7 @@ def generate_shapes(
     offsets = np.zeros(count + 1, dtype=np.int64)
     for n in range(count):
         gray = np.full((3, 1, 1), rng.uniform(0.25, 0.75), dtype=np.float32)
-        canvas = _texture(rng, xx, yy, gray)
+        canvas = texture(rng, xx, yy, gray)
         owner = np.full((size, size), -1, dtype=np.int64)  # which shape each pixel shows
         labels: list[int] = []
         placed: list[np.ndarray] = []
@@ -300,8 +308,8 @@ def generate_shapes(
                     break
             else:
                 continue  # no room left for it
-            colour = _saturated_colour(rng)
-            canvas[:, inside] = _texture(rng, xx, yy, colour)[:, inside]
+            colour = saturated_colour(rng)
+            canvas[:, inside] = texture(rng, xx, yy, colour)[:, inside]
             owner[inside] = len(labels)
             labels.append(label)
             placed.append(box)
@@ -321,27 +329,7 @@ def _shape_area(
     name: str, rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, size: int
 ) -> np.ndarray:
     """The boolean H x W area of one shape at a random place, size and rotation."""
-    radius = rng.uniform(0.09, 0.24) * size
-    cx, cy = rng.uniform(0.12 * size, 0.88 * size, size=2)
-    theta = rng.uniform(0, 2 * math.pi)
-    # Coordinates in the shape's own rotated frame, in units of its radius.
-    u = ((xx - cx) * math.cos(theta) + (yy - cy) * math.sin(theta)) / radius
-    v = (-(xx - cx) * math.sin(theta) + (yy - cy) * math.cos(theta)) / radius
-    if name == "circle":
-        return u * u + v * v <= 1.0
-    if name == "square":
-        side = 1 / math.sqrt(2)  # inscribed in the circle of the radius
-        return (np.abs(u) <= side) & (np.abs(v) <= side)
-    if name == "triangle":
-        inside = np.ones_like(u, dtype=bool)
-        for k in range(3):  # equilateral, inscribed in the unit circle: three half-planes
-            normal = 2 * math.pi * k / 3
-            inside &= u * math.cos(normal) + v * math.sin(normal) <= 0.5
-        return inside
-    if name == "cross":
-        arm = 0.3
-        return ((np.abs(u) <= arm) & (np.abs(v) <= 1.0)) | ((np.abs(v) <= arm) & (np.abs(u) <= 1.0))
-    raise ValueError(f"unknown shape class {name!r}")
+    return shape_area(name, rng, xx, yy, size, (0.09, 0.24), (0.12, 0.88))
 
 
 def _tight_box(area: np.ndarray) -> np.ndarray | None:
@@ -361,24 +349,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _shape_settings(task_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    shapes = task_cfg.get("shapes") or {}
-    settings = {
-        "count": _positive_int(shapes, "count", "task.shapes.count"),
-        "size": _positive_int(shapes, "size", "task.shapes.size"),
-        "max_objects": _positive_int(shapes, "max_objects", "task.shapes.max_objects"),
-        "seed": shapes.get("seed", 0),
-    }
-    if settings["size"] < 16:
-        raise ValueError(f"task.shapes.size = {settings['size']} is too small: expected >= 16")
-    if isinstance(settings["seed"], bool) or not isinstance(settings["seed"], int):
-        raise ValueError(
-            f"task.shapes.seed = {settings['seed']!r} is not allowed: expected an integer"
-        )
-    noise = shapes.get("noise", 0.08)
-    if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise <= 1:
-        raise ValueError(f"task.shapes.noise = {noise!r} is not allowed: expected 0 <= noise <= 1")
-    settings["noise"] = float(noise)
-    return settings
+    return generator_settings(task_cfg, "shapes", "max_objects", min_size=16)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,7 +366,7 @@ def _coco_settings(task_cfg: Mapping[str, Any]) -> dict[str, Any]:
                 f"{'folder' if key == 'images' else 'instances.json'}>"
             )
         settings[key] = Path(str(value)).expanduser()
-    settings["image_size"] = _positive_int(task_cfg, "image_size")
+    settings["image_size"] = positive_int(task_cfg, "image_size")
     in_chans = task_cfg.get("in_chans", 3)
     if in_chans not in (1, 3):
         raise ValueError(f"task.in_chans = {in_chans!r} is not allowed: expected 1 or 3")
@@ -471,38 +442,3 @@ def _load_coco(task_cfg: Mapping[str, Any]) -> tuple[DetectionFileDataset, list[
         )
     items, names = read_coco(settings["annotations"], settings["images"])
     return DetectionFileDataset(items, settings["image_size"], settings["in_chans"]), names
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared
-
-
-def _split(
-    task_cfg: Mapping[str, Any], full: DetectionDataset
-) -> tuple[DetectionDataset, DetectionDataset, DetectionDataset]:
-    """(train, val, test): a permutation seeded by ``task.split_seed`` cut by the fractions."""
-    count = len(full)
-    val_count = round(_fraction(task_cfg, "val_fraction") * count)
-    test_count = round(_fraction(task_cfg, "test_fraction") * count)
-    if min(val_count, test_count, count - val_count - test_count) < 1:
-        raise ValueError(
-            f"{count} image(s) cannot be split with task.val_fraction = "
-            f"{task_cfg.get('val_fraction')} and task.test_fraction = "
-            f"{task_cfg.get('test_fraction')} so that train, val and test each get one: add "
-            "images or change the fractions"
-        )
-    order = np.random.default_rng(int(task_cfg.get("split_seed", 0))).permutation(count)
-    test_idx = np.sort(order[:test_count])
-    val_idx = np.sort(order[test_count : test_count + val_count])
-    train_idx = np.sort(order[test_count + val_count :])
-    return full.subset(train_idx), full.subset(val_idx), full.subset(test_idx)
-
-
-def _augment(task_cfg: Mapping[str, Any]) -> str:
-    name = task_cfg.get("augment", "none")
-    name = "none" if name in (None, False) else name
-    if name not in AUGMENTATIONS:
-        raise ValueError(
-            f"task.augment = {name!r} is not allowed: expected one of {', '.join(AUGMENTATIONS)}"
-        )
-    return name

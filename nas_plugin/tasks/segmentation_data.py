@@ -22,7 +22,6 @@ images.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +32,20 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from nas_plugin.tasks.dense_data import (
+    augmentation,
+    fraction,
+    generator_settings,
+    positive_int,
+    saturated_colour,
+    shape_area,
+    split_dataset,
+    texture,
+)
 from nas_plugin.tasks.vision_data import LoaderOptions, build_loader
 
 SCENE_CLASSES = ("background", "circle", "square", "triangle", "cross")
 DATASETS = ("scenes", "mask_folder")
-AUGMENTATIONS = ("none", "flip")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_IGNORE_INDEX = 255
 
@@ -219,11 +227,11 @@ def check_task_config(task_cfg: Mapping[str, Any]) -> None:
             f"task.dataset = {dataset!r} is not allowed: expected one of {', '.join(DATASETS)}"
         )
     LoaderOptions.from_config(task_cfg)
-    _augment(task_cfg)
-    _positive_int(task_cfg, "resolution")
-    _fraction(task_cfg, "val_fraction")
-    _fraction(task_cfg, "test_fraction")
-    if _fraction(task_cfg, "val_fraction") + _fraction(task_cfg, "test_fraction") >= 1.0:
+    augmentation(task_cfg)
+    positive_int(task_cfg, "resolution")
+    fraction(task_cfg, "val_fraction")
+    fraction(task_cfg, "test_fraction")
+    if fraction(task_cfg, "val_fraction") + fraction(task_cfg, "test_fraction") >= 1.0:
         raise ValueError(
             "task.val_fraction + task.test_fraction leaves no training images: expected a sum < 1"
         )
@@ -252,7 +260,7 @@ def load_segmentation_data(
         names, ignore_index = list(SCENE_CLASSES), DEFAULT_IGNORE_INDEX
     else:
         full, names, ignore_index = _load_folder(task_cfg)
-    train, val, test = _split(task_cfg, full)
+    train, val, test = split_dataset(task_cfg, full)
     if train_fraction < 1.0:
         keep = max(1, round(train_fraction * len(train)))
         order = np.random.default_rng(seed).permutation(len(train))
@@ -263,7 +271,7 @@ def load_segmentation_data(
         test=test,
         class_names=names,
         ignore_index=ignore_index,
-        flip=_augment(task_cfg) == "flip",
+        flip=augmentation(task_cfg) == "flip",
         loader_options=LoaderOptions.from_config(task_cfg),
     )
 
@@ -287,89 +295,29 @@ def generate_scenes(
         # A gray textured background; shapes in saturated colours of any hue, so that where a
         # shape is shows locally, but which shape it is only from its outline.
         gray = np.full((3, 1, 1), rng.uniform(0.25, 0.75), dtype=np.float32)
-        canvas = _texture(rng, xx, yy, gray)
+        canvas = texture(rng, xx, yy, gray)
         mask = masks[n]
         for _ in range(int(rng.integers(1, max_shapes + 1))):
             label = int(rng.integers(1, len(SCENE_CLASSES)))
             inside = _shape(label, rng, xx, yy, size)
-            colour = _saturated_colour(rng)
-            canvas[:, inside] = _texture(rng, xx, yy, colour)[:, inside]
+            colour = saturated_colour(rng)
+            canvas[:, inside] = texture(rng, xx, yy, colour)[:, inside]
             mask[inside] = label
         canvas += rng.normal(0.0, noise, canvas.shape).astype(np.float32)
         images[n] = np.clip(canvas * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return images, masks
 
 
-def _saturated_colour(rng: np.random.Generator) -> np.ndarray:
-    """A random hue at saturation 0.6-1 and value 0.5-1, as 3 x 1 x 1 RGB in [0, 1]."""
-    hue, saturation, value = rng.uniform(0, 1), rng.uniform(0.6, 1.0), rng.uniform(0.5, 1.0)
-    # HSV to RGB, as colorsys does it, without the per-pixel loop.
-    k = (np.array([5.0, 3.0, 1.0]) + hue * 6) % 6
-    rgb = value - value * saturation * np.clip(np.minimum(k, 4 - k), 0, 1)
-    return rgb.reshape(3, 1, 1).astype(np.float32)
-
-
-def _texture(
-    rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, colour: np.ndarray
-) -> np.ndarray:
-    """3 x H x W in [0, 1]: ``colour`` (3 x 1 x 1) modulated by a random oriented sine grating."""
-    angle = rng.uniform(0, math.pi)
-    period = rng.uniform(3.0, xx.shape[0] / 2)
-    phase = rng.uniform(0, 2 * math.pi)
-    wave = np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi / period + phase)
-    contrast = np.float32(rng.uniform(0.03, 0.15))
-    return np.clip(colour + contrast * wave[None], 0.0, 1.0).astype(np.float32)
-
-
 def _shape(
     label: int, rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, size: int
 ) -> np.ndarray:
-    """The boolean H x W area of one shape of class ``label``, at a random place, size and
-    rotation (partly outside the image is allowed)."""
-    radius = rng.uniform(0.15, 0.32) * size
-    cx, cy = rng.uniform(0.15 * size, 0.85 * size, size=2)
-    theta = rng.uniform(0, 2 * math.pi)
-    # Coordinates in the shape's own rotated frame, in units of its radius.
-    u = ((xx - cx) * math.cos(theta) + (yy - cy) * math.sin(theta)) / radius
-    v = (-(xx - cx) * math.sin(theta) + (yy - cy) * math.cos(theta)) / radius
-    name = SCENE_CLASSES[label]
-    if name == "circle":
-        return u * u + v * v <= 1.0
-    if name == "square":
-        side = 1 / math.sqrt(2)  # a square inscribed in the circle of the radius
-        return (np.abs(u) <= side) & (np.abs(v) <= side)
-    if name == "triangle":
-        # Equilateral, inscribed in the unit circle: three half-planes.
-        inside = np.ones_like(u, dtype=bool)
-        for k in range(3):
-            normal = 2 * math.pi * k / 3
-            inside &= u * math.cos(normal) + v * math.sin(normal) <= 0.5
-        return inside
-    if name == "cross":
-        arm = 0.3
-        return ((np.abs(u) <= arm) & (np.abs(v) <= 1.0)) | ((np.abs(v) <= arm) & (np.abs(u) <= 1.0))
-    raise ValueError(f"unknown scene class {name!r}")
+    """The boolean H x W area of one shape of class ``label`` (an index of
+    :data:`SCENE_CLASSES`), at a random place, size and rotation."""
+    return shape_area(SCENE_CLASSES[label], rng, xx, yy, size, (0.15, 0.32), (0.15, 0.85))
 
 
 def _scene_settings(task_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    scenes = task_cfg.get("scenes") or {}
-    settings = {
-        "count": _positive_int(scenes, "count", "task.scenes.count"),
-        "size": _positive_int(scenes, "size", "task.scenes.size"),
-        "max_shapes": _positive_int(scenes, "max_shapes", "task.scenes.max_shapes"),
-        "seed": scenes.get("seed", 0),
-    }
-    if settings["size"] < 8:
-        raise ValueError(f"task.scenes.size = {settings['size']} is too small: expected >= 8")
-    if isinstance(settings["seed"], bool) or not isinstance(settings["seed"], int):
-        raise ValueError(
-            f"task.scenes.seed = {settings['seed']!r} is not allowed: expected an integer"
-        )
-    noise = scenes.get("noise", 0.08)
-    if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 <= noise <= 1:
-        raise ValueError(f"task.scenes.noise = {noise!r} is not allowed: expected 0 <= noise <= 1")
-    settings["noise"] = float(noise)
-    return settings
+    return generator_settings(task_cfg, "scenes", "max_shapes", min_size=8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,7 +333,7 @@ def _folder_settings(task_cfg: Mapping[str, Any]) -> dict[str, Any]:
                 f"task.{key} is required for task.dataset=mask_folder: pass task.{key}=<folder>"
             )
         settings[key] = Path(str(value)).expanduser()
-    settings["num_classes"] = _positive_int(task_cfg, "num_classes")
+    settings["num_classes"] = positive_int(task_cfg, "num_classes")
     if settings["num_classes"] < 2:
         raise ValueError(
             f"task.num_classes = {settings['num_classes']} is not allowed: expected >= 2"
@@ -399,7 +347,7 @@ def _folder_settings(task_cfg: Mapping[str, Any]) -> dict[str, Any]:
                 f"{settings['num_classes']}: give one name per class id"
             )
     settings["class_names"] = names or [f"class_{i}" for i in range(settings["num_classes"])]
-    settings["image_size"] = _positive_int(task_cfg, "image_size")
+    settings["image_size"] = positive_int(task_cfg, "image_size")
     in_chans = task_cfg.get("in_chans", 3)
     if in_chans not in (1, 3):
         raise ValueError(f"task.in_chans = {in_chans!r} is not allowed: expected 1 or 3")
@@ -446,54 +394,3 @@ def _load_folder(task_cfg: Mapping[str, Any]) -> tuple[SegmentationFileDataset, 
         settings["ignore_index"],
     )
     return dataset, settings["class_names"], settings["ignore_index"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared
-
-
-def _split(
-    task_cfg: Mapping[str, Any], full: SegmentationDataset
-) -> tuple[SegmentationDataset, SegmentationDataset, SegmentationDataset]:
-    """(train, val, test): a permutation seeded by ``task.split_seed`` cut by the fractions."""
-    count = len(full)
-    val_count = round(_fraction(task_cfg, "val_fraction") * count)
-    test_count = round(_fraction(task_cfg, "test_fraction") * count)
-    if min(val_count, test_count, count - val_count - test_count) < 1:
-        raise ValueError(
-            f"{count} image(s) cannot be split with task.val_fraction = "
-            f"{task_cfg.get('val_fraction')} and task.test_fraction = "
-            f"{task_cfg.get('test_fraction')} so that train, val and test each get one: add "
-            "images or change the fractions"
-        )
-    order = np.random.default_rng(int(task_cfg.get("split_seed", 0))).permutation(count)
-    test_idx = np.sort(order[:test_count])
-    val_idx = np.sort(order[test_count : test_count + val_count])
-    train_idx = np.sort(order[test_count + val_count :])
-    return full.subset(train_idx), full.subset(val_idx), full.subset(test_idx)
-
-
-def _augment(task_cfg: Mapping[str, Any]) -> str:
-    name = task_cfg.get("augment", "none")
-    name = "none" if name in (None, False) else name
-    if name not in AUGMENTATIONS:
-        raise ValueError(
-            f"task.augment = {name!r} is not allowed: expected one of {', '.join(AUGMENTATIONS)}"
-        )
-    return name
-
-
-def _positive_int(cfg: Mapping[str, Any], field: str, key: str | None = None) -> int:
-    value = cfg.get(field)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
-            f"{key or 'task.' + field} = {value!r} is not allowed: expected an integer >= 1"
-        )
-    return value
-
-
-def _fraction(task_cfg: Mapping[str, Any], key: str) -> float:
-    value = task_cfg.get(key, 0.15)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < 1.0:
-        raise ValueError(f"task.{key} = {value!r} is not allowed: expected 0 < fraction < 1")
-    return float(value)

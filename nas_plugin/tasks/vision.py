@@ -22,11 +22,14 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from nas_plugin.hardware.cost import measure_configured_cost
 from nas_plugin.hardware.device import Runtime, on_cpu
 from nas_plugin.models import build_model
 from nas_plugin.tasks.reporting import EpochLoop, current_reporter
-from nas_plugin.tasks.training import make_optimizer, seed_everything, set_threads
+from nas_plugin.tasks.training import (
+    make_optimizer,
+    model_cost,
+    start_trial,
+)
 from nas_plugin.tasks.vision_data import (
     STATS_IMAGES,
     ImageDataset,
@@ -85,31 +88,15 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
     Raises:
         FloatingPointError: the training loss became NaN or infinite.
     """
-    seed = int(cfg.seed)
-    seed_everything(seed)
-    train_cfg = cfg.train
-    epochs, batch_size, lr = int(train_cfg.epochs), int(train_cfg.batch_size), float(train_cfg.lr)
-    if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(
-            f"train.epochs = {epochs}, train.batch_size = {batch_size}, train.lr = {lr}: "
-            "expected epochs >= 1, batch_size >= 1 and lr > 0"
-        )
-    set_threads(train_cfg)
-    runtime = Runtime.from_config(train_cfg)
-    reporter = current_reporter()
-    reporter.set_tags(runtime.describe())
+    seed, epochs, runtime = start_trial(cfg)
+    train_cfg, reporter = cfg.train, current_reporter()
 
     data = load_vision_data(cfg.task, float(train_cfg.get("train_fraction", 1.0)), seed)
     net = build_model(cfg.model, data.num_classes, data.in_chans)
     mean, std = channel_stats(data.train, loader=data.loader)
     model = runtime.prepare(nn.Sequential(Preprocess(int(cfg.task.resolution), mean, std), net))
 
-    results: dict[str, float] = {}
-    hardware = cfg.get("hardware") or {}
-    if hardware.get("measure", True):
-        results.update(measure_configured_cost(model, data.image_shape, hardware))
-    else:
-        results["params"] = float(sum(p.numel() for p in model.parameters()))
+    results = model_cost(model, data.image_shape, cfg.get("hardware"))
 
     loop = EpochLoop(epochs)
     train_loss, val_loss, val_accuracy, seconds = train(model, data, train_cfg, seed, loop, runtime)
