@@ -15,7 +15,6 @@ of each class present in the split) on val and test.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable
 
@@ -37,9 +36,11 @@ from nas_plugin.tasks.detection_data import (
 from nas_plugin.tasks.reporting import EpochLoop, current_reporter
 from nas_plugin.tasks.segmentation import metric_safe
 from nas_plugin.tasks.training import (
-    make_optimizer,
+    check_finite_loss,
+    cosine_optimizer,
     model_cost,
     start_trial,
+    training_batches,
 )
 from nas_plugin.tasks.vision import model_device, recalibrate_batchnorm
 
@@ -187,20 +188,8 @@ def train(
     runtime = Runtime.from_config(train_cfg) if runtime is None else runtime
     model = runtime.prepare(model)
     detector = runtime.compiled(model.detector)
-    loader = data.loader(
-        data.augmented_train,
-        batch_size,
-        shuffle=True,
-        seed=seed,
-        drop_last=len(data.train) % batch_size == 1,  # BatchNorm cannot train on one image
-    )
-    if len(loader) == 0:
-        raise ValueError(
-            f"the training split has {len(data.train)} image(s): too few to train on; raise "
-            "train.train_fraction or add data"
-        )
-    optimizer = make_optimizer(model, train_cfg)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
+    loader = training_batches(data, batch_size, seed)
+    optimizer, scheduler = cosine_optimizer(model, train_cfg, epochs * len(loader))
     scaler = runtime.grad_scaler()
     reporter = current_reporter()
     recalibration = recalibration_loader(
@@ -226,11 +215,7 @@ def train(
             total_loss += loss.detach().float() * len(images)
             seen += len(images)
         train_loss = total_loss.item() / seen
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"training loss is {train_loss} at epoch {epoch}: the model diverged; lower "
-                f"train.lr (now {train_cfg.lr}) or change the architecture"
-            )
+        check_finite_loss(train_loss, epoch, train_cfg)
         recalibrate_batchnorm(PyramidFeatures(model), recalibration, runtime=runtime)
         scores = evaluate(model, val_batches, data, runtime=runtime)
         metrics = {

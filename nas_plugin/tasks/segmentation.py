@@ -34,9 +34,11 @@ from nas_plugin.tasks.segmentation_data import (
     load_segmentation_data,
 )
 from nas_plugin.tasks.training import (
-    make_optimizer,
+    check_finite_loss,
+    cosine_optimizer,
     model_cost,
     start_trial,
+    training_batches,
 )
 from nas_plugin.tasks.vision import Preprocess, model_device, recalibrate_batchnorm
 
@@ -131,21 +133,8 @@ def train(
     runtime = Runtime.from_config(train_cfg) if runtime is None else runtime
     model = runtime.prepare(model)
     forward = runtime.compiled(model)
-    loader = data.loader(
-        data.augmented_train,
-        batch_size,
-        shuffle=True,
-        seed=seed,
-        # BatchNorm cannot train on one image pooled to 1x1 (ASPP's image pooling).
-        drop_last=len(data.train) % batch_size == 1,
-    )
-    if len(loader) == 0:
-        raise ValueError(
-            f"the training split has {len(data.train)} image(s): too few to train on; raise "
-            "train.train_fraction or add data"
-        )
-    optimizer = make_optimizer(model, train_cfg)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
+    loader = training_batches(data, batch_size, seed)
+    optimizer, scheduler = cosine_optimizer(model, train_cfg, epochs * len(loader))
     scaler = runtime.grad_scaler()
     reporter = current_reporter()
     recalibration = recalibration_loader(
@@ -170,11 +159,7 @@ def train(
             total_loss += loss.detach().float() * len(images)
             seen += len(images)
         train_loss = total_loss.item() / seen
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"training loss is {train_loss} at epoch {epoch}: the model diverged; lower "
-                f"train.lr (now {train_cfg.lr}) or change the architecture"
-            )
+        check_finite_loss(train_loss, epoch, train_cfg)
         recalibrate_batchnorm(model, recalibration, runtime=runtime)
         scores = evaluate(model, val_batches, data, runtime=runtime)
         metrics = {

@@ -31,7 +31,7 @@ from nas_plugin.models.transformer import build_transformer, resolve_architectur
 from nas_plugin.tasks.reporting import EpochLoop, TrialReporter, current_reporter
 from nas_plugin.tasks.text_data import TextSplit, load_text_data
 from nas_plugin.tasks.tokenizer import LoadedTokenizer, load_tokenizer
-from nas_plugin.tasks.training import make_optimizer, seed_everything, set_threads
+from nas_plugin.tasks.training import check_budget, make_optimizer, seed_everything, set_threads
 
 EVAL_BATCH_SIZE = 256
 INPUT_EXAMPLE_SIZE = 3
@@ -112,12 +112,7 @@ def run_text_trial(cfg: DictConfig) -> dict[str, float]:
     seed = int(cfg.seed)
     seed_everything(seed)
     train_cfg = cfg.train
-    epochs, batch_size, lr = int(train_cfg.epochs), int(train_cfg.batch_size), float(train_cfg.lr)
-    if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(
-            f"train.epochs = {epochs}, train.batch_size = {batch_size}, train.lr = {lr}: "
-            "expected epochs >= 1, batch_size >= 1 and lr > 0"
-        )
+    epochs = check_budget(train_cfg)
     if cfg.model.get("kind") != "transformer":
         raise ValueError(
             f"model.kind = {cfg.model.get('kind')!r}: the text task trains transformer encoders; "

@@ -4,6 +4,7 @@ by ``train.optimizer``."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import nn
+from torch.utils.data import DataLoader
 
 from nas_plugin.hardware.cost import measure_configured_cost
 from nas_plugin.hardware.device import Runtime
@@ -55,12 +57,7 @@ def start_trial(cfg: DictConfig) -> tuple[int, int, Runtime]:
     seed = int(cfg.seed)
     seed_everything(seed)
     train_cfg = cfg.train
-    epochs, batch_size, lr = int(train_cfg.epochs), int(train_cfg.batch_size), float(train_cfg.lr)
-    if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise ValueError(
-            f"train.epochs = {epochs}, train.batch_size = {batch_size}, train.lr = {lr}: "
-            "expected epochs >= 1, batch_size >= 1 and lr > 0"
-        )
+    epochs = check_budget(train_cfg)
     set_threads(train_cfg)
     runtime = Runtime.from_config(train_cfg)
     current_reporter().set_tags(runtime.describe())
@@ -76,3 +73,52 @@ def model_cost(
     if hardware.get("measure", True):
         return dict(measure_configured_cost(model, input_shape, hardware))
     return {"params": float(sum(p.numel() for p in model.parameters()))}
+
+
+def check_budget(train_cfg: Mapping[str, Any]) -> int:
+    """``train.epochs`` (>= 1) once ``train.batch_size`` >= 1 and ``train.lr`` > 0 are checked
+    too; else a ValueError naming all three."""
+    epochs, batch_size = int(train_cfg["epochs"]), int(train_cfg["batch_size"])
+    lr = float(train_cfg["lr"])
+    if epochs < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(
+            f"train.epochs = {epochs}, train.batch_size = {batch_size}, train.lr = {lr}: "
+            "expected epochs >= 1, batch_size >= 1 and lr > 0"
+        )
+    return epochs
+
+
+def training_batches(data: Any, batch_size: int, seed: int) -> DataLoader:
+    """Shuffled (seeded), augmented batches of ``data.train`` through ``data.loader``. A last
+    batch of a single image is dropped: BatchNorm cannot train on one image whose features are
+    pooled to 1x1. Too few images for one batch is a ValueError."""
+    loader = data.loader(
+        data.augmented_train,
+        batch_size,
+        shuffle=True,
+        seed=seed,
+        drop_last=len(data.train) % batch_size == 1,
+    )
+    if len(loader) == 0:
+        raise ValueError(
+            f"the training split has {len(data.train)} image(s): too few to train on; raise "
+            "train.train_fraction or add data"
+        )
+    return loader
+
+
+def cosine_optimizer(
+    model: nn.Module, train_cfg: DictConfig, total_steps: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """``make_optimizer``'s optimizer and a cosine schedule to 0 over ``total_steps`` steps."""
+    optimizer = make_optimizer(model, train_cfg)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+
+
+def check_finite_loss(train_loss: float, epoch: int, train_cfg: Mapping[str, Any]) -> None:
+    """A FloatingPointError if an epoch's mean training loss is NaN or infinite."""
+    if not math.isfinite(train_loss):
+        raise FloatingPointError(
+            f"training loss is {train_loss} at epoch {epoch}: the model diverged; lower "
+            f"train.lr (now {train_cfg['lr']}) or change the architecture"
+        )

@@ -26,9 +26,11 @@ from nas_plugin.hardware.device import Runtime, on_cpu
 from nas_plugin.models import build_model
 from nas_plugin.tasks.reporting import EpochLoop, current_reporter
 from nas_plugin.tasks.training import (
-    make_optimizer,
+    check_finite_loss,
+    cosine_optimizer,
     model_cost,
     start_trial,
+    training_batches,
 )
 from nas_plugin.tasks.vision_data import (
     STATS_IMAGES,
@@ -157,21 +159,8 @@ def train(
     runtime = Runtime.from_config(train_cfg) if runtime is None else runtime
     model = runtime.prepare(model)
     forward = runtime.compiled(model)
-    loader = data.loader(
-        data.augmented_train,
-        batch_size,
-        shuffle=True,
-        seed=seed,
-        # BatchNorm cannot train on a batch of one image whose features are pooled to 1x1.
-        drop_last=len(data.train) % batch_size == 1,
-    )
-    if len(loader) == 0:
-        raise ValueError(
-            f"the training split has {len(data.train)} image(s): too few to train on; raise "
-            "train.train_fraction or add data"
-        )
-    optimizer = make_optimizer(model, train_cfg)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
+    loader = training_batches(data, batch_size, seed)
+    optimizer, scheduler = cosine_optimizer(model, train_cfg, epochs * len(loader))
     scaler = runtime.grad_scaler()
     reporter = current_reporter()
     recalibration_images = int(train_cfg.get("bn_recalibration_images", BN_RECALIBRATION_IMAGES))
@@ -196,11 +185,7 @@ def train(
             total_loss += loss.detach().float() * len(labels)
             seen += len(labels)
         train_loss = total_loss.item() / seen
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"training loss is {train_loss} at epoch {epoch}: the model diverged; lower "
-                f"train.lr (now {train_cfg.lr}) or change the architecture"
-            )
+        check_finite_loss(train_loss, epoch, train_cfg)
         recalibrate_batchnorm(model, recalibration_batches, runtime=runtime)
         val_loss, val_accuracy = evaluate(model, val_batches, runtime=runtime)
         metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
