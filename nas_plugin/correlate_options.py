@@ -33,8 +33,8 @@ def add_correlate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--factory",
         default=None,
-        help="'module:function' that rebuilds a trial's model and batch; default: the vision "
-        "pipeline's (nas_plugin.tasks.vision_proxy:proxy_inputs)",
+        help="'module:function' that rebuilds a trial's model and batch; default: our "
+        "pipelines' (nas_plugin.tasks.proxy_factory:proxy_inputs)",
     )
     parser.add_argument("--max-trials", type=int, default=None, help="default: every trial")
     parser.add_argument("--batch-size", type=int, default=64, help="default: 64")

@@ -407,7 +407,7 @@ def test_zero_cost_config_builds_the_estimator_it_documents() -> None:
         "batch_size": 64,
         "batches": 1,
         "seed": 0,
-        "factory": "nas_plugin.tasks.vision_proxy:proxy_inputs",
+        "factory": "nas_plugin.tasks.proxy_factory:proxy_inputs",
     }
     assert estimator.overrides() == {} and estimator.config_keys() == []
 

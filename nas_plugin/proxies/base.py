@@ -5,6 +5,11 @@ passed as keyword arguments (a transformers tokenizer's ``input_ids`` / ``attent
 ``targets`` are class indices (cross-entropy) or float values (mean squared error). A model may
 return a tensor of logits, a mapping with ``"logits"`` (a transformers ``ModelOutput``), an object
 with ``.logits`` or a tuple whose first item is the logits.
+
+A model whose loss is not a function of its logits and class indices (a detector: its loss
+assigns boxes to locations) defines ``proxy_loss(inputs, targets) -> scalar tensor``; the
+gradient proxies (``snip``, ``grad_norm``, ``fisher``, ``grasp``) then differentiate that, and
+its ``targets`` may be any tensor the method understands (e.g. padded boxes).
 """
 
 from __future__ import annotations
@@ -102,6 +107,15 @@ def logits_of(output: Any) -> torch.Tensor:
         f"cannot find logits in the model's output ({type(output).__name__}): return a tensor, "
         "a mapping with 'logits', or an object with a .logits tensor"
     )
+
+
+def model_loss(model: nn.Module, inputs: Inputs, targets: torch.Tensor) -> torch.Tensor:
+    """The loss the gradient proxies differentiate: the model's own ``proxy_loss`` when it has
+    one, else :func:`loss_of` its logits."""
+    own = getattr(model, "proxy_loss", None)
+    if callable(own):
+        return own(inputs, targets)
+    return loss_of(call(model, inputs), targets)
 
 
 def loss_of(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

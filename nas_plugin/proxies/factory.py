@@ -18,8 +18,9 @@ import torch
 
 from nas_plugin.proxies.base import ProxyError
 
-# Our vision task (pipelines/vision.py); a task of another app names its own.
-DEFAULT_FACTORY = "nas_plugin.tasks.vision_proxy:proxy_inputs"
+# Our tasks' (vision, segmentation, detection pipelines: by the trial's model.kind); a task of
+# another app names its own.
+DEFAULT_FACTORY = "nas_plugin.tasks.proxy_factory:proxy_inputs"
 
 Factory = Callable[[Any, int, int, int], tuple[Any, Any, Any]]
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from nas_plugin.proxies.base import Batch, ProxyError, call, loss_of, weights
+from nas_plugin.proxies.base import Batch, ProxyError, model_loss, weights
 
 
 def snip(model: nn.Module, batches: Sequence[Batch]) -> float:
@@ -61,7 +61,7 @@ def _add_hessian_grad(
     hessian_grad: list[torch.Tensor],
 ) -> None:
     for inputs, targets in batches:
-        loss = loss_of(call(model, inputs), targets) / len(batches)
+        loss = model_loss(model, inputs, targets) / len(batches)
         first = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         product = sum((g * f).sum() for g, f in zip(grads, first, strict=True) if f is not None)
         if not isinstance(product, torch.Tensor) or not product.requires_grad:
@@ -114,7 +114,7 @@ def fisher(model: nn.Module, batches: Sequence[Batch]) -> float:
         for inputs, targets in batches:
             outputs.clear()
             model.zero_grad(set_to_none=True)
-            loss_of(call(model, inputs), targets).backward()
+            model_loss(model, inputs, targets).backward()
             for activation, channel_dim, fan_in in outputs:
                 if activation.grad is None:
                     continue  # an output that does not reach the loss
@@ -142,7 +142,7 @@ def _loss_gradients(
     """d(mean loss over the batches)/d(params); zeros for a parameter the loss does not use."""
     totals = [torch.zeros_like(p) for p in params]
     for inputs, targets in batches:
-        loss = loss_of(call(model, inputs), targets) / len(batches)
+        loss = model_loss(model, inputs, targets) / len(batches)
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         for total, grad in zip(totals, grads, strict=True):
             if grad is not None:

@@ -59,7 +59,7 @@ class PrescreenConfig:
     predictor_after: int = 20
     batch_size: int = 64
     seed: int = 0
-    factory: str = "nas_plugin.tasks.vision_proxy:proxy_inputs"
+    factory: str = "nas_plugin.tasks.proxy_factory:proxy_inputs"
 
     @classmethod
     def from_config(
