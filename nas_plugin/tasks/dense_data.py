@@ -1,5 +1,6 @@
 """What the dense tasks' data (segmentation, detection) share: generated shapes on textured
-backgrounds, the checks of their config, the seeded split and the augmentation choice.
+backgrounds, the checks of their config, the seeded split, the augmentation choice, and the
+splits' common plumbing (:class:`DenseSplits`: shapes, loaders, channel statistics).
 
 Generated images: a gray background modulated by an oriented sine grating, shapes (circle,
 square, triangle, cross) at a random place, size and rotation painted in a saturated colour of
@@ -9,15 +10,19 @@ any hue, so that colour says *where* a shape is and only its outline says *which
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from nas_plugin.models.checks import positive_int as _model_positive_int
+from nas_plugin.tasks.vision_data import LoaderOptions, build_loader
 
 SHAPE_NAMES = ("circle", "square", "triangle", "cross")
 AUGMENTATIONS = ("none", "flip")
+STATS_IMAGES = 2048  # training images the channel statistics are estimated on
 
 
 def saturated_colour(rng: np.random.Generator) -> np.ndarray:
@@ -152,3 +157,84 @@ def fraction(task_cfg: Mapping[str, Any], key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value < 1.0:
         raise ValueError(f"task.{key} = {value!r} is not allowed: expected 0 < fraction < 1")
     return float(value)
+
+
+def check_common_task_config(task_cfg: Mapping[str, Any], datasets: Sequence[str]) -> str:
+    """The checks every dense task config gets before any image is read (``task.dataset`` in
+    ``datasets``, the loader settings, ``task.augment``, ``task.resolution``, the split
+    fractions); returns the dataset's name. ValueErrors name the key."""
+    dataset = task_cfg.get("dataset")
+    if dataset not in datasets:
+        raise ValueError(
+            f"task.dataset = {dataset!r} is not allowed: expected one of {', '.join(datasets)}"
+        )
+    LoaderOptions.from_config(task_cfg)
+    augmentation(task_cfg)
+    positive_int(task_cfg, "resolution")
+    if fraction(task_cfg, "val_fraction") + fraction(task_cfg, "test_fraction") >= 1.0:
+        raise ValueError(
+            "task.val_fraction + task.test_fraction leaves no training images: expected a sum < 1"
+        )
+    return str(dataset)
+
+
+class DenseSplits:
+    """What ``SegmentationData`` and ``DetectionData`` (dataclasses with ``train``, ``val``,
+    ``test``, ``class_names``, ``flip`` and ``loader_options``) share."""
+
+    #: how the task's loaders batch examples (None: torch's default collation)
+    collate: ClassVar[Callable[[list], Any] | None] = None
+    train: Any
+    class_names: list[str]
+    flip: bool
+    loader_options: LoaderOptions
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def in_chans(self) -> int:
+        return self.train.image_shape[0]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.train.image_shape
+
+    @property
+    def augmented_train(self) -> Any:
+        """The training split with ``task.augment`` (random horizontal flips) applied."""
+        return self.train.with_flip(True) if self.flip else self.train
+
+    def loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
+        """A DataLoader (batching with :attr:`collate`) with the task's worker settings, seeded
+        as the vision task's are (:func:`~nas_plugin.tasks.vision_data.build_loader`)."""
+        if type(self).collate is not None:
+            kwargs["collate_fn"] = type(self).collate
+        return build_loader(self.loader_options, dataset, batch_size, **kwargs)
+
+    def recalibration_loader(self, images: int, seed: int, batch_size: int) -> DataLoader | None:
+        """Batches of a seeded random subset of ``images`` unaugmented training images (None if
+        ``images`` <= 0) for :func:`~nas_plugin.tasks.vision.recalibrate_batchnorm`."""
+        if images <= 0:
+            return None
+        order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))
+        return self.loader(Subset(self.train, order[:images].tolist()), batch_size)
+
+    def channel_stats(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std of (a fixed-seed sample of ``STATS_IMAGES``) training
+        images."""
+        order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(0))
+        sample = Subset(self.train, order[:STATS_IMAGES].tolist())
+        channels = self.in_chans
+        total = torch.zeros(channels, dtype=torch.float64)
+        total_sq = torch.zeros_like(total)
+        count = 0
+        for images, _ in self.loader(sample, batch_size):
+            images = images.double()
+            total += images.sum(dim=(0, 2, 3))
+            total_sq += images.square().sum(dim=(0, 2, 3))
+            count += images.numel() // channels
+        mean = total / count
+        std = (total_sq / count - mean.square()).clamp_min(0).sqrt()
+        return mean.float(), std.float().clamp_min(1e-6)

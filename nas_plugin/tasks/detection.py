@@ -21,7 +21,7 @@ from collections.abc import Iterable
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
@@ -47,7 +47,6 @@ from nas_plugin.tasks.vision import model_device, recalibrate_batchnorm
 EVAL_BATCH_SIZE = 64
 BN_RECALIBRATION_IMAGES = 512
 INPUT_EXAMPLE_SIZE = 4
-STATS_IMAGES = 2048
 NO_LABEL = -1.0  # the label of a padding row in DetectionModel's output
 
 
@@ -230,12 +229,8 @@ def train(
 
 
 def recalibration_loader(data: DetectionData, images: int, seed: int) -> DataLoader | None:
-    """Batches of a seeded random subset of unaugmented training images (None if ``images``
-    <= 0) for :func:`~nas_plugin.tasks.vision.recalibrate_batchnorm`."""
-    if images <= 0:
-        return None
-    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
-    return data.loader(Subset(data.train, order[:images].tolist()), EVAL_BATCH_SIZE)
+    """See :meth:`~nas_plugin.tasks.dense_data.DenseSplits.recalibration_loader`."""
+    return data.recalibration_loader(images, seed, EVAL_BATCH_SIZE)
 
 
 @torch.no_grad()
@@ -293,18 +288,5 @@ def detection_scores(
 
 
 def channel_stats(data: DetectionData) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of (a fixed-seed sample of ``STATS_IMAGES``) training images."""
-    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
-    sample = Subset(data.train, order[:STATS_IMAGES].tolist())
-    channels = data.in_chans
-    total = torch.zeros(channels, dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
-    count = 0
-    for images, _ in data.loader(sample, EVAL_BATCH_SIZE):
-        images = images.double()
-        total += images.sum(dim=(0, 2, 3))
-        total_sq += images.square().sum(dim=(0, 2, 3))
-        count += images.numel() // channels
-    mean = total / count
-    std = (total_sq / count - mean.square()).clamp_min(0).sqrt()
-    return mean.float(), std.float().clamp_min(1e-6)
+    """Per-channel mean and std of (a fixed-seed sample of) the training images."""
+    return data.channel_stats(EVAL_BATCH_SIZE)

@@ -34,14 +34,15 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 # The texture and colour helpers are the segmentation scenes' own: the same look, boxes instead
 # of masks.
 from nas_plugin.tasks.dense_data import (
     SHAPE_NAMES,
+    DenseSplits,
     augmentation,
-    fraction,
+    check_common_task_config,
     generator_settings,
     positive_int,
     saturated_colour,
@@ -49,7 +50,7 @@ from nas_plugin.tasks.dense_data import (
     split_dataset,
     texture,
 )
-from nas_plugin.tasks.vision_data import LoaderOptions, build_loader
+from nas_plugin.tasks.vision_data import LoaderOptions
 
 SHAPE_CLASSES = SHAPE_NAMES
 DATASETS = ("shapes", "coco")
@@ -186,53 +187,22 @@ def _maybe_flip(image: torch.Tensor, target: Target, flip: bool) -> tuple[torch.
 
 
 @dataclass
-class DetectionData:
+class DetectionData(DenseSplits):
+    """The splits; ``class_names`` are those of labels 1..K (``num_classes`` = K)."""
+
+    collate = staticmethod(collate)  # (stacked images, list of targets)
     train: DetectionDataset
     val: DetectionDataset
     test: DetectionDataset
-    class_names: list[str]  # of labels 1..K
+    class_names: list[str]
     flip: bool = False
     loader_options: LoaderOptions = LoaderOptions()
-
-    @property
-    def num_classes(self) -> int:
-        """K: the labels are 1..K."""
-        return len(self.class_names)
-
-    @property
-    def in_chans(self) -> int:
-        return self.train.image_shape[0]
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.train.image_shape
-
-    @property
-    def augmented_train(self) -> DetectionDataset:
-        """The training split with ``task.augment`` (random horizontal flips) applied."""
-        return self.train.with_flip(True) if self.flip else self.train
-
-    def loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
-        """A DataLoader batching with :func:`collate`, with the task's worker settings, seeded as
-        the vision task's are (:func:`~nas_plugin.tasks.vision_data.build_loader`)."""
-        return build_loader(self.loader_options, dataset, batch_size, collate_fn=collate, **kwargs)
 
 
 def check_task_config(task_cfg: Mapping[str, Any]) -> None:
     """Raise ValueError for a bad detection task config without generating or reading any
     image: the sweep calls it before the first trial."""
-    dataset = task_cfg.get("dataset")
-    if dataset not in DATASETS:
-        raise ValueError(
-            f"task.dataset = {dataset!r} is not allowed: expected one of {', '.join(DATASETS)}"
-        )
-    LoaderOptions.from_config(task_cfg)
-    augmentation(task_cfg)
-    positive_int(task_cfg, "resolution")
-    if fraction(task_cfg, "val_fraction") + fraction(task_cfg, "test_fraction") >= 1.0:
-        raise ValueError(
-            "task.val_fraction + task.test_fraction leaves no training images: expected a sum < 1"
-        )
+    dataset = check_common_task_config(task_cfg, DATASETS)
     if dataset == "shapes":
         _shape_settings(task_cfg)
     else:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from nas_plugin.hardware.device import Runtime, on_cpu
 from nas_plugin.models import build_model
@@ -45,7 +45,6 @@ from nas_plugin.tasks.vision import Preprocess, model_device, recalibrate_batchn
 EVAL_BATCH_SIZE = 256
 BN_RECALIBRATION_IMAGES = 1024
 INPUT_EXAMPLE_SIZE = 4
-STATS_IMAGES = 2048
 
 
 class SegmentationModel(nn.Module):
@@ -175,12 +174,8 @@ def train(
 
 
 def recalibration_loader(data: SegmentationData, images: int, seed: int) -> DataLoader | None:
-    """Batches of a seeded random subset of unaugmented training images (None if ``images``
-    <= 0) for :func:`~nas_plugin.tasks.vision.recalibrate_batchnorm`."""
-    if images <= 0:
-        return None
-    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
-    return data.loader(Subset(data.train, order[:images].tolist()), EVAL_BATCH_SIZE)
+    """See :meth:`~nas_plugin.tasks.dense_data.DenseSplits.recalibration_loader`."""
+    return data.recalibration_loader(images, seed, EVAL_BATCH_SIZE)
 
 
 @torch.no_grad()
@@ -243,18 +238,5 @@ def metric_safe(name: str) -> str:
 
 
 def channel_stats(data: SegmentationData) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of (a fixed-seed sample of ``STATS_IMAGES``) training images."""
-    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))
-    sample = Subset(data.train, order[:STATS_IMAGES].tolist())
-    channels = data.in_chans
-    total = torch.zeros(channels, dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
-    count = 0
-    for images, _ in data.loader(sample, EVAL_BATCH_SIZE):
-        images = images.double()
-        total += images.sum(dim=(0, 2, 3))
-        total_sq += images.square().sum(dim=(0, 2, 3))
-        count += images.numel() // channels
-    mean = total / count
-    std = (total_sq / count - mean.square()).clamp_min(0).sqrt()
-    return mean.float(), std.float().clamp_min(1e-6)
+    """Per-channel mean and std of (a fixed-seed sample of) the training images."""
+    return data.channel_stats(EVAL_BATCH_SIZE)

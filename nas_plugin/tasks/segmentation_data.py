@@ -30,11 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from nas_plugin.tasks.dense_data import (
+    DenseSplits,
     augmentation,
-    fraction,
+    check_common_task_config,
     generator_settings,
     positive_int,
     saturated_colour,
@@ -42,7 +43,7 @@ from nas_plugin.tasks.dense_data import (
     split_dataset,
     texture,
 )
-from nas_plugin.tasks.vision_data import LoaderOptions, build_loader
+from nas_plugin.tasks.vision_data import LoaderOptions
 
 SCENE_CLASSES = ("background", "circle", "square", "triangle", "cross")
 DATASETS = ("scenes", "mask_folder")
@@ -186,7 +187,7 @@ def _maybe_flip(
 
 
 @dataclass
-class SegmentationData:
+class SegmentationData(DenseSplits):
     train: SegmentationDataset
     val: SegmentationDataset
     test: SegmentationDataset
@@ -195,46 +196,11 @@ class SegmentationData:
     flip: bool = False
     loader_options: LoaderOptions = LoaderOptions()
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    @property
-    def in_chans(self) -> int:
-        return self.train.image_shape[0]
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        return self.train.image_shape
-
-    @property
-    def augmented_train(self) -> SegmentationDataset:
-        """The training split with ``task.augment`` (random horizontal flips) applied."""
-        return self.train.with_flip(True) if self.flip else self.train
-
-    def loader(self, dataset: Dataset, batch_size: int, **kwargs: Any) -> DataLoader:
-        """A DataLoader with the task's worker settings, seeded as the vision task's are
-        (:func:`~nas_plugin.tasks.vision_data.build_loader`)."""
-        return build_loader(self.loader_options, dataset, batch_size, **kwargs)
-
 
 def check_task_config(task_cfg: Mapping[str, Any]) -> None:
     """Raise ValueError for a bad segmentation task config without generating or reading any
     image: the sweep calls it before the first trial."""
-    dataset = task_cfg.get("dataset")
-    if dataset not in DATASETS:
-        raise ValueError(
-            f"task.dataset = {dataset!r} is not allowed: expected one of {', '.join(DATASETS)}"
-        )
-    LoaderOptions.from_config(task_cfg)
-    augmentation(task_cfg)
-    positive_int(task_cfg, "resolution")
-    fraction(task_cfg, "val_fraction")
-    fraction(task_cfg, "test_fraction")
-    if fraction(task_cfg, "val_fraction") + fraction(task_cfg, "test_fraction") >= 1.0:
-        raise ValueError(
-            "task.val_fraction + task.test_fraction leaves no training images: expected a sum < 1"
-        )
+    dataset = check_common_task_config(task_cfg, DATASETS)
     if dataset == "scenes":
         _scene_settings(task_cfg)
     else:
