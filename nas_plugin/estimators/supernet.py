@@ -16,7 +16,11 @@ Two kinds of supernet, picked by ``kind`` (``auto``: from the app's ``model.kind
 - ``transformer``: the HAT elastic transformer supernet
   (:mod:`~nas_plugin.supernets.elastic_transformer`) of the sweep's transformer space, trained
   by sandwich sampling (``epochs``, ``random_subnets``, ``distill``); see
-  :mod:`nas_plugin.estimators.transformer_supernet`, which these trials run.
+  :mod:`~nas_plugin.estimators.transformer_supernet`, which these trials run;
+- ``spinenet``: the SpineNet detection supernet (:mod:`~nas_plugin.supernets.spinenet`: every
+  block, resampling and lateral a SpineNet-style backbone of the space can use, under one FCOS
+  head), trained by single-path one-shot sampling (``epochs``); its trials score val/test mAP
+  on inherited weights (see :mod:`nas_plugin.estimators.detection_supernet`).
 
 Every trial then extracts its candidate with the inherited weights, optionally fine-tunes it
 for ``finetune_steps`` steps, re-estimates its BatchNorm statistics on ``bn_images`` training
@@ -71,7 +75,9 @@ log = logging.getLogger(__name__)
 
 TAG_SUPERNET = "nas.supernet"
 ARTIFACT_DIR = "supernet"
-KINDS = ("auto", "nb201", "mbconv", "transformer")
+KINDS = ("auto", "nb201", "mbconv", "transformer", "spinenet")
+# The kinds with a module of their own (run_job, log_best_model, prepare).
+_DELEGATED = ("transformer", "spinenet")
 PHASES = ("full", "kernel", "depth", "expand")
 OPTIONS = [
     "kind",
@@ -216,13 +222,14 @@ class SupernetEstimator(Estimator):
         kind = self.kind
         model_kind = OmegaConf.select(job_cfg, "model.kind", default=None)
         if kind == "auto":
-            if model_kind in ("nb201", "mbconv", "transformer"):
+            if model_kind in KINDS[1:]:
                 kind = model_kind
             else:
                 raise EstimatorError(
                     f"estimator 'supernet' cannot tell the supernet from model.kind="
-                    f"{model_kind!r}: expected model.kind nb201, mbconv or transformer (our "
-                    "model=nb201 / mbconv / transformer), or set hydra.sweeper.estimator.kind"
+                    f"{model_kind!r}: expected model.kind nb201, mbconv, transformer or spinenet "
+                    "(our model=nb201 / mbconv / transformer / spinenet), or set "
+                    "hydra.sweeper.estimator.kind"
                 )
         self.kind = kind
         missing = object()
@@ -233,10 +240,8 @@ class SupernetEstimator(Estimator):
                 )
         if kind == "nb201":
             return {"kind": kind}
-        if kind == "transformer":
-            from nas_plugin.estimators import transformer_supernet
-
-            prepared = transformer_supernet.prepare(space, job_cfg)
+        if kind in _DELEGATED:
+            prepared = _module(kind).prepare(space, job_cfg)
             self.choices, self.base_model = prepared["choices"], prepared["base_model"]
             return prepared
         from nas_plugin.supernets.elastic_mbconv import ElasticConfigError, ElasticSpace
@@ -269,6 +274,8 @@ class SupernetEstimator(Estimator):
         if self.kind == "transformer":
             sandwich = {"random_subnets": self.random_subnets, "distill": self.distill}
             return {"kind": "transformer", "epochs": self.epochs, **sandwich, **common}
+        if self.kind == "spinenet":
+            return {"kind": "spinenet", "epochs": self.epochs, **common}
         if self.kind != "mbconv":
             return {"epochs": self.epochs, **common}
         return {
@@ -304,10 +311,8 @@ class SupernetEstimator(Estimator):
         if mlflow.active_run() is not None:
             mlflow.set_tags(runtime.describe())
         set_threads(cfg.get("train"))
-        if self._kind(cfg) == "transformer":
-            from nas_plugin.estimators import transformer_supernet
-
-            return transformer_supernet.run_job(self, cfg, runtime)
+        if self._kind(cfg) in _DELEGATED:
+            return _module(self._kind(cfg)).run_job(self, cfg, runtime)
         start = time.perf_counter()
         model, shared, metrics, extra = self._candidate(cfg, runtime)
         test = _test(model, shared.batches(self.bn_images, self.seed), runtime)
@@ -334,11 +339,9 @@ class SupernetEstimator(Estimator):
         runtime = _runtime(cfg)
         previous = torch.get_num_threads()  # this runs in the sweeper's process
         set_threads(cfg.get("train"))
-        if self._kind(cfg) == "transformer":
-            from nas_plugin.estimators import transformer_supernet
-
+        if self._kind(cfg) in _DELEGATED:
             try:
-                return transformer_supernet.log_best_model(self, cfg, runtime)
+                return _module(self._kind(cfg)).log_best_model(self, cfg, runtime)
             finally:
                 torch.set_num_threads(previous)
         try:
@@ -363,7 +366,7 @@ class SupernetEstimator(Estimator):
         if self.kind != "auto":
             return self.kind
         kind = (cfg.get("model") or {}).get("kind")
-        return kind if kind in ("mbconv", "transformer") else "nb201"
+        return kind if kind in ("mbconv", *_DELEGATED) else "nb201"
 
     def _candidate(
         self, cfg: Any, runtime: Any
@@ -572,6 +575,17 @@ class SupernetEstimator(Estimator):
         shared = _Shared(supernet, preprocess, data)
         _LOADED[(parent, key, runtime)] = shared
         return shared, extra
+
+
+def _module(kind: str) -> Any:
+    """The module of a delegated kind (imported on use: each pulls in its own task)."""
+    if kind == "spinenet":
+        from nas_plugin.estimators import detection_supernet
+
+        return detection_supernet
+    from nas_plugin.estimators import transformer_supernet
+
+    return transformer_supernet
 
 
 def _runtime(cfg: Any) -> Any:

@@ -80,6 +80,24 @@ def make_block(kind: str, channels: int) -> nn.Module:
     return Bottleneck(channels, channels // Bottleneck.expansion)
 
 
+def make_stem(in_chans: int, channels: int) -> nn.Sequential:
+    """Two stride-2 3x3 conv-BN-ReLUs: the image to 1/4, ``channels`` wide (block 0)."""
+    return nn.Sequential(
+        conv_bn(in_chans, channels // 2, 3, stride=2),
+        nn.ReLU(inplace=True),
+        conv_bn(channels // 2, channels, 3, stride=2),
+        nn.ReLU(inplace=True),
+    )
+
+
+def make_smooth(pyramid_channels: int) -> nn.ModuleList:
+    """A 3x3 conv-BN-ReLU per pyramid level, after the fusion."""
+    return nn.ModuleList(
+        nn.Sequential(conv_bn(pyramid_channels, pyramid_channels, 3), nn.ReLU(inplace=True))
+        for _ in OUTPUT_LEVELS
+    )
+
+
 class SpineNet(nn.Module):
     """Stem, scale-permuted blocks, feature pyramid: N x C x H x W images to an OrderedDict
     ``p2``, ``p3``, ``p4`` of N x ``out_channels`` maps (what torchvision's detectors take)."""
@@ -95,13 +113,8 @@ class SpineNet(nn.Module):
         super().__init__()
         self.blocks_spec = tuple(blocks)
         self.fusion = fusion
-        self.out_channels = pyramid_channels
-        self.stem = nn.Sequential(
-            conv_bn(in_chans, channels // 2, 3, stride=2),
-            nn.ReLU(inplace=True),
-            conv_bn(channels // 2, channels, 3, stride=2),
-            nn.ReLU(inplace=True),
-        )
+        self.in_chans, self.out_channels = in_chans, pyramid_channels
+        self.stem = make_stem(in_chans, channels)
         self.levels = [LEVELS[0]] + [level for level, *_ in blocks]
         width = [channels * 2 ** (level - LEVELS[0]) for level in self.levels]
         self.inputs: list[tuple[int, ...]] = []
@@ -119,10 +132,7 @@ class SpineNet(nn.Module):
             Resample(self.levels[j], width[j], level, pyramid_channels)
             for j, level in zip(self.outputs, OUTPUT_LEVELS, strict=True)
         )
-        self.smooth = nn.ModuleList(
-            nn.Sequential(conv_bn(pyramid_channels, pyramid_channels, 3), nn.ReLU(inplace=True))
-            for _ in OUTPUT_LEVELS
-        )
+        self.smooth = make_smooth(pyramid_channels)
 
     def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         x = self.stem(images)
@@ -131,15 +141,15 @@ class SpineNet(nn.Module):
             h, w = sizes[level - 1]
             sizes[level] = (-(-h // 2), -(-w // 2))
         features = [x]
-        for k, (block, resamples, sources) in enumerate(
-            zip(self.blocks, self.resamples, self.inputs, strict=True), start=1
-        ):
+        for k, sources in enumerate(self.inputs, start=1):
             size = sizes[self.levels[k]]
-            merged = sum(r(features[j], size) for r, j in zip(resamples, sources, strict=True))
-            features.append(block(F.relu(merged)))
+            merged = sum(
+                self.input_resample(k, i)(features[j], size) for i, j in enumerate(sources)
+            )
+            features.append(self.block(k)(F.relu(merged)))
         pyramid = [
-            lateral(features[j], sizes[level])
-            for lateral, j, level in zip(self.laterals, self.outputs, OUTPUT_LEVELS, strict=True)
+            self.lateral(o)(features[j], sizes[level])
+            for o, (j, level) in enumerate(zip(self.outputs, OUTPUT_LEVELS, strict=True))
         ]
         if self.fusion in ("top_down", "bidirectional"):
             for i in range(len(pyramid) - 2, -1, -1):
@@ -152,6 +162,18 @@ class SpineNet(nn.Module):
             (f"p{level}", smooth(p))
             for level, smooth, p in zip(OUTPUT_LEVELS, self.smooth, pyramid, strict=True)
         )
+
+    # The modules of the architecture (a weight-sharing supernet picks them from its own).
+    def input_resample(self, k: int, i: int) -> nn.Module:
+        """Block ``k``'s (1-based) resampling of its ``i``-th input."""
+        return self.resamples[k - 1][i]
+
+    def block(self, k: int) -> nn.Module:
+        return self.blocks[k - 1]
+
+    def lateral(self, o: int) -> nn.Module:
+        """The resampling of the ``o``-th pyramid level's source block."""
+        return self.laterals[o]
 
 
 def resolve_input(block: int, offset: int) -> int:
@@ -284,6 +306,12 @@ def build_spinenet(model_cfg: Mapping[str, Any], num_classes: int, in_chans: int
     backbone = SpineNet(
         args["blocks"], in_chans, args["channels"], args["pyramid_channels"], args["fusion"]
     )
+    return detector_on(backbone, num_classes, args)
+
+
+def detector_on(backbone: nn.Module, num_classes: int, args: Mapping[str, Any]) -> FCOS:
+    """:func:`build_detector` on ``backbone`` with the head settings of ``args``
+    (:func:`check_model_config`'s)."""
     return build_detector(
         backbone,
         num_classes,
