@@ -66,6 +66,10 @@ class DetectionModel(nn.Module):
     """Raw images in [0, 1] -> ``detector`` (its transform set to the task's resolution and
     channel statistics) -> N x ``detections`` x 6 (boxes, score, label; padded)."""
 
+    # FCOS's score threshold and NMS keep a data-dependent number of boxes, which torch.export
+    # cannot trace: log_model pickles this model without trying.
+    supports_torch_export = False
+
     def __init__(
         self, detector: nn.Module, resolution: int, mean: torch.Tensor, std: torch.Tensor
     ) -> None:

@@ -41,7 +41,8 @@ def log_model(
       graph ("pt2"): it loads without your model's Python classes, and accepts any batch size
       with the example's other dimensions. A model that ``torch.export`` cannot trace (e.g.
       Python control flow on tensor values) is pickled instead, with a warning: loading it then
-      needs its classes importable;
+      needs its classes importable. A model class with ``supports_torch_export = False`` (our
+      detectors: NMS keeps a data-dependent number of boxes) is pickled without the attempt;
     - pins pip requirements without resolving anything over the network: MLflow's defaults
       (torch, cloudpickle), plus, for a pickled model, the installed distributions that define
       its layer classes (e.g. timm);
@@ -72,16 +73,20 @@ def log_model(
             device = next(model.parameters(), torch.empty(0)).device
             prediction = model(torch.from_numpy(example).to(device)).cpu().numpy()
         signature = infer_signature(example, prediction)
-        try:
-            info = _log(model, name, signature, example, "pt2")
-        except Exception as err:  # torch.export's many tracing errors have no common base
-            log.warning(
-                "torch.export could not trace the model (%s: %s); logging it pickled instead, "
-                "which needs its classes importable where it is loaded",
-                type(err).__name__,
-                str(err).splitlines()[0] if str(err) else "",
-            )
+        if not getattr(model, "supports_torch_export", True):
+            # Known untraceable: no attempt, which would cost a trace and print its graph.
             info = _log(model, name, signature, example, "pickle")
+        else:
+            try:
+                info = _log(model, name, signature, example, "pt2")
+            except Exception as err:  # torch.export's tracing errors have no common base
+                log.warning(
+                    "torch.export could not trace the model (%s: %s); logging it pickled "
+                    "instead, which needs its classes importable where it is loaded",
+                    type(err).__name__,
+                    str(err).splitlines()[0] if str(err) else "",
+                )
+                info = _log(model, name, signature, example, "pickle")
     mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
     return info.model_uri
 
