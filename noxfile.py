@@ -76,6 +76,10 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/benchmarks/segmentation.py")
     # Detection: the searched SpineNet-style FCOS vs a ResNet-like + FPN baseline (mAP).
     session.run("python", "tests/benchmarks/detection.py")
+    # Zero-cost proxies on both dense tasks: rank correlation with trained mIoU / mAP@.5.
+    session.run("python", "tests/benchmarks/dense_proxies.py")
+    # Weight-sharing detection search (SpineNet supernet), its best candidates retrained.
+    session.run("python", "tests/benchmarks/detection_supernet.py")
 
 
 @nox.session
