@@ -222,6 +222,33 @@ def predict_in_new_process(
     return tuple(shape), accuracy
 
 
+def boxes_from_registry(tracking_uri: str, model_uri: str, images, cwd: Path):
+    """``model_uri`` (a detection model) loaded with ``mlflow.pyfunc`` in a fresh Python process,
+    predicting ``images``: (its raw N x D x 6 output as a tensor, its rows as torchmetrics-style
+    predictions {boxes, scores, labels} per image, padding dropped)."""
+    import numpy as np
+    import torch
+
+    np.save(cwd / "images.npy", np.asarray(images, dtype=np.float32))
+    code = (
+        "import mlflow.pyfunc, numpy as np\n"
+        f"mlflow.set_tracking_uri({tracking_uri!r})\n"
+        f"model = mlflow.pyfunc.load_model({model_uri!r})\n"
+        "np.save('out.npy', np.asarray(model.predict(np.load('images.npy'))))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=clean_env(), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = torch.from_numpy(np.load(cwd / "out.npy"))
+    found = out[..., 5] >= 0
+    predictions = [
+        {"boxes": rows[keep, :4], "scores": rows[keep, 4], "labels": rows[keep, 5].long()}
+        for rows, keep in zip(out, found, strict=True)
+    ]
+    return out, predictions
+
+
 def perturb_supernet(net) -> None:
     """Give an elastic supernet non-trivial weights in place: random kernel transforms and
     BatchNorm statistics and affines (fresh ones are identities, which hide slicing bugs)."""

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import math
 import random
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, clean_env, run_app, run_app_in_process
+from conftest import REPO, boxes_from_registry, run_app, run_app_in_process
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -436,18 +434,9 @@ def test_search_with_low_fidelity_and_pruner_registers_a_box_predicting_model(tm
     # mAP the trial logged for its val split.
     data = load_detection_data(shapes_task(shapes={**shapes_task()["shapes"], "count": 80}))
     images = torch.stack([data.val[i][0] for i in range(len(data.val))]).numpy()
-    np.save(tmp_path / "images.npy", images)
-    code = (
-        "import mlflow.pyfunc, numpy as np\n"
-        f"mlflow.set_tracking_uri({result.tracking_uri!r})\n"
-        "model = mlflow.pyfunc.load_model('models:/nas-detection-shapes@champion')\n"
-        "np.save('out.npy', np.asarray(model.predict(np.load('images.npy'))))\n"
+    out, predictions = boxes_from_registry(
+        result.tracking_uri, "models:/nas-detection-shapes@champion", images, tmp_path
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=clean_env(), capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = torch.from_numpy(np.load(tmp_path / "out.npy"))
     assert out.shape == (len(images), 100, 6)
     found = out[..., 5] >= 0
     assert found.any() and set(out[..., 5][found].tolist()) <= {1.0, 2.0, 3.0, 4.0}
@@ -455,10 +444,6 @@ def test_search_with_low_fidelity_and_pruner_registers_a_box_predicting_model(tm
     assert out[..., :4][found].min() >= 0 and out[..., :4][found].max() <= 64
     scores = out[..., 4]
     assert (scores[:, :-1] >= scores[:, 1:]).all()  # best first
-    predictions = [
-        {"boxes": rows[keep, :4], "scores": rows[keep, 4], "labels": rows[keep, 5].long()}
-        for rows, keep in zip(out, found, strict=True)
-    ]
     targets = [data.val[i][1] for i in range(len(data.val))]
     rescored = detection_scores(predictions, targets)
     assert rescored["map_50"] == pytest.approx(best.data.metrics["val_map_50"], abs=0.02)

@@ -5,13 +5,10 @@ champion loads from the registry in a new process."""
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 
-import numpy as np
 import pytest
 import torch
-from conftest import REPO, clean_env, run_app
+from conftest import REPO, boxes_from_registry, run_app
 from omegaconf import OmegaConf
 
 from nas_plugin.estimators.base import EstimatorError
@@ -122,22 +119,9 @@ def test_weight_sharing_sweep_trains_one_supernet_and_registers_a_box_model(tmp_
     task = OmegaConf.to_container(OmegaConf.load(CONF / "task" / "detection.yaml"))
     task["shapes"]["count"] = 120
     data = load_detection_data(task)
-    np.save(tmp_path / "images.npy", torch.stack([data.val[i][0] for i in range(len(data.val))]))
-    code = (
-        "import mlflow.pyfunc, numpy as np\n"
-        f"mlflow.set_tracking_uri({result.tracking_uri!r})\n"
-        "model = mlflow.pyfunc.load_model('models:/nas-detection-shapes@champion')\n"
-        "np.save('out.npy', np.asarray(model.predict(np.load('images.npy'))))\n"
+    images = torch.stack([data.val[i][0] for i in range(len(data.val))])
+    _, predictions = boxes_from_registry(
+        result.tracking_uri, "models:/nas-detection-shapes@champion", images, tmp_path
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=clean_env(), capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr
-    out = torch.from_numpy(np.load(tmp_path / "out.npy"))
-    found = out[..., 5] >= 0
-    predictions = [
-        {"boxes": rows[keep, :4], "scores": rows[keep, 4], "labels": rows[keep, 5].long()}
-        for rows, keep in zip(out, found, strict=True)
-    ]
     rescored = detection_scores(predictions, [data.val[i][1] for i in range(len(data.val))])
     assert rescored["map_50"] == pytest.approx(best.data.metrics["val_map_50"], abs=0.01)

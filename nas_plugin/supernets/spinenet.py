@@ -47,7 +47,12 @@ from nas_plugin.models.spinenet import (
     resolve_input,
 )
 from nas_plugin.tasks.detection import DetectionModel, shift_labels
-from nas_plugin.tasks.training import check_finite_loss, cosine_optimizer, training_batches
+from nas_plugin.tasks.training import (
+    check_finite_loss,
+    cosine_optimizer,
+    optimizer_step,
+    training_batches,
+)
 
 BlockSpec = tuple[int, str, int, int]  # level, type, input_1, input_2
 
@@ -208,11 +213,7 @@ def train_spos(
             targets = [{k: runtime.to_device(v) for k, v in t.items()} for t in targets]
             with runtime.autocast():
                 loss = sum(supernet.detector(list(images), shift_labels(targets)).values())
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            optimizer_step(loss, optimizer, scaler, scheduler)
             total += loss.detach().float() * len(images)
             seen += len(images)
         train_loss = total.item() / seen

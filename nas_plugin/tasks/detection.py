@@ -39,6 +39,7 @@ from nas_plugin.tasks.training import (
     check_finite_loss,
     cosine_optimizer,
     model_cost,
+    optimizer_step,
     start_trial,
     training_batches,
 )
@@ -210,11 +211,7 @@ def train(
             targets = [{k: runtime.to_device(v) for k, v in t.items()} for t in targets]
             with runtime.autocast():
                 loss = sum(detector(list(images), shift_labels(targets)).values())
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            optimizer_step(loss, optimizer, scaler, scheduler)
             total_loss += loss.detach().float() * len(images)
             seen += len(images)
         train_loss = total_loss.item() / seen

@@ -37,6 +37,7 @@ from nas_plugin.tasks.training import (
     check_finite_loss,
     cosine_optimizer,
     model_cost,
+    optimizer_step,
     start_trial,
     training_batches,
 )
@@ -150,11 +151,7 @@ def train(
             images, masks = runtime.to_device(images), runtime.to_device(masks)
             with runtime.autocast():
                 loss = F.cross_entropy(forward(images), masks, ignore_index=data.ignore_index)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            optimizer_step(loss, optimizer, scaler, scheduler)
             total_loss += loss.detach().float() * len(images)
             seen += len(images)
         train_loss = total_loss.item() / seen

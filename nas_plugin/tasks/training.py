@@ -115,6 +115,21 @@ def cosine_optimizer(
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
 
 
+def optimizer_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
+    """One training step on ``loss``: its (scaled, for fp16) gradients, the optimiser's step and
+    the schedule's."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
+
+
 def check_finite_loss(train_loss: float, epoch: int, train_cfg: Mapping[str, Any]) -> None:
     """A FloatingPointError if an epoch's mean training loss is NaN or infinite."""
     if not math.isfinite(train_loss):

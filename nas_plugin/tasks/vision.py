@@ -29,6 +29,7 @@ from nas_plugin.tasks.training import (
     check_finite_loss,
     cosine_optimizer,
     model_cost,
+    optimizer_step,
     start_trial,
     training_batches,
 )
@@ -177,11 +178,7 @@ def train(
             images, labels = runtime.to_device(images), runtime.to_device(labels)
             with runtime.autocast():
                 loss = F.cross_entropy(forward(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            optimizer_step(loss, optimizer, scaler, scheduler)
             total_loss += loss.detach().float() * len(labels)
             seen += len(labels)
         train_loss = total_loss.item() / seen
