@@ -12,6 +12,7 @@ import torch
 from conftest import REPO, run_app, run_app_in_process, sweep_runs
 from omegaconf import OmegaConf
 
+from nas_plugin.hardware.device import Runtime
 from nas_plugin.models.autodeeplab import LEVELS, AutoDeepLab, path_levels
 from nas_plugin.oneshot.autodeeplab_search import AutoDeepLabArch, search_autodeeplab
 from nas_plugin.oneshot.settings import SearchSettings
@@ -138,6 +139,24 @@ def test_a_seeded_search_is_reproducible(tiny_scenes, method):
     levels = [logged[-1][f"search_path.layer_{k}"] for k in (1, 2, 3)]
     assert levels == [2 ** (lv + 2) for lv in path_levels(first.moves)]
     assert 0.0 <= logged[-1]["search_derived_val_miou"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)], ids=["cpu", "cuda"]
+)
+@pytest.mark.parametrize("method", ["darts", "gdas"])
+def test_a_bf16_search_runs_on_the_runtime(tiny_scenes, method, device):
+    data, preprocess = tiny_scenes
+    settings = SearchSettings(method=method, epochs=1, batch_size=16)
+    arch = AutoDeepLabArch(layers=3, channels=4, aspp_channels=8, rates=(1,))
+    runtime = Runtime(torch.device(device), "bf16")
+    first = search_autodeeplab(settings, data, preprocess, arch, 0, runtime=runtime)
+    again = search_autodeeplab(settings, data, preprocess, arch, 0, runtime=runtime)
+    assert 0.0 < first.metrics["search_train_loss"] < 10.0  # finite in bf16
+    assert 0.0 <= first.metrics["search_derived_val_miou"] <= 1.0
+    assert len(first.moves) == 3 and all(m in autodeeplab.MOVES for m in first.moves)
+    if method == "gdas":  # the same Gumbel draws (CPU generator) on any device
+        assert (first.ops, first.moves) == (again.ops, again.moves)
 
 
 def _space(path: Path) -> SearchSpace:

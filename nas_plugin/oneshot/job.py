@@ -34,6 +34,12 @@ others; only when every search fails does the sweep fail. A resumed sweep reuses
 searches (finished or failed) of the same parent and runs only the missing or interrupted ones,
 so the derived cells, and so the trials' numbering, are the same as before. Hydra job
 directories: ``<sweep dir>/search-<k>``.
+
+With ``model.kind=autodeeplab`` (``search_space=autodeeplab``, ``darts``/``gdas``) the job runs
+:mod:`~nas_plugin.oneshot.autodeeplab_search` on the segmentation task instead: per epoch also
+``beta.layer_<k>.<level>.<move>``, ``search_path.layer_<k>`` and ``search_derived_val_miou``
+(no ``search_derived_val_accuracy``); the derived arch string and cell carry the path and the
+app's ``model.decoder.skip`` (:mod:`nas_plugin.space.autodeeplab`); ``search/betas.json`` too.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ architecture. In a sweep they take two phases (see :mod:`nas_plugin.oneshot.job`
    scratch once as a normal trial with the sweep's estimator (two searches that derive the same
    cell share its trial).
 
+The space is NB201's cell (``search_space=nb201``) or Auto-DeepLab's (``search_space=autodeeplab``:
+the cell, ``model.path.layer_<k>``, ``model.decoder.skip``), searched there by darts (first
+order) and gdas only; the searched cell then also holds the path and the app's decoder skip.
+
 Here, as for every strategy, only encodings and numbers: the options are validated before the
 sweep starts and passed to the search jobs as plain values.
 """
