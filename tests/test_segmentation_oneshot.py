@@ -236,10 +236,14 @@ def test_strategies_not_wired_for_autodeeplab_are_refused_before_any_trial(
     assert "Launching" not in result.output
 
 
-def test_gdas_latency_term_and_foreign_keys_are_refused():
+def test_gdas_latency_term_foreign_keys_and_a_path_off_the_space_are_refused():
     space = _space(REPO / "conf/plugin/hydra/sweeper/search_space/autodeeplab.yaml")
     with pytest.raises(StrategyError, match="latency_weight=0.5 is not allowed"):
         make_strategy({"name": "gdas", "prefix": "model.cell", "latency_weight": 0.5}, space, 0)
+    darts = make_strategy({"name": "darts", "prefix": "model.cell"}, space, 0)
+    five_layers = autodeeplab.derived_cell(OPS6, ["down", "same", "same", "up", "same"], True)
+    with pytest.raises(StrategyError, match=r"no key for \['model.path.layer_5'\]"):
+        darts.derive(five_layers)
     extra = SearchSpace([*space.params, parse_param("model.channels", [4, 8])])
     with pytest.raises(StrategyError, match="search_space=autodeeplab"):
         make_strategy({"name": "darts", "prefix": "model.cell"}, extra, 0)

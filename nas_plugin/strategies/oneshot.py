@@ -116,10 +116,14 @@ class OneShotStrategy(Strategy):
             model_prefix = self.prefix.rpartition(".")[0]
             values = autodeeplab.values_of(ops, model_prefix)
             missing = [n for n in self.space.names if n not in values]
-            if missing:
+            # A derived move the space has no key for would be lost: the trial would take the
+            # app's move there instead (decoder.skip is the app's value anyway).
+            unused = [n for n in values if n not in self.space.names and ".path." in n]
+            if missing or unused:
                 raise StrategyError(
-                    f"strategy '{self.name}': the search derived no value for {missing} (its "
-                    f"model.layers differs from the search space's path keys?)"
+                    f"strategy '{self.name}': the search's path (model.layers moves) does not "
+                    f"match the search space's path keys: no value for {missing}, no key for "
+                    f"{unused}"
                 )
             encoding = self.space.encode({n: values[n] for n in self.space.names})
         else:
