@@ -139,6 +139,7 @@ def test_a_seeded_search_is_reproducible(tiny_scenes, method):
     levels = [logged[-1][f"search_path.layer_{k}"] for k in (1, 2, 3)]
     assert levels == [2 ** (lv + 2) for lv in path_levels(first.moves)]
     assert 0.0 <= logged[-1]["search_derived_val_miou"] <= 1.0
+    assert ("search_supernet_val_miou" in logged[-1]) == (method == "darts")
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,8 @@ the task's ``ignore_index``.
 
 After every epoch the derived architecture (argmax of ``alpha``, Viterbi path through ``beta``)
 is scored on the val split as a sub-network of the supernet (its inherited weights, BatchNorm
-statistics re-estimated on training images, no decoder skip: the supernet has none).
+statistics re-estimated on training images, no decoder skip: the supernet has none); DARTS's
+whole relaxed supernet is scored too (``search_supernet_val_miou``).
 
 On one :class:`~nas_plugin.hardware.device.Runtime` (device, autocast, gradient scalers);
 random draws come from a CPU generator, so a seed gives the same search on any device.
@@ -109,6 +110,24 @@ class _SubNetwork(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.forward_path(self.preprocess(images), self.ops, self.moves)
+
+
+class _Relaxed(nn.Module):
+    """Raw images -> preprocess -> the whole supernet under DARTS's relaxation (for scoring)."""
+
+    def __init__(
+        self,
+        preprocess: nn.Module,
+        net: AutoDeepLabSupernet,
+        alpha: torch.Tensor,
+        beta: torch.Tensor,
+    ) -> None:
+        super().__init__()
+        self.preprocess, self.net = preprocess, net
+        self.cell, self.moves = F.softmax(alpha.detach(), dim=-1), move_probs(beta.detach())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.preprocess(images), self.cell, self.moves)
 
 
 def search_autodeeplab(
@@ -250,6 +269,12 @@ def search_autodeeplab(
         }
         if settings.method == "gdas":
             metrics["search_tau"] = tau
+        else:  # the supernet as it trains: every path mixed (its own BatchNorm statistics)
+            relaxed = evaluate(
+                _Relaxed(preprocess, net, alpha, beta), val_batches, data, runtime=runtime
+            )
+            net.train()
+            metrics["search_supernet_val_miou"] = relaxed["miou"]
         if log_epoch is not None:
             log_epoch(epoch, metrics)
     ops, path = derive(alpha.detach()), viterbi_path(move_probs(beta.detach()))

@@ -37,8 +37,8 @@ directories: ``<sweep dir>/search-<k>``.
 
 With ``model.kind=autodeeplab`` (``search_space=autodeeplab``, ``darts``/``gdas``) the job runs
 :mod:`~nas_plugin.oneshot.autodeeplab_search` on the segmentation task instead: per epoch also
-``beta.layer_<k>.<level>.<move>``, ``search_path.layer_<k>`` and ``search_derived_val_miou``
-(no ``search_derived_val_accuracy``); the derived arch string and cell carry the path and the
+``beta.layer_<k>.<level>.<move>``, ``search_path.layer_<k>``, ``search_derived_val_miou``
+(darts: ``search_supernet_val_miou``) (no ``search_derived_val_accuracy``); the derived arch string and cell carry the path and the
 app's ``model.decoder.skip`` (:mod:`nas_plugin.space.autodeeplab`); ``search/betas.json`` too.
 """
 
