@@ -142,6 +142,21 @@ def test_a_seeded_search_is_reproducible(tiny_scenes, method):
     assert ("search_supernet_val_miou" in logged[-1]) == (method == "darts")
 
 
+def test_warmup_epochs_train_only_the_weights(tiny_scenes):
+    data, preprocess = tiny_scenes
+    settings = SearchSettings(method="gdas", epochs=2, batch_size=16, warmup_epochs=1)
+    arch = AutoDeepLabArch(layers=3, channels=4, aspp_channels=8, rates=(1,))
+    logged: list[dict[str, float]] = []
+    result = search_autodeeplab(settings, data, preprocess, arch, 0, lambda e, m: logged.append(m))
+    # Epoch 1: alpha and beta as initialised (uniform up to 1e-3 noise), no architecture loss.
+    assert "search_arch_loss" not in logged[0] and "search_arch_loss" in logged[1]
+    assert max(abs(p - 0.2) for row in result.alphas[0] for p in row) < 1e-3
+    assert result.alphas[1] != result.alphas[0] and result.betas[1] != result.betas[0]
+    space = _space(REPO / "conf/plugin/hydra/sweeper/search_space/autodeeplab.yaml")
+    with pytest.raises(StrategyError, match="warmup_epochs=10 must be an integer from 0 to"):
+        make_strategy({"name": "darts", "epochs": 10, "warmup_epochs": 10}, space, 0)
+
+
 @pytest.mark.parametrize(
     "device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)], ids=["cpu", "cuda"]
 )

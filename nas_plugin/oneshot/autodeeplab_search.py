@@ -220,16 +220,17 @@ def search_autodeeplab(
         for (xw, yw), (xa, ya) in zip(w_batches, a_batches, strict=False):
             xw, xa = preprocess(runtime.to_device(xw)), preprocess(runtime.to_device(xa))
             yw, ya = runtime.to_device(yw), runtime.to_device(ya)
-            # -- architecture step (alpha and beta, on the other half) --
-            a_opt.zero_grad(set_to_none=True)
-            cell, moves, active = relax(tau)
-            with runtime.autocast():
-                logits = net(xa, cell, moves, active_only=active)
-            loss = F.cross_entropy(logits.float(), ya, ignore_index=ignore)
-            a_scaler.scale(loss).backward()
-            a_scaler.step(a_opt)
-            a_scaler.update()
-            a_total += loss.detach().double() * len(ya)
+            # -- architecture step (alpha and beta, on the other half), after the warm-up --
+            if epoch > settings.warmup_epochs:
+                a_opt.zero_grad(set_to_none=True)
+                cell, moves, active = relax(tau)
+                with runtime.autocast():
+                    logits = net(xa, cell, moves, active_only=active)
+                loss = F.cross_entropy(logits.float(), ya, ignore_index=ignore)
+                a_scaler.scale(loss).backward()
+                a_scaler.step(a_opt)
+                a_scaler.update()
+                a_total += loss.detach().double() * len(ya)
             # -- weight step --
             with torch.no_grad():
                 cell, moves, active = relax(tau)
@@ -261,12 +262,13 @@ def search_autodeeplab(
             **beta_metrics(probs),
             **{f"search_path.layer_{k}": float(2 ** (lv + 2)) for k, lv in enumerate(levels, 1)},
             "search_train_loss": train_loss,
-            "search_arch_loss": a_total.item() / max(1, seen),
             "search_derived_val_miou": scores["miou"],
             "search_derived_val_pixel_accuracy": scores["pixel_accuracy"],
             "search_skip_edges": float(sum(op == "skip_connect" for op in ops)),
             "search_seconds": time.perf_counter() - start,
         }
+        if epoch > settings.warmup_epochs:  # no architecture step in a warm-up epoch
+            metrics["search_arch_loss"] = a_total.item() / max(1, seen)
         if settings.method == "gdas":
             metrics["search_tau"] = tau
         else:  # the supernet as it trains: every path mixed (its own BatchNorm statistics)

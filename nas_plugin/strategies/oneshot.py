@@ -157,10 +157,12 @@ class Darts(OneShotStrategy):
         space: SearchSpace,
         seed: int = 0,
         order: int = 1,
+        warmup_epochs: int = 0,
         prefix: str = DEFAULT_PREFIX,
         **options: Any,
     ) -> None:
         super().__init__(space, seed, prefix, **options)
+        self.settings["warmup_epochs"] = _warmup(self.name, warmup_epochs, self.options.epochs)
         if isinstance(order, bool) or order not in (1, 2):
             raise StrategyError(f"strategy 'darts': order={order!r} must be 1 or 2")
         if order == 2 and self.space_kind == "autodeeplab":
@@ -180,10 +182,12 @@ class Gdas(OneShotStrategy):
         latency_weight: float = 0.0,
         latency_beta: float = 0.6,
         latency_table: str | None = None,
+        warmup_epochs: int = 0,
         prefix: str = DEFAULT_PREFIX,
         **options: Any,
     ) -> None:
         super().__init__(space, seed, prefix, **options)
+        self.settings["warmup_epochs"] = _warmup(self.name, warmup_epochs, self.options.epochs)
         if latency_weight != 0 and self.space_kind == "autodeeplab":
             raise StrategyError(
                 f"strategy 'gdas': latency_weight={latency_weight!r} is not allowed with "
@@ -305,6 +309,17 @@ def _not_wired(what: str) -> str:
         "the Auto-DeepLab supernet is searched by hydra/sweeper/strategy=darts (order 1) or "
         "gdas; use one of them, or a black-box strategy (evolution, random, ...)"
     )
+
+
+def _warmup(strategy: str, value: Any, epochs: int) -> int:
+    """Epochs of weight training before the first architecture step: at least one epoch must
+    be left to search."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < epochs:
+        raise StrategyError(
+            f"strategy '{strategy}': warmup_epochs={value!r} must be an integer from 0 to "
+            f"epochs - 1 = {epochs - 1} (the epochs that only train the weights)"
+        )
+    return value
 
 
 def _positive(strategy: str, key: str, value: Any) -> float:
