@@ -47,7 +47,14 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         # torch: networks and what can be measured of an untrained one.
         "models/hardware/proxies",
-        ("models", "hardware", "proxies", "supernets.nb201", "supernets.elastic_mbconv"),
+        (
+            "models",
+            "hardware",
+            "proxies",
+            "supernets.nb201",
+            "supernets.elastic_mbconv",
+            "supernets.autodeeplab",
+        ),
     ),
     (
         # Training loops (data, model build, train/eval); no MLflow.

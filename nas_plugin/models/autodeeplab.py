@@ -30,8 +30,8 @@ from torch import nn
 
 from nas_plugin.models.checks import positive_int
 from nas_plugin.models.nb201 import NB201Cell, ReLUConvBN, cell_ops
+from nas_plugin.space.autodeeplab import MOVES
 
-MOVES = ("down", "same", "up")
 LEVELS = 4  # 1/4, 1/8, 1/16, 1/32
 LEVEL_NAMES = ("1/4", "1/8", "1/16", "1/32")
 _STEP = {"down": 1, "same": 0, "up": -1}
@@ -98,6 +98,17 @@ class ASPP(nn.Module):
         return self.project(torch.cat([*(b(x) for b in self.branches), pooled], dim=1))
 
 
+def make_stem(in_chans: int, channels: int) -> nn.Sequential:
+    """Two stride-2 3x3 convolutions: the image to 1/4 with ``channels`` channels."""
+    return nn.Sequential(
+        nn.Conv2d(in_chans, channels, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(channels),
+    )
+
+
 class AutoDeepLab(nn.Module):
     """Stem to 1/4, ``len(moves)`` cells along the trellis path, ASPP, optional skip decoder,
     classifier, logits upsampled to the input size."""
@@ -116,13 +127,7 @@ class AutoDeepLab(nn.Module):
         super().__init__()
         self.ops, self.moves = tuple(ops), tuple(moves)
         self.levels = path_levels(self.moves)
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, channels, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-        )
+        self.stem = make_stem(in_chans, channels)
         self.transitions = nn.ModuleList()
         self.cells = nn.ModuleList()
         level = 0
@@ -148,7 +153,7 @@ class AutoDeepLab(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2:]
-        sizes = [_level_size(height, width, level) for level in range(LEVELS)]
+        sizes = [level_size(height, width, level) for level in range(LEVELS)]
         stem = self.stem(images)
         x = stem
         for transition, cell, level in zip(self.transitions, self.cells, self.levels, strict=True):
@@ -163,7 +168,8 @@ class AutoDeepLab(nn.Module):
         return F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
 
 
-def _level_size(height: int, width: int, level: int) -> tuple[int, int]:
+def level_size(height: int, width: int, level: int) -> tuple[int, int]:
+    """The spatial size of trellis level ``level`` (0 = 1/4) for an input of this size."""
     # What two stride-2 convolutions (padding 1) and then ``level`` more give: ceil(x / 2**k).
     factor = 2 ** (level + 2)
     return (-(-height // factor), -(-width // factor))

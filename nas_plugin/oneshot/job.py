@@ -34,6 +34,14 @@ others; only when every search fails does the sweep fail. A resumed sweep reuses
 searches (finished or failed) of the same parent and runs only the missing or interrupted ones,
 so the derived cells, and so the trials' numbering, are the same as before. Hydra job
 directories: ``<sweep dir>/search-<k>``.
+
+With ``model.kind=autodeeplab`` (``search_space=autodeeplab``, ``darts``/``gdas``) the job runs
+:mod:`~nas_plugin.oneshot.autodeeplab_search` on the segmentation task instead: per epoch also
+``beta.layer_<k>.<level>.<move>``, ``search_path.layer_<k>``, ``search_derived_val_miou``
+(darts: ``search_supernet_val_miou``) instead of ``search_derived_val_accuracy``; the derived
+arch string and cell carry the path and the app's ``model.decoder.skip``
+(:mod:`nas_plugin.space.autodeeplab`); ``search/betas.json`` too. With ``warmup_epochs`` (darts,
+gdas), ``search_arch_loss`` is logged from the first epoch with architecture steps on.
 """
 
 from __future__ import annotations
@@ -73,7 +81,7 @@ class SearchOutcome:
 
     index: int
     run_id: str | None
-    cell: dict[str, str] | None
+    cell: dict[str, Any] | None  # Auto-DeepLab's: edges, path.layer_<k>, decoder.skip
     error: str | None = None
     reused: bool = False  # recorded by the sweep before a resume
     encoding: Any = None  # the cell as the strategy's candidate (set by run_search_phase)
@@ -162,6 +170,8 @@ def run_search(
     runtime = dataclasses.replace(Runtime.from_config(train_cfg), compile=False)
     if mlflow.active_run() is not None:
         mlflow.set_tags(runtime.describe())
+    if (cfg.get("model") or {}).get("kind") == "autodeeplab":
+        return _run_autodeeplab_search(cfg, settings, seed, runtime)
 
     from nas_plugin.oneshot.data import vision_data
     from nas_plugin.oneshot.search import SearchSettings, search
@@ -208,6 +218,70 @@ def run_search(
         "seconds": seconds,
         "metrics": {k: v for k, v in result.metrics.items() if not k.startswith("alpha.")},
     }
+
+
+def _run_autodeeplab_search(
+    cfg: DictConfig, settings: dict[str, Any], seed: int | None, runtime: Any
+) -> dict[str, Any]:
+    """:func:`run_search` for ``model=autodeeplab``: the Auto-DeepLab supernet of the app's
+    ``model.layers`` / ``channels`` / ``aspp`` on its segmentation task (the trial's data,
+    split and normalisation); the derived cell carries the path and the app's
+    ``model.decoder.skip`` (not searched by the supernet)."""
+    from omegaconf import OmegaConf
+
+    from nas_plugin.models.autodeeplab import LEVEL_NAMES, check_model_config, path_levels
+    from nas_plugin.oneshot.autodeeplab_search import AutoDeepLabArch, search_autodeeplab
+    from nas_plugin.oneshot.search import SearchSettings
+    from nas_plugin.space import autodeeplab
+    from nas_plugin.tasks.segmentation import channel_stats
+    from nas_plugin.tasks.segmentation_data import load_segmentation_data
+    from nas_plugin.tasks.training import set_threads
+    from nas_plugin.tasks.vision import Preprocess
+
+    train_cfg = cfg.get("train") or {}
+    set_threads(train_cfg)
+    model = check_model_config(OmegaConf.to_container(cfg.model, resolve=True))
+    data = load_segmentation_data(
+        cfg.task, float(train_cfg.get("train_fraction", 1.0)), int(cfg.seed)
+    )
+    mean, std = channel_stats(data)
+    preprocess = Preprocess(int(cfg.task.resolution), mean, std)
+    known = set(SearchSettings.__dataclass_fields__) - {"extra"}
+    search_settings = SearchSettings(**{k: v for k, v in settings.items() if k in known})
+    arch = AutoDeepLabArch(
+        len(model["moves"]), model["channels"], model["aspp_channels"], model["rates"]
+    )
+    started = time.perf_counter()
+    result = search_autodeeplab(
+        search_settings,
+        data,
+        preprocess,
+        arch,
+        int(cfg.seed) if seed is None else seed,
+        log_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+        runtime=runtime,
+    )
+    seconds = time.perf_counter() - started
+    mlflow.log_metric("search_total_seconds", seconds)
+    skip = bool(model["skip"])
+    arch_str = autodeeplab.to_arch_str(result.ops, result.moves, skip)
+    cell = autodeeplab.derived_cell(result.ops, result.moves, skip)
+    genotype = {
+        "arch_str": arch_str,
+        "cell": cell,
+        "path_levels": [LEVEL_NAMES[lv] for lv in path_levels(result.moves)],
+        "method": settings["method"],
+        "alpha": result.alphas[-1] if result.alphas else None,
+        "beta": result.betas[-1] if result.betas else None,
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "genotype.json").write_text(json.dumps(genotype, indent=2))
+        (root / "alphas.json").write_text(json.dumps(result.alphas))
+        (root / "betas.json").write_text(json.dumps(result.betas))
+        mlflow.log_artifacts(folder, "search")
+    metrics = {k: v for k, v in result.metrics.items() if not k.startswith(("alpha.", "beta."))}
+    return {"arch_str": arch_str, "cell": cell, "seconds": seconds, "metrics": metrics}
 
 
 def run_search_phase(
@@ -342,6 +416,7 @@ def _recorded_searches(sweep_run: Any) -> dict[int, SearchOutcome]:
     """The sweep's recorded searches by index (a resumed sweep's): finished ones with their
     cell, failed ones as failures. Searches killed mid-run are marked interrupted, to run
     again."""
+    from nas_plugin.space import autodeeplab
     from nas_plugin.space.nb201 import EDGE_KEYS, from_arch_str
     from nas_plugin.tracking.resume import STATUS_INTERRUPTED
     from nas_plugin.tracking.trial import TAG_ERROR, TAG_STATUS
@@ -358,8 +433,11 @@ def _recorded_searches(sweep_run: Any) -> dict[int, SearchOutcome]:
         tags, run_id = run.data.tags, run.info.run_id
         index = int(tags.get(TAG_SEARCH_INDEX, 0))  # runs of a single-search sweep: index 0
         if run.info.status == "FINISHED" and TAG_DERIVED_ARCH in tags:
-            ops = from_arch_str(tags[TAG_DERIVED_ARCH])
-            cell = dict(zip(EDGE_KEYS, ops, strict=True))
+            arch_str = tags[TAG_DERIVED_ARCH]
+            if autodeeplab.is_arch_str(arch_str):  # cell, path and decoder skip
+                cell = autodeeplab.from_arch_str(arch_str)
+            else:
+                cell = dict(zip(EDGE_KEYS, from_arch_str(arch_str), strict=True))
             found[index] = SearchOutcome(index, run_id, cell, reused=True)
         elif tags.get(TAG_STATUS) == "failed" and run.info.status == "FAILED":
             found[index] = SearchOutcome(index, run_id, None, tags.get(TAG_ERROR), reused=True)

@@ -179,31 +179,32 @@ def search(
         for (xw, yw), (xa, ya) in zip(w_batches, a_batches, strict=False):
             xw, xa = preprocess(runtime.to_device(xw)), preprocess(runtime.to_device(xa))
             yw, ya = runtime.to_device(yw), runtime.to_device(ya)
-            # -- architecture step (on the other half) --
-            a_opt.zero_grad(set_to_none=True)
-            pairs = None
-            if settings.method == "darts" and settings.order == 2:
-                a_value = torch.tensor(
-                    _unrolled_step(net, alpha, xw, yw, xa, ya, w_opt), dtype=torch.float64
-                )
-                a_opt.step()  # alpha.grad is an fp32, unscaled gradient
-            else:
-                if settings.method == "proxyless":  # two paths per edge, the paper's scheme
-                    weights, compute, pairs = two_path_gates(alpha, generator)
-                    before = alpha.detach().clone()
-                    with runtime.autocast():
-                        logits = net(xa, weights=weights, compute=compute)
+            # -- architecture step (on the other half), after the warm-up --
+            pairs, a_value = None, None
+            if epoch > settings.warmup_epochs:
+                a_opt.zero_grad(set_to_none=True)
+                if settings.method == "darts" and settings.order == 2:
+                    a_value = torch.tensor(
+                        _unrolled_step(net, alpha, xw, yw, xa, ya, w_opt), dtype=torch.float64
+                    )
+                    a_opt.step()  # alpha.grad is an fp32, unscaled gradient
                 else:
-                    weights, active = _relax(settings.method, alpha, tau, generator)
-                    with runtime.autocast():
-                        logits = net(xa, weights=weights, active_only=active)
-                loss = arch_loss(logits.float(), ya, weights)
-                a_scaler.scale(loss).backward()
-                a_value = loss.detach()
-                a_scaler.step(a_opt)
-                a_scaler.update()
-            if pairs is not None:
-                rescale_pairs(alpha.data, before, pairs)
+                    if settings.method == "proxyless":  # two paths per edge, the paper's scheme
+                        weights, compute, pairs = two_path_gates(alpha, generator)
+                        before = alpha.detach().clone()
+                        with runtime.autocast():
+                            logits = net(xa, weights=weights, compute=compute)
+                    else:
+                        weights, active = _relax(settings.method, alpha, tau, generator)
+                        with runtime.autocast():
+                            logits = net(xa, weights=weights, active_only=active)
+                    loss = arch_loss(logits.float(), ya, weights)
+                    a_scaler.scale(loss).backward()
+                    a_value = loss.detach()
+                    a_scaler.step(a_opt)
+                    a_scaler.update()
+                if pairs is not None:
+                    rescale_pairs(alpha.data, before, pairs)
             # -- weight step --
             with torch.no_grad():
                 weights, active = _relax(settings.method, alpha, tau, generator)
@@ -219,7 +220,8 @@ def search(
             schedule.step()
             step += 1
             w_total += loss.detach().double() * len(yw)
-            a_total += a_value.to(device, torch.float64) * len(ya)
+            if a_value is not None:
+                a_total += a_value.to(device, torch.float64) * len(ya)
             seen += len(yw)
         train_loss = w_total.item() / max(1, seen)
         if not math.isfinite(train_loss):
@@ -242,11 +244,12 @@ def search(
         metrics = {
             **alpha_metrics(alpha),
             "search_train_loss": train_loss,
-            "search_arch_loss": a_total.item() / max(1, seen),
             "search_derived_val_accuracy": scored["val_accuracy"],
             "search_skip_edges": float(sum(op == "skip_connect" for op in ops)),
             "search_seconds": time.perf_counter() - start,
         }
+        if epoch > settings.warmup_epochs:  # no architecture step in a warm-up epoch
+            metrics["search_arch_loss"] = a_total.item() / max(1, seen)
         if settings.method == "gdas":
             metrics["search_tau"] = tau
         if costs is not None:

@@ -20,6 +20,8 @@ class SearchSettings(SearchOptions):
 
     method: str = "darts"
     order: int = 1
+    # darts / gdas: epochs that train the weights only, before the first architecture step.
+    warmup_epochs: int = 0
     momentum: float = 0.9
     grad_clip: float = 5.0
     tau_max: float = 10.0

@@ -13,6 +13,10 @@ architecture. In a sweep they take two phases (see :mod:`nas_plugin.oneshot.job`
    scratch once as a normal trial with the sweep's estimator (two searches that derive the same
    cell share its trial).
 
+The space is NB201's cell (``search_space=nb201``) or Auto-DeepLab's (``search_space=autodeeplab``:
+the cell, ``model.path.layer_<k>``, ``model.decoder.skip``), searched there by darts (first
+order) and gdas only; the searched cell then also holds the path and the app's decoder skip.
+
 Here, as for every strategy, only encodings and numbers: the options are validated before the
 sweep starts and passed to the search jobs as plain values.
 """
@@ -24,7 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from nas_plugin.space import Encoding, SearchSpace
+from nas_plugin.space import Encoding, SearchSpace, autodeeplab
 from nas_plugin.space.nb201 import DEFAULT_PREFIX, EDGE_KEYS, OPS
 from nas_plugin.space.params import Categorical
 from nas_plugin.strategies.base import Strategy, StrategyError, positive_int
@@ -78,6 +82,8 @@ class OneShotStrategy(Strategy):
     needs_search = True
     #: options taken by every one-shot strategy besides its own (``check_options`` allows them)
     shared_options = SearchOptions.names()
+    #: whether the search job has a search of the Auto-DeepLab supernet for this strategy
+    searches_autodeeplab = True
 
     def __init__(
         self,
@@ -88,7 +94,9 @@ class OneShotStrategy(Strategy):
     ) -> None:
         super().__init__(space, seed)
         self.prefix = prefix
-        _check_space(self.name, space, prefix)
+        self.space_kind = _check_space(self.name, space, prefix)
+        if self.space_kind == "autodeeplab" and not self.searches_autodeeplab:
+            raise StrategyError(_not_wired(self.name))
         self.options = SearchOptions.from_options(self.name, options)
         self.settings: dict[str, Any] = {"method": self.name, **asdict(self.options)}
         self._candidates: list[Encoding] = []
@@ -99,10 +107,27 @@ class OneShotStrategy(Strategy):
         """Plain settings of the search job (:class:`nas_plugin.oneshot.search.SearchSettings`)."""
         return dict(self.settings)
 
-    def derive(self, ops: Mapping[str, str]) -> Encoding:
+    def derive(self, ops: Mapping[str, Any]) -> Encoding:
         """Add one search's cell ``{edge_j_i: op}`` to the candidates (once, however many
-        searches derive it); returns its encoding."""
-        encoding = self.space.encode({f"{self.prefix}.{k}": ops[k] for k in EDGE_KEYS})
+        searches derive it); returns its encoding. On ``search_space=autodeeplab`` the cell
+        also holds ``path.layer_<k>`` and ``decoder.skip`` (the app's value, see
+        :mod:`nas_plugin.space.autodeeplab`)."""
+        if self.space_kind == "autodeeplab":
+            model_prefix = self.prefix.rpartition(".")[0]
+            values = autodeeplab.values_of(ops, model_prefix)
+            missing = [n for n in self.space.names if n not in values]
+            # A derived move the space has no key for would be lost: the trial would take the
+            # app's move there instead (decoder.skip is the app's value anyway).
+            unused = [n for n in values if n not in self.space.names and ".path." in n]
+            if missing or unused:
+                raise StrategyError(
+                    f"strategy '{self.name}': the search's path (model.layers moves) does not "
+                    f"match the search space's path keys: no value for {missing}, no key for "
+                    f"{unused}"
+                )
+            encoding = self.space.encode({n: values[n] for n in self.space.names})
+        else:
+            encoding = self.space.encode({f"{self.prefix}.{k}": ops[k] for k in EDGE_KEYS})
         self._derived = True
         if encoding not in self._candidates:
             self._candidates.append(encoding)
@@ -132,12 +157,16 @@ class Darts(OneShotStrategy):
         space: SearchSpace,
         seed: int = 0,
         order: int = 1,
+        warmup_epochs: int = 0,
         prefix: str = DEFAULT_PREFIX,
         **options: Any,
     ) -> None:
         super().__init__(space, seed, prefix, **options)
+        self.settings["warmup_epochs"] = _warmup(self.name, warmup_epochs, self.options.epochs)
         if isinstance(order, bool) or order not in (1, 2):
             raise StrategyError(f"strategy 'darts': order={order!r} must be 1 or 2")
+        if order == 2 and self.space_kind == "autodeeplab":
+            raise StrategyError(_not_wired("darts order=2"))
         self.settings["order"] = order
 
 
@@ -153,10 +182,18 @@ class Gdas(OneShotStrategy):
         latency_weight: float = 0.0,
         latency_beta: float = 0.6,
         latency_table: str | None = None,
+        warmup_epochs: int = 0,
         prefix: str = DEFAULT_PREFIX,
         **options: Any,
     ) -> None:
         super().__init__(space, seed, prefix, **options)
+        self.settings["warmup_epochs"] = _warmup(self.name, warmup_epochs, self.options.epochs)
+        if latency_weight != 0 and self.space_kind == "autodeeplab":
+            raise StrategyError(
+                f"strategy 'gdas': latency_weight={latency_weight!r} is not allowed with "
+                "search_space=autodeeplab (the latency table is the NB201 classification "
+                "network's): expected 0"
+            )
         tau_max = _positive(self.name, "tau_max", tau_max)
         tau_min = _positive(self.name, "tau_min", tau_min)
         if tau_min > tau_max:
@@ -174,6 +211,7 @@ class Gdas(OneShotStrategy):
 
 class Proxyless(OneShotStrategy):
     name = "proxyless"
+    searches_autodeeplab = False
 
     def __init__(
         self,
@@ -194,6 +232,7 @@ class Enas(OneShotStrategy):
     (see :mod:`nas_plugin.oneshot.enas`); ``arch_lr`` is the controller's Adam lr."""
 
     name = "enas"
+    searches_autodeeplab = False
 
     def __init__(
         self,
@@ -228,16 +267,59 @@ class Enas(OneShotStrategy):
         )
 
 
-def _check_space(name: str, space: SearchSpace, prefix: str) -> None:
+def _check_space(name: str, space: SearchSpace, prefix: str) -> str:
+    """``nb201`` (the cell's six edges under ``prefix``) or ``autodeeplab`` (those, the
+    ``path.layer_<k>`` moves next to them, optionally ``decoder.skip``); else a StrategyError."""
     wanted = [f"{prefix}.{key}" for key in EDGE_KEYS]
-    if sorted(space.names) != sorted(wanted) or not all(
-        isinstance(space[n], Categorical) and set(space[n].choices) == set(OPS) for n in wanted
+
+    def categorical(n: str, choices: set[Any]) -> bool:
+        return isinstance(space[n], Categorical) and set(space[n].choices) == choices
+
+    has_cell = all(n in space.names for n in wanted) and all(
+        categorical(n, set(OPS)) for n in wanted
+    )
+    if has_cell and sorted(space.names) == sorted(wanted):
+        return "nb201"
+    model = prefix.rpartition(".")[0]
+    rest = [n for n in space.names if n not in wanted]
+    layers = [n for n in rest if n.startswith(f"{model}.path.layer_")]
+    path_keys = [f"{model}.path.layer_{k}" for k in range(1, len(layers) + 1)]
+    skip = f"{model}.decoder.skip"
+    if (
+        has_cell
+        and layers
+        and sorted(layers) == sorted(path_keys)
+        and all(categorical(n, set(autodeeplab.MOVES)) for n in layers)
+        and set(rest) - set(layers) <= {skip}
+        and (skip not in rest or categorical(skip, {False, True}))
     ):
+        return "autodeeplab"
+    raise StrategyError(
+        f"strategy '{name}' searches through a supernet: it needs "
+        f"hydra/sweeper/search_space=nb201 (keys {wanted[0]} ... {wanted[-1]}, operations "
+        f"from {list(OPS)}) or search_space=autodeeplab (those, {model}.path.layer_1 ... "
+        f"with moves from {list(autodeeplab.MOVES)}, optionally {skip}) and nothing else; the "
+        f"search space has {list(space.names)}"
+    )
+
+
+def _not_wired(what: str) -> str:
+    return (
+        f"strategy '{what}' is not wired for search_space=autodeeplab (model=autodeeplab): "
+        "the Auto-DeepLab supernet is searched by hydra/sweeper/strategy=darts (order 1) or "
+        "gdas; use one of them, or a black-box strategy (evolution, random, ...)"
+    )
+
+
+def _warmup(strategy: str, value: Any, epochs: int) -> int:
+    """Epochs of weight training before the first architecture step: at least one epoch must
+    be left to search."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < epochs:
         raise StrategyError(
-            f"strategy '{name}' searches the NB201 cell through a supernet: it needs "
-            f"hydra/sweeper/search_space=nb201 (keys {wanted[0]} ... {wanted[-1]}, operations "
-            f"from {list(OPS)}) and nothing else; the search space has {list(space.names)}"
+            f"strategy '{strategy}': warmup_epochs={value!r} must be an integer from 0 to "
+            f"epochs - 1 = {epochs - 1} (the epochs that only train the weights)"
         )
+    return value
 
 
 def _positive(strategy: str, key: str, value: Any) -> float:

@@ -1,0 +1,305 @@
+"""Bilevel search of the Auto-DeepLab supernet (:mod:`nas_plugin.supernets.autodeeplab`) on a
+segmentation task: DARTS (first order) and GDAS, the shape of :mod:`nas_plugin.oneshot.search`.
+
+Every step takes an architecture step (``alpha``: 6 x 5 cell weights, ``beta``: layers x 4 x 3
+move weights; Adam) on one half of the training split, then a weight step (SGD with momentum,
+cosine schedule, gradient clipping) on the other; the loss is the per-pixel cross-entropy with
+the task's ``ignore_index``.
+
+- ``darts``: the continuous relaxation, ``softmax(alpha)`` on every edge and the move
+  probabilities (:func:`~nas_plugin.supernets.autodeeplab.move_probs`) on every trellis move:
+  every node of the trellis is computed.
+- ``gdas``: one operation per edge (Gumbel-max over ``alpha``) and one path (a Gumbel-max move
+  per layer from the current level, :func:`~nas_plugin.supernets.autodeeplab.gumbel_path`),
+  straight-through gradients, temperature annealed linearly from ``tau_max`` to ``tau_min``;
+  only the sampled path's cells and operations are computed.
+
+After every epoch the derived architecture (argmax of ``alpha``, Viterbi path through ``beta``)
+is scored on the val split as a sub-network of the supernet (its inherited weights, BatchNorm
+statistics re-estimated on training images, no decoder skip: the supernet has none); DARTS's
+whole relaxed supernet is scored too (``search_supernet_val_miou``).
+
+On one :class:`~nas_plugin.hardware.device.Runtime` (device, autocast, gradient scalers);
+random draws come from a CPU generator, so a seed gives the same search on any device.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_plugin.hardware.device import Runtime
+from nas_plugin.models.autodeeplab import LEVEL_NAMES, path_levels
+from nas_plugin.oneshot.data import halves, loader
+from nas_plugin.oneshot.search import alpha_metrics
+from nas_plugin.oneshot.settings import SearchSettings
+from nas_plugin.space.autodeeplab import MOVES
+from nas_plugin.space.nb201 import EDGES, OPS
+from nas_plugin.supernets.autodeeplab import (
+    AutoDeepLabSupernet,
+    gumbel_path,
+    move_probs,
+    reachable,
+    valid_moves,
+    viterbi_path,
+)
+from nas_plugin.supernets.nb201 import derive, gumbel_hard
+from nas_plugin.tasks.segmentation import evaluate, recalibration_loader
+from nas_plugin.tasks.segmentation_data import SegmentationData
+from nas_plugin.tasks.vision import recalibrate_batchnorm
+
+METHODS = ("darts", "gdas")
+# Training images the derived sub-network's BatchNorm statistics are re-estimated on.
+DERIVED_BN_IMAGES = 256
+EVAL_BATCH_SIZE = 256
+
+
+@dataclass
+class AutoDeepLabArch:
+    """The supernet's size: the app's ``model.layers``, ``model.channels``, ``model.aspp``."""
+
+    layers: int
+    channels: int
+    aspp_channels: int
+    rates: tuple[int, ...]
+
+
+@dataclass
+class AutoDeepLabSearchResult:
+    ops: tuple[str, ...]
+    moves: tuple[str, ...]
+    alphas: list[list[list[float]]]  # per epoch: softmax(alpha), 6 x 5
+    betas: list[list[list[list[float]]]]  # per epoch: move probabilities, layers x 4 x 3
+    metrics: dict[str, float]
+
+
+def beta_metrics(probs: torch.Tensor) -> dict[str, float]:
+    """``beta.layer_<k>.<level>.<move>`` (level ``1_4`` ... ``1_32``): the move's probability
+    from that level, for the reachable levels and valid moves only."""
+    values = probs.detach().cpu().tolist()
+    out = {}
+    for k in range(len(values)):
+        for level in reachable(k):
+            name = LEVEL_NAMES[level].replace("/", "_")
+            for m in valid_moves(level):
+                out[f"beta.layer_{k + 1}.{name}.{MOVES[m]}"] = float(values[k][level][m])
+    return out
+
+
+class _SubNetwork(nn.Module):
+    """Raw images -> preprocess -> one architecture of the supernet (for scoring)."""
+
+    def __init__(
+        self,
+        preprocess: nn.Module,
+        net: AutoDeepLabSupernet,
+        ops: Sequence[str],
+        moves: Sequence[str],
+    ) -> None:
+        super().__init__()
+        self.preprocess, self.net = preprocess, net
+        self.ops, self.moves = tuple(ops), tuple(moves)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_path(self.preprocess(images), self.ops, self.moves)
+
+
+class _Relaxed(nn.Module):
+    """Raw images -> preprocess -> the whole supernet under DARTS's relaxation (for scoring)."""
+
+    def __init__(
+        self,
+        preprocess: nn.Module,
+        net: AutoDeepLabSupernet,
+        alpha: torch.Tensor,
+        beta: torch.Tensor,
+    ) -> None:
+        super().__init__()
+        self.preprocess, self.net = preprocess, net
+        self.cell, self.moves = F.softmax(alpha.detach(), dim=-1), move_probs(beta.detach())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.preprocess(images), self.cell, self.moves)
+
+
+def search_autodeeplab(
+    settings: SearchSettings,
+    data: SegmentationData,
+    preprocess: nn.Module,
+    arch: AutoDeepLabArch,
+    seed: int,
+    log_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    *,
+    runtime: Runtime | None = None,
+) -> AutoDeepLabSearchResult:
+    """One bilevel search on ``runtime`` (default: the CPU, fp32); ``log_epoch(epoch,
+    metrics)`` after every epoch (1-based).
+
+    Raises:
+        ValueError: a method other than darts / gdas (first order).
+        FloatingPointError: the weight loss became NaN or infinite.
+    """
+    if settings.method not in METHODS or settings.order != 1:
+        raise ValueError(
+            f"method {settings.method!r} (order {settings.order}) does not search the "
+            f"Auto-DeepLab supernet: allowed {list(METHODS)}, first order"
+        )
+    runtime = runtime or Runtime.cpu()
+    device = runtime.device
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    net = runtime.prepare(
+        AutoDeepLabSupernet(
+            arch.layers,
+            data.num_classes,
+            data.in_chans,
+            arch.channels,
+            arch.aspp_channels,
+            arch.rates,
+        )
+    )
+    alpha = nn.Parameter((1e-3 * torch.randn(len(EDGES), len(OPS), generator=generator)).to(device))
+    beta = nn.Parameter(
+        (1e-3 * torch.randn(arch.layers, 4, len(MOVES), generator=generator)).to(device)
+    )
+    preprocess = copy.deepcopy(preprocess).to(device)  # the caller's may be shared
+    w_opt = torch.optim.SGD(
+        net.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
+    a_opt = torch.optim.Adam(
+        [alpha, beta],
+        lr=settings.arch_lr,
+        betas=(0.5, 0.999),
+        weight_decay=settings.arch_weight_decay,
+    )
+    w_half, a_half = halves(data.augmented_train, seed)
+    w_batches = loader(w_half, settings.batch_size, seed, data)
+    a_batches = loader(a_half, settings.batch_size, seed + 1, data)
+    if min(len(w_batches), len(a_batches)) == 0:
+        raise ValueError(
+            f"the training split has {len(data.train)} image(s): too few for two halves of "
+            f"batch_size={settings.batch_size}"
+        )
+    recalibration = recalibration_loader(data, DERIVED_BN_IMAGES, seed)
+    val_batches = data.loader(data.val, EVAL_BATCH_SIZE)
+    w_scaler, a_scaler = runtime.grad_scaler(), runtime.grad_scaler()
+    steps = settings.epochs * min(len(w_batches), len(a_batches))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, steps, eta_min=1e-3 * settings.lr)
+    ignore = data.ignore_index
+
+    def relax(tau: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        if settings.method == "darts":
+            return F.softmax(alpha, dim=-1), move_probs(beta), False
+        cell = gumbel_hard(alpha, tau, generator)
+        moves, _ = gumbel_path(beta, tau, generator)
+        return cell, moves, True
+
+    alphas: list[list[list[float]]] = []
+    betas: list[list[list[list[float]]]] = []
+    metrics: dict[str, float] = {}
+    start = time.perf_counter()
+    for epoch in range(1, settings.epochs + 1):
+        tau = settings.tau_max - (settings.tau_max - settings.tau_min) * (
+            (epoch - 1) / max(1, settings.epochs - 1)
+        )
+        net.train()
+        w_total = torch.zeros((), dtype=torch.float64, device=device)
+        a_total = torch.zeros_like(w_total)
+        seen = 0
+        for (xw, yw), (xa, ya) in zip(w_batches, a_batches, strict=False):
+            xw, xa = preprocess(runtime.to_device(xw)), preprocess(runtime.to_device(xa))
+            yw, ya = runtime.to_device(yw), runtime.to_device(ya)
+            # -- architecture step (alpha and beta, on the other half), after the warm-up --
+            if epoch > settings.warmup_epochs:
+                a_opt.zero_grad(set_to_none=True)
+                cell, moves, active = relax(tau)
+                with runtime.autocast():
+                    logits = net(xa, cell, moves, active_only=active)
+                loss = F.cross_entropy(logits.float(), ya, ignore_index=ignore)
+                a_scaler.scale(loss).backward()
+                a_scaler.step(a_opt)
+                a_scaler.update()
+                a_total += loss.detach().double() * len(ya)
+            # -- weight step --
+            with torch.no_grad():
+                cell, moves, active = relax(tau)
+            with runtime.autocast():
+                logits = net(xw, cell, moves, active_only=active)
+            loss = F.cross_entropy(logits.float(), yw, ignore_index=ignore)
+            w_opt.zero_grad(set_to_none=True)
+            w_scaler.scale(loss).backward()
+            w_scaler.unscale_(w_opt)  # clip the true gradient (a no-op unless fp16)
+            nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
+            w_scaler.step(w_opt)
+            w_scaler.update()
+            schedule.step()
+            w_total += loss.detach().double() * len(yw)
+            seen += len(yw)
+        train_loss = w_total.item() / max(1, seen)
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(
+                f"search loss is {train_loss} at epoch {epoch}: lower the strategy's lr"
+            )
+        ops, path = derive(alpha.detach()), viterbi_path(move_probs(beta.detach()))
+        scores = _score(net, preprocess, ops, path, recalibration, val_batches, data, runtime)
+        probs = move_probs(beta.detach()).cpu()
+        alphas.append(F.softmax(alpha.detach(), dim=-1).cpu().tolist())
+        betas.append(probs.tolist())
+        levels = path_levels(path)
+        metrics = {
+            **alpha_metrics(alpha),
+            **beta_metrics(probs),
+            **{f"search_path.layer_{k}": float(2 ** (lv + 2)) for k, lv in enumerate(levels, 1)},
+            "search_train_loss": train_loss,
+            "search_derived_val_miou": scores["miou"],
+            "search_derived_val_pixel_accuracy": scores["pixel_accuracy"],
+            "search_skip_edges": float(sum(op == "skip_connect" for op in ops)),
+            "search_seconds": time.perf_counter() - start,
+        }
+        if epoch > settings.warmup_epochs:  # no architecture step in a warm-up epoch
+            metrics["search_arch_loss"] = a_total.item() / max(1, seen)
+        if settings.method == "gdas":
+            metrics["search_tau"] = tau
+        else:  # the supernet as it trains: every path mixed (its own BatchNorm statistics)
+            relaxed = evaluate(
+                _Relaxed(preprocess, net, alpha, beta), val_batches, data, runtime=runtime
+            )
+            net.train()
+            metrics["search_supernet_val_miou"] = relaxed["miou"]
+        if log_epoch is not None:
+            log_epoch(epoch, metrics)
+    ops, path = derive(alpha.detach()), viterbi_path(move_probs(beta.detach()))
+    return AutoDeepLabSearchResult(ops, path, alphas, betas, metrics)
+
+
+def _score(
+    net: AutoDeepLabSupernet,
+    preprocess: nn.Module,
+    ops: Sequence[str],
+    moves: Sequence[str],
+    recalibration: Any,
+    val_batches: Any,
+    data: SegmentationData,
+    runtime: Runtime,
+) -> dict[str, float]:
+    """Val scores of one architecture with the supernet's weights. Its BatchNorm statistics are
+    re-estimated on training images (the supernet's mix every path's); the search's own are
+    kept (restored afterwards), though training-mode steps use batch statistics anyway."""
+    sub = _SubNetwork(preprocess, net, ops, moves)
+    saved = copy.deepcopy(net.state_dict())
+    recalibrate_batchnorm(sub, recalibration, runtime=runtime)
+    scores = evaluate(sub, val_batches, data, runtime=runtime)
+    net.load_state_dict(saved)
+    net.train()
+    return scores

@@ -1,0 +1,265 @@
+"""Auto-DeepLab's own one-shot search on the segmentation pipeline: the supernet, the Viterbi
+path, a reproducible bilevel search, a real darts sweep read back from MLflow, and the
+strategies that are not wired for this space refused before any trial."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, run_app, run_app_in_process, sweep_runs
+from omegaconf import OmegaConf
+
+from nas_plugin.hardware.device import Runtime
+from nas_plugin.models.autodeeplab import LEVELS, AutoDeepLab, path_levels
+from nas_plugin.oneshot.autodeeplab_search import AutoDeepLabArch, search_autodeeplab
+from nas_plugin.oneshot.settings import SearchSettings
+from nas_plugin.space import SearchSpace, autodeeplab
+from nas_plugin.space.nb201 import EDGE_KEYS
+from nas_plugin.space.params import parse_param
+from nas_plugin.strategies import StrategyError, make_strategy
+from nas_plugin.supernets.autodeeplab import (
+    AutoDeepLabSupernet,
+    move_probs,
+    one_hot_cell,
+    one_hot_path,
+    viterbi_path,
+)
+from nas_plugin.tasks.segmentation import channel_stats
+from nas_plugin.tasks.segmentation_data import load_segmentation_data
+from nas_plugin.tasks.vision import Preprocess
+
+PIPELINE = str(REPO / "pipelines" / "segmentation.py")
+OPS6 = ("nor_conv_3x3", "none", "skip_connect", "avg_pool_3x3", "nor_conv_1x1", "nor_conv_3x3")
+# Tiny settings: 120 scenes, 4 channels at 1/4, a narrow ASPP, one epoch everywhere.
+TINY = [
+    "task.scenes.count=120",
+    "model.channels=4",
+    "model.aspp.channels=8",
+    "train.epochs=1",
+    "train.bn_recalibration_images=64",
+    "hardware.measure=false",
+    "log_model=false",
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # As the search job runs (train.num_threads: 1); two threads on a shared 2-core machine
+    # are several times slower, not faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_supernet_maps_images_to_per_pixel_logits_and_a_one_hot_forward_is_the_path():
+    torch.manual_seed(0)
+    net = AutoDeepLabSupernet(layers=4, num_classes=5, channels=4, aspp_channels=8).eval()
+    images = torch.randn(2, 3, 30, 34)
+    mixture = net(images, torch.full((6, 5), 0.2), move_probs(torch.zeros(4, LEVELS, 3)))
+    assert mixture.shape == (2, 5, 30, 34)
+    moves = ("down", "down", "up", "same")
+    one_hot = net(images, one_hot_cell(OPS6), one_hot_path(moves), active_only=True)
+    path = net.forward_path(images, OPS6, moves)
+    torch.testing.assert_close(one_hot, path)
+    standalone = AutoDeepLab(OPS6, moves, num_classes=5, channels=4, aspp_channels=8)
+    assert path.shape == standalone(images).shape == mixture.shape
+
+    # Only the path is computed: the cells off it (and the head of an unused level) get no
+    # gradient, the path's cells at 1/8, 1/16, 1/8, 1/8 do.
+    net.train()
+    net.forward_path(images, OPS6, moves).sum().backward()
+    with_grad = {
+        name.split(".")[1]
+        for name, p in net.named_parameters()
+        if name.startswith("cells.") and p.grad is not None
+    }
+    assert with_grad == {"1_1", "2_2", "3_1", "4_1"}
+    assert all(p.grad is None for p in net.heads["0"].parameters())
+
+
+def test_viterbi_returns_the_most_probable_path_and_never_a_clamped_move():
+    beta = torch.zeros(4, LEVELS, 3)
+    beta[0, 0, 0] = beta[1, 1, 0] = 4.0  # down, down ...
+    beta[2, 2, 1] = 4.0  # ... same at 1/16 ...
+    beta[3, 2, 2] = 4.0  # ... then up to 1/8
+    assert viterbi_path(move_probs(beta)) == ("down", "down", "same", "up")
+    # The best first move is worth less than what it leads to: down at 1/4 (p 0.5) then a
+    # sure up beats same (p 0.5) then a coin flip.
+    beta = torch.zeros(2, LEVELS, 3)
+    beta[1, 1, 2] = 9.0
+    assert viterbi_path(move_probs(beta)) == ("down", "up")
+    # Strongly preferred moves off the trellis (up at 1/4, down at 1/32) are never chosen.
+    for preferred in (0, 2):
+        beta = torch.zeros(6, LEVELS, 3)
+        beta[:, :, preferred] = 20.0
+        moves = viterbi_path(move_probs(beta))
+        level = 0
+        for move, after in zip(moves, path_levels(moves), strict=True):
+            assert after == level + {"down": 1, "same": 0, "up": -1}[move]
+            level = after
+        assert moves[0] == "down"  # up is off the trellis at 1/4
+        if preferred == 0:  # straight down to 1/32, where down is off the trellis
+            assert path_levels(moves)[:3] == (1, 2, 3)
+
+
+@pytest.fixture(scope="module")
+def tiny_scenes():
+    task = OmegaConf.load(REPO / "conf" / "task" / "segmentation.yaml")
+    task.scenes.count = 80
+    data = load_segmentation_data(task, 1.0, 0)
+    mean, std = channel_stats(data)
+    return data, Preprocess(int(task.resolution), mean, std)
+
+
+@pytest.mark.parametrize("method", ["darts", "gdas"])
+def test_a_seeded_search_is_reproducible(tiny_scenes, method):
+    data, preprocess = tiny_scenes
+    settings = SearchSettings(method=method, epochs=2, batch_size=16)
+    arch = AutoDeepLabArch(layers=3, channels=4, aspp_channels=8, rates=(1, 2))
+    logged: list[dict[str, float]] = []
+    first = search_autodeeplab(settings, data, preprocess, arch, 3, lambda e, m: logged.append(m))
+    again = search_autodeeplab(settings, data, preprocess, arch, 3)
+    assert (first.ops, first.moves, first.alphas, first.betas) == (
+        again.ops,
+        again.moves,
+        again.alphas,
+        again.betas,
+    )
+    timeless = {k: v for k, v in first.metrics.items() if k != "search_seconds"}
+    assert timeless == {k: v for k, v in again.metrics.items() if k != "search_seconds"}
+    assert len(logged) == 2 and len(first.betas) == 2
+    # Per epoch: the beta of each reachable level's valid moves (none off the trellis), the
+    # derived path's levels, the derived network's val mIoU.
+    assert "beta.layer_1.1_4.down" in logged[0] and "beta.layer_1.1_4.up" not in logged[0]
+    assert "beta.layer_3.1_16.up" in logged[0] and "beta.layer_2.1_16.same" not in logged[0]
+    levels = [logged[-1][f"search_path.layer_{k}"] for k in (1, 2, 3)]
+    assert levels == [2 ** (lv + 2) for lv in path_levels(first.moves)]
+    assert 0.0 <= logged[-1]["search_derived_val_miou"] <= 1.0
+    assert ("search_supernet_val_miou" in logged[-1]) == (method == "darts")
+
+
+def test_warmup_epochs_train_only_the_weights(tiny_scenes):
+    data, preprocess = tiny_scenes
+    settings = SearchSettings(method="gdas", epochs=2, batch_size=16, warmup_epochs=1)
+    arch = AutoDeepLabArch(layers=3, channels=4, aspp_channels=8, rates=(1,))
+    logged: list[dict[str, float]] = []
+    result = search_autodeeplab(settings, data, preprocess, arch, 0, lambda e, m: logged.append(m))
+    # Epoch 1: alpha and beta as initialised (uniform up to 1e-3 noise), no architecture loss.
+    assert "search_arch_loss" not in logged[0] and "search_arch_loss" in logged[1]
+    assert max(abs(p - 0.2) for row in result.alphas[0] for p in row) < 1e-3
+    assert result.alphas[1] != result.alphas[0] and result.betas[1] != result.betas[0]
+    space = _space(REPO / "conf/plugin/hydra/sweeper/search_space/autodeeplab.yaml")
+    with pytest.raises(StrategyError, match="warmup_epochs=10 must be an integer from 0 to"):
+        make_strategy({"name": "darts", "epochs": 10, "warmup_epochs": 10}, space, 0)
+
+
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)], ids=["cpu", "cuda"]
+)
+@pytest.mark.parametrize("method", ["darts", "gdas"])
+def test_a_bf16_search_runs_on_the_runtime(tiny_scenes, method, device):
+    data, preprocess = tiny_scenes
+    settings = SearchSettings(method=method, epochs=1, batch_size=16)
+    arch = AutoDeepLabArch(layers=3, channels=4, aspp_channels=8, rates=(1,))
+    runtime = Runtime(torch.device(device), "bf16")
+    first = search_autodeeplab(settings, data, preprocess, arch, 0, runtime=runtime)
+    again = search_autodeeplab(settings, data, preprocess, arch, 0, runtime=runtime)
+    assert 0.0 < first.metrics["search_train_loss"] < 10.0  # finite in bf16
+    assert 0.0 <= first.metrics["search_derived_val_miou"] <= 1.0
+    assert len(first.moves) == 3 and all(m in autodeeplab.MOVES for m in first.moves)
+    if method == "gdas":  # the same Gumbel draws (CPU generator) on any device
+        assert (first.ops, first.moves) == (again.ops, again.moves)
+
+
+def _space(path: Path) -> SearchSpace:
+    params = OmegaConf.to_container(OmegaConf.load(path).params)
+    return SearchSpace([parse_param(k, v) for k, v in params.items()])
+
+
+def test_darts_sweep_searches_the_supernet_and_trains_the_derived_network(tmp_path):
+    result = run_app(
+        tmp_path,
+        PIPELINE,
+        "-m",
+        "hydra/sweeper/strategy=darts",
+        "hydra.sweeper.strategy.epochs=1",
+        "hydra.sweeper.strategy.batch_size=16",
+        "hydra.sweeper.mlflow.experiment=adl-darts",
+        "model.decoder.skip=false",  # not searched by the supernet: the app's value is kept
+        *TINY,
+    )
+    assert result.proc.returncode == 0, result.output
+    client = result.client()
+    _, searches, trials = sweep_runs(client, "adl-darts", result.output)
+    (search,) = searches
+    assert search.info.status == "FINISHED"
+    arch_str = search.data.tags["nas.derived_arch"]
+    assert search.data.params["derived_arch"] == arch_str
+    cell = autodeeplab.from_arch_str(arch_str)
+    assert cell["decoder.skip"] is False
+    moves = [cell[f"path.layer_{k}"] for k in (1, 2, 3, 4)]
+    metrics = search.data.metrics
+    assert {f"alpha.{e}.nor_conv_3x3" for e in EDGE_KEYS} <= set(metrics)
+    assert {"beta.layer_1.1_4.down", "beta.layer_4.1_32.up", "search_derived_val_miou"} <= set(
+        metrics
+    )
+    assert [metrics[f"search_path.layer_{k}"] for k in (1, 2, 3, 4)] == [
+        2 ** (lv + 2) for lv in path_levels(moves)
+    ]
+    genotype = json.loads(
+        Path(client.download_artifacts(search.info.run_id, "search/genotype.json")).read_text()
+    )
+    assert genotype["cell"] == cell and len(genotype["beta"]) == 4
+
+    # The derived network, trained as the sweep's one trial, linked both ways.
+    (trial,) = trials
+    params = trial.data.params
+    assert trial.data.tags["nas.status"] == "ok"
+    assert [params[f"model.cell.{e}"] for e in EDGE_KEYS] == [cell[e] for e in EDGE_KEYS]
+    assert [params[f"model.path.layer_{k}"] for k in (1, 2, 3, 4)] == moves
+    assert params["model.decoder.skip"] == "False"
+    assert trial.data.tags["nas.search_run_id"] == search.info.run_id
+    assert search.data.tags["nas.derived_run_id"] == trial.info.run_id
+    assert "val_miou" in trial.data.metrics
+
+    # A resumed sweep rebuilds the same candidate from the search run's tag.
+    space = _space(REPO / "conf/plugin/hydra/sweeper/search_space/autodeeplab.yaml")
+    strategy = make_strategy({"name": "darts", "prefix": "model.cell"}, space, 0)
+    encoding = strategy.derive(autodeeplab.from_arch_str(arch_str))
+    assert json.loads(trial.data.tags["nas.encoding"]) == space.decode(encoding)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["hydra/sweeper/strategy=proxyless"], "strategy 'proxyless'"),
+        (["hydra/sweeper/strategy=enas"], "strategy 'enas'"),
+        (["hydra/sweeper/strategy=darts", "hydra.sweeper.strategy.order=2"], "darts order=2"),
+    ],
+)
+def test_strategies_not_wired_for_autodeeplab_are_refused_before_any_trial(
+    tmp_path, overrides, named
+):
+    result = run_app_in_process(tmp_path, PIPELINE, "-m", *overrides, *TINY)
+    assert result.proc.returncode != 0
+    assert named in result.output
+    assert "search_space=autodeeplab" in result.output
+    assert "darts (order 1) or gdas" in result.output
+    assert "Launching" not in result.output
+
+
+def test_gdas_latency_term_foreign_keys_and_a_path_off_the_space_are_refused():
+    space = _space(REPO / "conf/plugin/hydra/sweeper/search_space/autodeeplab.yaml")
+    with pytest.raises(StrategyError, match="latency_weight=0.5 is not allowed"):
+        make_strategy({"name": "gdas", "prefix": "model.cell", "latency_weight": 0.5}, space, 0)
+    darts = make_strategy({"name": "darts", "prefix": "model.cell"}, space, 0)
+    five_layers = autodeeplab.derived_cell(OPS6, ["down", "same", "same", "up", "same"], True)
+    with pytest.raises(StrategyError, match=r"no key for \['model.path.layer_5'\]"):
+        darts.derive(five_layers)
+    extra = SearchSpace([*space.params, parse_param("model.channels", [4, 8])])
+    with pytest.raises(StrategyError, match="search_space=autodeeplab"):
+        make_strategy({"name": "darts", "prefix": "model.cell"}, extra, 0)
