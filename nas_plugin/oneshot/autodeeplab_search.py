@@ -54,6 +54,7 @@ from nas_plugin.supernets.autodeeplab import (
 from nas_plugin.supernets.nb201 import derive, gumbel_hard
 from nas_plugin.tasks.segmentation import evaluate, recalibration_loader
 from nas_plugin.tasks.segmentation_data import SegmentationData
+from nas_plugin.tasks.training import optimizer_step
 from nas_plugin.tasks.vision import recalibrate_batchnorm
 
 METHODS = ("darts", "gdas")
@@ -237,13 +238,7 @@ def search_autodeeplab(
             with runtime.autocast():
                 logits = net(xw, cell, moves, active_only=active)
             loss = F.cross_entropy(logits.float(), yw, ignore_index=ignore)
-            w_opt.zero_grad(set_to_none=True)
-            w_scaler.scale(loss).backward()
-            w_scaler.unscale_(w_opt)  # clip the true gradient (a no-op unless fp16)
-            nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
-            w_scaler.step(w_opt)
-            w_scaler.update()
-            schedule.step()
+            optimizer_step(loss, w_opt, w_scaler, schedule, settings.grad_clip)
             w_total += loss.detach().double() * len(yw)
             seen += len(yw)
         train_loss = w_total.item() / max(1, seen)

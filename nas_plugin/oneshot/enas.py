@@ -43,6 +43,7 @@ from nas_plugin.oneshot.settings import DERIVED_BN_IMAGES, SearchResult, SearchS
 from nas_plugin.oneshot.spos import ScoringBatches, evaluate_path
 from nas_plugin.space.nb201 import EDGE_KEYS, EDGES, OPS, to_arch_str
 from nas_plugin.supernets.nb201 import NB201Supernet
+from nas_plugin.tasks.training import optimizer_step
 from nas_plugin.tasks.vision_data import VisionData
 
 CONVS = ("nor_conv_1x1", "nor_conv_3x3")
@@ -220,13 +221,7 @@ def search_enas(
             with runtime.autocast():
                 logits = net(xw, path=to_ops(cell[0]))
             loss = F.cross_entropy(logits.float(), yw)
-            w_opt.zero_grad(set_to_none=True)
-            w_scaler.scale(loss).backward()
-            w_scaler.unscale_(w_opt)
-            nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
-            w_scaler.step(w_opt)
-            w_scaler.update()
-            schedule.step()
+            optimizer_step(loss, w_opt, w_scaler, schedule, settings.grad_clip)
             w_total += loss.detach().double() * len(yw)
             seen += len(yw)
         train_loss = w_total.item() / max(1, seen)

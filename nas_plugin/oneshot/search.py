@@ -65,6 +65,7 @@ from nas_plugin.supernets.nb201 import (
     rescale_pairs,
     two_path_gates,
 )
+from nas_plugin.tasks.training import optimizer_step
 from nas_plugin.tasks.vision_data import VisionData
 
 
@@ -211,13 +212,7 @@ def search(
             with runtime.autocast():
                 logits = net(xw, weights=weights, active_only=active)
             loss = F.cross_entropy(logits.float(), yw)
-            w_opt.zero_grad(set_to_none=True)
-            w_scaler.scale(loss).backward()
-            w_scaler.unscale_(w_opt)  # clip the true gradient (a no-op unless fp16)
-            nn.utils.clip_grad_norm_(net.parameters(), settings.grad_clip)
-            w_scaler.step(w_opt)
-            w_scaler.update()
-            schedule.step()
+            optimizer_step(loss, w_opt, w_scaler, schedule, settings.grad_clip)
             step += 1
             w_total += loss.detach().double() * len(yw)
             if a_value is not None:

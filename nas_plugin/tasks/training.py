@@ -120,11 +120,17 @@ def optimizer_step(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    clip_norm: float | None = None,
 ) -> None:
-    """One training step on ``loss``: its (scaled, for fp16) gradients, the optimiser's step and
-    the schedule's."""
+    """One training step on ``loss``: its (scaled, for fp16) gradients, clipped to a total norm
+    of ``clip_norm`` over the optimiser's parameters if given, the optimiser's step and the
+    schedule's."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    if clip_norm is not None:
+        scaler.unscale_(optimizer)  # clip the true gradient (a no-op unless fp16)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        nn.utils.clip_grad_norm_(params, clip_norm)
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
