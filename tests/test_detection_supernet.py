@@ -8,7 +8,7 @@ import random
 
 import pytest
 import torch
-from conftest import REPO, boxes_from_registry, run_app
+from conftest import REPO, boxes_from_registry, run_app_in_process
 from omegaconf import OmegaConf
 
 from nas_plugin.estimators.base import EstimatorError
@@ -81,15 +81,15 @@ def test_a_space_with_keys_the_supernet_cannot_share_is_refused() -> None:
 
 @pytest.mark.e2e
 def test_weight_sharing_sweep_trains_one_supernet_and_registers_a_box_model(tmp_path) -> None:
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "detection.py"),
         "-m",
-        "task.shapes.count=120",
+        "task.shapes.count=80",
         "hardware.measure=false",
         "hydra/sweeper/strategy=random",
         "hydra/sweeper/estimator=supernet",
-        "hydra.sweeper.estimator.epochs=2",
+        "hydra.sweeper.estimator.epochs=1",
         "hydra.sweeper.estimator.batch_size=16",
         "hydra.sweeper.estimator.bn_images=32",
         f"hydra.sweeper.estimator.cache_dir={tmp_path / 'cache'}",
@@ -117,7 +117,7 @@ def test_weight_sharing_sweep_trains_one_supernet_and_registers_a_box_model(tmp_
     # Loaded from the registry in a new process, it finds on the val split what its trial
     # scored there on inherited weights.
     task = OmegaConf.to_container(OmegaConf.load(CONF / "task" / "detection.yaml"))
-    task["shapes"]["count"] = 120
+    task["shapes"]["count"] = 80
     data = load_detection_data(task)
     images = torch.stack([data.val[i][0] for i in range(len(data.val))])
     _, predictions = boxes_from_registry(
