@@ -36,6 +36,7 @@ from nas_plugin.sweep.plan import (
     build_plan,
     check_against_job_config,
     check_compute,
+    network_key,
 )
 from nas_plugin.sweep.plots import log_sweep_plots
 from nas_plugin.sweep.proposals import Proposer
@@ -185,7 +186,8 @@ class NASSweeperImpl:
             def screen(propose: Any, wanted: int, reject: Any) -> list:
                 return aids.next_candidates(propose, wanted, reject, plan.space)
 
-        proposer = Proposer(ledger.strategy, ledger.seen, screen)
+        job_cfg = self._compose(list(plan.fixed_overrides)) if plan.equivalent else None
+        proposer = Proposer(ledger.strategy, ledger.seen, screen, network_key(plan, job_cfg))
         replayer = Replayer(opened.replay)
         trials = LaunchedTrials(
             plan, self.launcher.launch, self._compose, sweep_run, ledger.strategy.name, replayer

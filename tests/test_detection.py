@@ -15,7 +15,12 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from nas_plugin.models import build_model
-from nas_plugin.models.spinenet import OUTPUT_LEVELS, output_blocks, validate_spinenet_space
+from nas_plugin.models.spinenet import (
+    OUTPUT_LEVELS,
+    network_key,
+    output_blocks,
+    validate_spinenet_space,
+)
 from nas_plugin.space import SearchSpace
 from nas_plugin.space.params import parse_param
 from nas_plugin.tasks.detection import (
@@ -457,3 +462,59 @@ def test_a_bad_searched_key_value_is_refused_before_any_trial(tmp_path):
         result.output
     )
     assert "Launching" not in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidates that build the same network
+
+
+def test_network_key_ignores_a_block_that_feeds_nothing_and_the_order_of_inputs():
+    job = OmegaConf.create({"model": model_config()})
+    # Block 5 takes block 3 twice: block 4 (level 4, not the last block there) feeds nothing.
+    dead_4 = {"model.blocks.block_5.input_1": 2, "model.blocks.block_5.input_2": 2}
+    same = [
+        network_key(
+            {**dead_4, "model.blocks.block_4.type": kind, "model.blocks.block_4.input_2": k}, job
+        )
+        for kind in ("residual", "bottleneck")
+        for k in (1, 3)
+    ]
+    assert len(set(same)) == 1
+    swapped = {"model.blocks.block_3.input_1": 2, "model.blocks.block_3.input_2": 1}
+    assert network_key(swapped, job) == network_key(
+        {"model.blocks.block_3.input_1": 1, "model.blocks.block_3.input_2": 2}, job
+    )
+    # A block that computes, or the pyramid, makes another network.
+    assert network_key({"model.blocks.block_4.type": "bottleneck"}, job) != network_key({}, job)
+    assert network_key({**dead_4, "model.pyramid.fusion": "none"}, job) != same[0]
+    # Moving block 4 to level 2 makes it P2's source block: it computes again.
+    assert network_key({**dead_4, "model.blocks.block_4.level": 2}, job) != same[0]
+
+
+@pytest.mark.e2e
+def test_a_sweep_trains_each_network_once(tmp_path):
+    result = run_app_in_process(
+        tmp_path,
+        PIPELINE,
+        "-m",
+        "task.shapes.count=80",
+        "hardware.measure=false",
+        "log_model=false",
+        "hydra/sweeper/strategy=grid",
+        "hydra/sweeper/estimator=zero_cost",
+        "hydra.sweeper.estimator.batch_size=8",
+        "hydra.sweeper.objective.metric=synflow",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.leaderboard_columns=[]",
+        "~hydra.sweeper.search_space.params",
+        "+hydra.sweeper.search_space.params={model.blocks.block_4.type:[residual,bottleneck],"
+        "model.pyramid.fusion:[none,top_down]}",
+        "model.blocks.block_5.input_1=2",
+        "model.blocks.block_5.input_2=2",
+    )
+    assert result.proc.returncode == 0, result.output
+    _, trials = result.runs("nas-detection-shapes")
+    # Four candidates, two networks: block 4 feeds nothing, so its type changes nothing.
+    assert len(trials) == 2
+    assert sorted(t.data.params["model.pyramid.fusion"] for t in trials) == ["none", "top_down"]
+    assert "builds the same network as trial" in result.output

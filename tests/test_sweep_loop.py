@@ -73,6 +73,28 @@ def test_a_small_space_ends_the_loop_when_exhausted():
     assert sorted(r.architecture["width"] for r in ledger.records) == [8, 16, 32, 64]
 
 
+def test_candidates_that_build_the_same_network_are_trained_once():
+    """A space's ``equivalent`` hook: widths 8 and 16 build one network here (say, the extra
+    channels feed nothing), so of four candidates three networks are trained, and the strategy
+    hears the trained twin's score for the other."""
+    space = SearchSpace.from_dict({"width": [8, 16, 32, 64]})
+    strategy = make_strategy({"name": "grid"}, space, 0)
+    heard: dict = {}
+    tell = strategy.tell
+    strategy.tell = lambda encoding, score: (
+        heard.__setitem__(encoding, score),
+        tell(encoding, score),
+    )
+    ledger = Ledger(strategy, OBJECTIVE, 10)
+    trials = InProcessTrials(space, OBJECTIVE, lambda arch: {"acc": max(arch["width"], 16)})
+    key = lambda encoding: max(space.decode(encoding)["width"], 16)  # noqa: E731
+    run_batches(ledger, Proposer(strategy, ledger.seen, network_key=key), trials, 1)
+    trained = sorted(r.architecture["width"] for r in ledger.records)
+    assert len(trained) == 3 and trained[1:] == [32, 64] and trained[0] in (8, 16)
+    assert len(heard) == 4  # every candidate told, the twin with its trained twin's score
+    assert heard[space.encode({"width": 8})] == heard[space.encode({"width": 16})]
+
+
 def test_more_failures_than_max_failures_abort_the_sweep():
     ledger, proposer = parts(max_failures=1)
 

@@ -347,6 +347,44 @@ def validate_spinenet_space(space: Any, job_cfg: Any) -> None:
                 ) from err
 
 
+def network_key(values: Mapping[str, Any], job_cfg: Any) -> tuple:
+    """Which network the candidate ``values`` (``{key: value}`` of the search space) builds on
+    the app's config (``equivalent:`` of ``search_space=spinenet``): candidates with the same key
+    compute the same function with the same kind of modules, so the sweep trains one of them.
+
+    A block that neither feeds the pyramid nor a block that does computes nothing, whatever its
+    type and inputs; two inputs count in either order (their resamplings are summed); input
+    offsets that reach before the first block all mean the stem. The key holds the blocks that
+    compute (index, level, type, sorted sources), the pyramid's source blocks and every searched
+    value outside ``model.blocks``.
+    """
+    from omegaconf import OmegaConf
+
+    model = OmegaConf.to_container(job_cfg.model, resolve=True)
+    model = OmegaConf.create(model)
+    for key, value in values.items():
+        if key.startswith("model."):
+            OmegaConf.update(model, key.removeprefix("model."), value)
+    blocks = block_specs(model)
+    levels = [LEVELS[0]] + [level for level, *_ in blocks]
+    sources = [
+        tuple(sorted({resolve_input(k, first), resolve_input(k, second)}))
+        for k, (_, _, first, second) in enumerate(blocks, start=1)
+    ]
+    outputs = output_blocks(levels)
+    used, pending = set(), [j for j in outputs if j > 0]
+    while pending:
+        k = pending.pop()
+        if k not in used:
+            used.add(k)
+            pending.extend(j for j in sources[k - 1] if j > 0)
+    computing = tuple((k, blocks[k - 1][0], blocks[k - 1][1], sources[k - 1]) for k in sorted(used))
+    rest = tuple(
+        sorted((k, repr(v)) for k, v in values.items() if not k.startswith("model.blocks."))
+    )
+    return computing, outputs, rest
+
+
 def _choice(cfg: Mapping[str, Any], field: str, allowed: Sequence[Any], where: str) -> Any:
     value = cfg.get(field)
     # bool is an int: level true must not pass as level 1.

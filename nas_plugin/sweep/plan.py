@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from nas_plugin.objective import (
     parse_objective,
 )
 from nas_plugin.pruning.config import PrunerError, check_pruner
-from nas_plugin.space import SearchSpace, SearchSpaceError
+from nas_plugin.space import Encoding, SearchSpace, SearchSpaceError
 from nas_plugin.space.params import FloatRange, Param, parse_param
 from nas_plugin.strategies import STRATEGIES, make_strategy
 
@@ -62,6 +62,10 @@ class SweepPlan:
     # any trial (e.g. options that make no sense for a model type); called as f(space, job_cfg)
     # and raising ValueError with a clear message.
     validator: str | None = None
+    # "module:function" a named space may give to say which candidates build the same network,
+    # called as f(values, job_cfg) -> a hashable key: candidates with equal keys are trained once
+    # (the strategy hears the first one's score for the others), as identical ones are.
+    equivalent: str | None = None
     search_space_name: str = "custom"
     # Registration: only trials that satisfy the constraint; a Pareto front's best or all of it.
     constraint: Constraint | None = None
@@ -151,6 +155,7 @@ def build_plan(sweeper_cfg: Mapping[str, Any], arguments: list[str]) -> SweepPla
         fixed_overrides=fixed,
         requires=dict(space_cfg.get("requires") or {}),
         validator=space_cfg.get("validate"),
+        equivalent=space_cfg.get("equivalent"),
         search_space_name=str(space_cfg.get("name", "custom")),
         gpus_per_trial=_int({"gpus_per_trial": cfg.get("gpus_per_trial", 0)}, "gpus_per_trial", 0),
     )
@@ -190,6 +195,8 @@ def check_against_job_config(plan: SweepPlan, job_cfg: DictConfig) -> None:
             )
     if plan.validator:
         _run_validator(plan, job_cfg)
+    if plan.equivalent:
+        _space_hook(plan, "equivalent", plan.equivalent)
     missing = object()
     for key, what in [
         *[(name, "search space key") for name in plan.space.names],
@@ -254,15 +261,36 @@ def check_compute(plan: SweepPlan, launcher_cfg: DictConfig, job_cfg: DictConfig
 RUNTIME_KEYS = {"device", "precision", "channels_last", "compile"}
 
 
-def _run_validator(plan: SweepPlan, job_cfg: DictConfig) -> None:
-    module_name, _, function_name = str(plan.validator).partition(":")
+def network_key(
+    plan: SweepPlan, job_cfg: DictConfig | None
+) -> Callable[[Encoding], Hashable] | None:
+    """Encoding -> the key of the network it builds, from the space's ``equivalent`` hook and the
+    app's config (None: the space has no hook, every distinct encoding is its own network)."""
+    if not plan.equivalent:
+        return None
+    function = _space_hook(plan, "equivalent", plan.equivalent)
+    space = plan.space
+    return lambda encoding: function(space.decode(encoding), job_cfg)
+
+
+def _space_hook(plan: SweepPlan, key: str, spec: str) -> Callable[..., Any]:
+    module_name, _, function_name = str(spec).partition(":")
     try:
         function = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError) as err:
+    except (ImportError, AttributeError, ValueError) as err:
         raise SweepConfigError(
-            f"search_space={plan.search_space_name}: validate={plan.validator!r} cannot be "
+            f"search_space={plan.search_space_name}: {key}={spec!r} cannot be "
             f"imported ({err}); expected 'package.module:function'"
         ) from err
+    if not callable(function):
+        raise SweepConfigError(
+            f"search_space={plan.search_space_name}: {key}={spec!r} is not a function"
+        )
+    return function
+
+
+def _run_validator(plan: SweepPlan, job_cfg: DictConfig) -> None:
+    function = _space_hook(plan, "validate", str(plan.validator))
     try:
         function(plan.space, job_cfg)
     except ValueError as err:

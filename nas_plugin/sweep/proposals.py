@@ -2,16 +2,21 @@
 
 One job: :meth:`Proposer.next` returns up to ``wanted`` encodings never trained before and not
 running now. A candidate already evaluated is not trained again: the strategy hears its known
-score. With a pre-screen, the strategy fills pools and only the top of each comes back.
+score. With a ``network_key`` (a space's ``equivalent`` hook), candidates that build the same
+network count as the same candidate. With a pre-screen, the strategy fills pools and only the
+top of each comes back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Hashable
 
 from nas_plugin.leaderboard import TrialRecord
 from nas_plugin.space import Encoding
 from nas_plugin.strategies import Strategy
+
+log = logging.getLogger(__name__)
 
 # Consecutive already-seen proposals after which a strategy counts as exhausted.
 MAX_DUPLICATE_PROPOSALS = 100
@@ -27,10 +32,12 @@ class Proposer:
         strategy: Strategy,
         seen: dict[Encoding, TrialRecord],
         screen: Screen | None = None,
+        network_key: Callable[[Encoding], Hashable] | None = None,
     ) -> None:
         self.strategy = strategy
         self.seen = seen
         self.screen = screen
+        self.network_key = network_key
 
     def next(self, wanted: int, running: set[Encoding] | None = None) -> list[Encoding]:
         if self.screen is None:
@@ -44,19 +51,30 @@ class Proposer:
         )
 
     def propose(self, wanted: int, running: set[Encoding] | None = None) -> list[Encoding]:
+        key = self.network_key or (lambda encoding: encoding)
+        seen = {key(encoding): record for encoding, record in self.seen.items()}
+        taken = {key(encoding) for encoding in running or ()}
         batch: list[Encoding] = []
         duplicates = 0
-        running = running or set()
         while len(batch) < wanted and duplicates < MAX_DUPLICATE_PROPOSALS:
             candidate = self.strategy.ask()
             if candidate is None:
                 break
-            if candidate in self.seen or candidate in batch or candidate in running:
-                # Identical candidates are never trained twice: the strategy hears the known score.
+            network = key(candidate)
+            if network in seen or network in taken:
+                # One network is never trained twice: the strategy hears the known score.
                 duplicates += 1
-                if candidate in self.seen:
-                    self.strategy.tell(candidate, self.seen[candidate].score)
+                if network in seen:
+                    known = seen[network]
+                    if known.encoding != candidate:
+                        log.info(
+                            "A proposal builds the same network as trial %d: not trained, the "
+                            "strategy hears its score",
+                            known.number,
+                        )
+                    self.strategy.tell(candidate, known.score)
                 continue
             duplicates = 0
             batch.append(candidate)
+            taken.add(network)
         return batch
