@@ -38,6 +38,7 @@ class Proposer:
         self.seen = seen
         self.screen = screen
         self.network_key = network_key
+        self._keys: dict[Encoding, Hashable] = {}  # network_key of every encoding met
 
     def next(self, wanted: int, running: set[Encoding] | None = None) -> list[Encoding]:
         if self.screen is None:
@@ -51,7 +52,7 @@ class Proposer:
         )
 
     def propose(self, wanted: int, running: set[Encoding] | None = None) -> list[Encoding]:
-        key = self.network_key or (lambda encoding: encoding)
+        key = self._key
         seen = {key(encoding): record for encoding, record in self.seen.items()}
         taken = {key(encoding) for encoding in running or ()}
         batch: list[Encoding] = []
@@ -78,3 +79,10 @@ class Proposer:
             batch.append(candidate)
             taken.add(network)
         return batch
+
+    def _key(self, encoding: Encoding) -> Hashable:
+        if self.network_key is None:
+            return encoding
+        if encoding not in self._keys:
+            self._keys[encoding] = self.network_key(encoding)
+        return self._keys[encoding]
