@@ -518,3 +518,22 @@ def test_a_sweep_trains_each_network_once(tmp_path):
     assert len(trials) == 2
     assert sorted(t.data.params["model.pyramid.fusion"] for t in trials) == ["none", "top_down"]
     assert "builds the same network as trial" in result.output
+
+
+def test_a_block_that_feeds_nothing_is_not_built_so_twins_are_the_same_network():
+    dead_4 = {"input_1": 2, "input_2": 2}
+    twins = []
+    for kind in ("residual", "bottleneck"):
+        cfg = model_config()
+        cfg["blocks"]["block_5"].update(dead_4)
+        cfg["blocks"]["block_4"]["type"] = kind
+        torch.manual_seed(0)
+        twins.append(build_model(cfg, 4, 3).eval())
+    first, second = (dict(t.state_dict()) for t in twins)
+    assert list(first) == list(second) and all(torch.equal(first[k], second[k]) for k in first)
+    assert not any(k.startswith("backbone.blocks.3.") for k in first)  # block 4: nothing built
+    images = torch.rand(2, 3, 64, 64)
+    a, b = (t.backbone(images) for t in twins)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The default baseline chain uses every block.
+    assert build_model(model_config(), 4, 3).backbone.computing == frozenset(range(1, 6))

@@ -8,7 +8,8 @@ two earlier blocks (cross-scale connections): ``model.blocks.block_<k>.input_1``
 = how many blocks back (1 = the previous one). Each input is resampled to the block's level
 and channels (a 1x1 or stride-2 3x3 convolution, then max pooling down or nearest upsampling
 up), the two are summed, and the block runs on the sum. An offset reaching before block 0 is
-block 0, and two equal inputs feed once, so every combination builds.
+block 0, and two equal inputs feed once, so every combination builds. A block that feeds
+neither the pyramid nor a block that does is not built (:func:`computing_blocks`).
 
 The feature pyramid: P2, P3, P4 (strides 4, 8, 16; the images are small) with
 ``model.pyramid.channels`` channels, each from the last block at its level (or, if there is
@@ -120,14 +121,25 @@ class SpineNet(nn.Module):
         self.inputs: list[tuple[int, ...]] = []
         self.resamples = nn.ModuleList()
         self.blocks = nn.ModuleList()
-        for k, (level, kind, first, second) in enumerate(blocks, start=1):
-            sources = tuple(dict.fromkeys((resolve_input(k, first), resolve_input(k, second))))
-            self.inputs.append(sources)
+        for k, (_, _, first, second) in enumerate(blocks, start=1):
+            self.inputs.append(
+                tuple(dict.fromkeys((resolve_input(k, first), resolve_input(k, second))))
+            )
+        self.outputs = output_blocks(self.levels)
+        # A block that feeds neither the pyramid nor a block that does is not built: it would
+        # compute nothing, yet count in the parameters and the measured latency.
+        self.computing = computing_blocks(self.inputs, self.outputs)
+        for k, (level, kind, _, _) in enumerate(blocks, start=1):
+            if k not in self.computing:
+                self.resamples.append(nn.ModuleList())
+                self.blocks.append(nn.Identity())
+                continue
             self.resamples.append(
-                nn.ModuleList(Resample(self.levels[j], width[j], level, width[k]) for j in sources)
+                nn.ModuleList(
+                    Resample(self.levels[j], width[j], level, width[k]) for j in self.inputs[k - 1]
+                )
             )
             self.blocks.append(make_block(kind, width[k]))
-        self.outputs = output_blocks(self.levels)
         self.laterals = nn.ModuleList(
             Resample(self.levels[j], width[j], level, pyramid_channels)
             for j, level in zip(self.outputs, OUTPUT_LEVELS, strict=True)
@@ -142,6 +154,9 @@ class SpineNet(nn.Module):
             sizes[level] = (-(-h // 2), -(-w // 2))
         features = [x]
         for k, sources in enumerate(self.inputs, start=1):
+            if k not in self.computing:
+                features.append(x[:0])  # never read: nothing computing depends on it
+                continue
             size = sizes[self.levels[k]]
             merged = sum(
                 self.input_resample(k, i)(features[j], size) for i, j in enumerate(sources)
@@ -180,6 +195,19 @@ def resolve_input(block: int, offset: int) -> int:
     """The index of the block ``offset`` blocks before ``block`` (0, the stem, if that is
     before the first)."""
     return max(block - offset, 0)
+
+
+def computing_blocks(inputs: Sequence[Sequence[int]], outputs: Sequence[int]) -> frozenset[int]:
+    """The blocks (1-based) the pyramid depends on: its source blocks ``outputs`` and, through
+    ``inputs`` (each block's source blocks, 0 the stem), every block they read."""
+    found: set[int] = set()
+    pending = [j for j in outputs if j > 0]
+    while pending:
+        k = pending.pop()
+        if k not in found:
+            found.add(k)
+            pending.extend(j for j in inputs[k - 1] if j > 0)
+    return frozenset(found)
 
 
 def output_blocks(levels: Sequence[int]) -> tuple[int, ...]:
@@ -372,12 +400,7 @@ def network_key(values: Mapping[str, Any], job_cfg: Any) -> tuple:
         for k, (_, _, first, second) in enumerate(blocks, start=1)
     ]
     outputs = output_blocks(levels)
-    used, pending = set(), [j for j in outputs if j > 0]
-    while pending:
-        k = pending.pop()
-        if k not in used:
-            used.add(k)
-            pending.extend(j for j in sources[k - 1] if j > 0)
+    used = computing_blocks(sources, outputs)
     computing = tuple((k, blocks[k - 1][0], blocks[k - 1][1], sources[k - 1]) for k in sorted(used))
     rest = tuple(
         sorted((k, repr(v)) for k, v in values.items() if not k.startswith("model.blocks."))

@@ -39,6 +39,7 @@ from nas_plugin.models.spinenet import (
     Resample,
     SpineNet,
     check_model_config,
+    computing_blocks,
     detector_on,
     make_block,
     make_smooth,
@@ -123,6 +124,7 @@ class SpineNetSupernet(SpineNet):
             for k, (_, _, first, second) in enumerate(blocks, start=1)
         ]
         self.outputs = output_blocks(self.levels)
+        self.computing = computing_blocks(self.inputs, self.outputs)
 
     def input_resample(self, k: int, i: int) -> nn.Module:
         j = self.inputs[k - 1][i]
@@ -160,6 +162,8 @@ def extract(supernet: DetectionModel, model_cfg: Mapping[str, Any]) -> nn.Module
     backbone.stem.load_state_dict(shared.stem.state_dict())
     backbone.smooth.load_state_dict(shared.smooth.state_dict())
     for k, sources in enumerate(backbone.inputs, start=1):
+        if k not in backbone.computing:
+            continue  # not built in the stand-alone network
         backbone.block(k).load_state_dict(shared.block(k).state_dict())
         for i in range(len(sources)):
             backbone.input_resample(k, i).load_state_dict(shared.input_resample(k, i).state_dict())
