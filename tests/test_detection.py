@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, boxes_from_registry, run_app, run_app_in_process
+from conftest import REPO, boxes_from_registry, run_app_in_process
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -389,7 +389,7 @@ def test_the_sweep_checks_a_detection_task_before_any_trial():
 
 @pytest.mark.e2e
 def test_search_with_low_fidelity_and_pruner_registers_a_box_predicting_model(tmp_path):
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         PIPELINE,
         "-m",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, perturb_supernet, predict_in_new_process, run_app, run_app_in_process
+from conftest import REPO, perturb_supernet, predict_in_new_process, run_app_in_process
 from omegaconf import OmegaConf
 from timm.layers import get_act_layer
 
@@ -140,7 +140,7 @@ def test_bad_space_in_a_foreign_app_stops_before_any_trial(write_app) -> None:
 def test_vision_sweep_trains_the_elastic_supernet_once_and_trials_inherit_it(
     tmp_path: Path,
 ) -> None:
-    run = run_app(
+    run = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "vision.py"),
         "-m",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, predict_in_new_process, run_app, run_app_in_process
+from conftest import REPO, predict_in_new_process, run_app_in_process
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -216,7 +216,7 @@ def test_iou_scores_from_a_confusion_matrix():
 
 @pytest.mark.e2e
 def test_search_with_low_fidelity_and_pruner_registers_a_per_pixel_model(tmp_path):
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         PIPELINE,
         "-m",

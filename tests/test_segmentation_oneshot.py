@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_app, run_app_in_process, sweep_runs
+from conftest import REPO, run_app_in_process, sweep_runs
 from omegaconf import OmegaConf
 
 from nas_plugin.hardware.device import Runtime
@@ -181,7 +181,7 @@ def _space(path: Path) -> SearchSpace:
 
 
 def test_darts_sweep_searches_the_supernet_and_trains_the_derived_network(tmp_path):
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         PIPELINE,
         "-m",

@@ -82,7 +82,7 @@ def test_demo_pipeline_search_registers_a_champion_that_predicts_in_a_new_proces
 
 
 def test_timm_family_space_with_low_fidelity_estimator(tmp_path):
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         PIPELINE,
         "-m",
