@@ -26,7 +26,6 @@ random draws come from a CPU generator, so a seed gives the same search on any d
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from torch import nn
 
 from nas_plugin.hardware.device import Runtime
 from nas_plugin.models.autodeeplab import LEVEL_NAMES, path_levels
-from nas_plugin.oneshot.data import halves, loader
+from nas_plugin.oneshot.bilevel import BilevelTraining, epoch_loss, temperature
 from nas_plugin.oneshot.search import alpha_metrics
 from nas_plugin.oneshot.settings import SearchSettings
 from nas_plugin.space.autodeeplab import MOVES
@@ -172,31 +171,15 @@ def search_autodeeplab(
         (1e-3 * torch.randn(arch.layers, 4, len(MOVES), generator=generator)).to(device)
     )
     preprocess = copy.deepcopy(preprocess).to(device)  # the caller's may be shared
-    w_opt = torch.optim.SGD(
-        net.parameters(),
-        lr=settings.lr,
-        momentum=settings.momentum,
-        weight_decay=settings.weight_decay,
-    )
-    a_opt = torch.optim.Adam(
-        [alpha, beta],
-        lr=settings.arch_lr,
-        betas=(0.5, 0.999),
-        weight_decay=settings.arch_weight_decay,
-    )
-    w_half, a_half = halves(data.augmented_train, seed)
-    w_batches = loader(w_half, settings.batch_size, seed, data)
-    a_batches = loader(a_half, settings.batch_size, seed + 1, data)
-    if min(len(w_batches), len(a_batches)) == 0:
+    parts = BilevelTraining.of(net, [alpha, beta], data, settings, seed, runtime)
+    w_opt, a_opt, w_scaler, a_scaler = parts.w_opt, parts.a_opt, parts.w_scaler, parts.a_scaler
+    if min(len(parts.w_batches), len(parts.a_batches)) == 0:
         raise ValueError(
             f"the training split has {len(data.train)} image(s): too few for two halves of "
             f"batch_size={settings.batch_size}"
         )
     recalibration = recalibration_loader(data, DERIVED_BN_IMAGES, seed)
     val_batches = data.loader(data.val, EVAL_BATCH_SIZE)
-    w_scaler, a_scaler = runtime.grad_scaler(), runtime.grad_scaler()
-    steps = settings.epochs * min(len(w_batches), len(a_batches))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, steps, eta_min=1e-3 * settings.lr)
     ignore = data.ignore_index
 
     def relax(tau: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -211,14 +194,12 @@ def search_autodeeplab(
     metrics: dict[str, float] = {}
     start = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
-        tau = settings.tau_max - (settings.tau_max - settings.tau_min) * (
-            (epoch - 1) / max(1, settings.epochs - 1)
-        )
+        tau = temperature(settings, epoch)
         net.train()
         w_total = torch.zeros((), dtype=torch.float64, device=device)
         a_total = torch.zeros_like(w_total)
         seen = 0
-        for (xw, yw), (xa, ya) in zip(w_batches, a_batches, strict=False):
+        for (xw, yw), (xa, ya) in zip(parts.w_batches, parts.a_batches, strict=False):
             xw, xa = preprocess(runtime.to_device(xw)), preprocess(runtime.to_device(xa))
             yw, ya = runtime.to_device(yw), runtime.to_device(ya)
             # -- architecture step (alpha and beta, on the other half), after the warm-up --
@@ -238,14 +219,10 @@ def search_autodeeplab(
             with runtime.autocast():
                 logits = net(xw, cell, moves, active_only=active)
             loss = F.cross_entropy(logits.float(), yw, ignore_index=ignore)
-            optimizer_step(loss, w_opt, w_scaler, schedule, settings.grad_clip)
+            optimizer_step(loss, w_opt, w_scaler, parts.schedule, settings.grad_clip)
             w_total += loss.detach().double() * len(yw)
             seen += len(yw)
-        train_loss = w_total.item() / max(1, seen)
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"search loss is {train_loss} at epoch {epoch}: lower the strategy's lr"
-            )
+        train_loss = epoch_loss(w_total, seen, epoch)
         ops, path = derive(alpha.detach()), viterbi_path(move_probs(beta.detach()))
         scores = _score(net, preprocess, ops, path, recalibration, val_batches, data, runtime)
         probs = move_probs(beta.detach()).cpu()

@@ -29,7 +29,6 @@ runtime's device, weight steps under its autocast (a gradient scaler for fp16).
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
 
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_plugin.hardware.device import Runtime
+from nas_plugin.oneshot.bilevel import epoch_loss
 from nas_plugin.oneshot.data import halves, loader
 from nas_plugin.oneshot.settings import DERIVED_BN_IMAGES, SearchResult, SearchSettings
 from nas_plugin.oneshot.spos import ScoringBatches, evaluate_path
@@ -224,11 +224,7 @@ def search_enas(
             optimizer_step(loss, w_opt, w_scaler, schedule, settings.grad_clip)
             w_total += loss.detach().double() * len(yw)
             seen += len(yw)
-        train_loss = w_total.item() / max(1, seen)
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"search loss is {train_loss} at epoch {epoch}: lower the strategy's lr"
-            )
+        train_loss = epoch_loss(w_total, seen, epoch)
         # (b) the controller, by REINFORCE on held-out minibatches
         controller.train()
         rewards, accuracies, entropies = [], [], []

@@ -37,7 +37,6 @@ used: the supernet's graph changes with every sampled path.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable
 
@@ -47,7 +46,7 @@ from torch import nn
 from torch.func import functional_call
 
 from nas_plugin.hardware.device import Runtime
-from nas_plugin.oneshot.data import halves, loader
+from nas_plugin.oneshot.bilevel import BilevelTraining, epoch_loss, temperature
 from nas_plugin.oneshot.latency import expected_latency, load_lut, measure_lut, op_costs
 from nas_plugin.oneshot.settings import (  # noqa: F401 (re-exported: callers import them here)
     DERIVED_BN_IMAGES,
@@ -121,24 +120,9 @@ def search(
     alpha = nn.Parameter((1e-3 * torch.randn(len(EDGES), len(OPS), generator=generator)).to(device))
     # A copy on the device: the caller's module is shared (cached per process).
     preprocess = copy.deepcopy(preprocess).to(device)
-    w_opt = torch.optim.SGD(
-        net.parameters(),
-        lr=settings.lr,
-        momentum=settings.momentum,
-        weight_decay=settings.weight_decay,
-    )
-    a_opt = torch.optim.Adam(
-        [alpha], lr=settings.arch_lr, betas=(0.5, 0.999), weight_decay=settings.arch_weight_decay
-    )
-    # Both halves with the task's augmentation (DARTS's train transform); built once, so their
-    # workers persist across epochs.
-    w_half, a_half = halves(data.augmented_train, seed)
-    w_batches = loader(w_half, settings.batch_size, seed, data)
-    a_batches = loader(a_half, settings.batch_size, seed + 1, data)
+    parts = BilevelTraining.of(net, [alpha], data, settings, seed, runtime)
+    w_opt, a_opt, w_scaler, a_scaler = parts.w_opt, parts.a_opt, parts.w_scaler, parts.a_scaler
     scoring = ScoringBatches.of(data, DERIVED_BN_IMAGES, seed)
-    w_scaler, a_scaler = runtime.grad_scaler(), runtime.grad_scaler()
-    steps = settings.epochs * min(len(w_batches), len(a_batches))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(w_opt, steps, eta_min=1e-3 * settings.lr)
 
     lut, costs, reference = None, None, 1.0
     if settings.method in ("gdas", "proxyless") and settings.latency_weight > 0:
@@ -169,15 +153,13 @@ def search(
     start = time.perf_counter()
     step = 0
     for epoch in range(1, settings.epochs + 1):
-        tau = settings.tau_max - (settings.tau_max - settings.tau_min) * (
-            (epoch - 1) / max(1, settings.epochs - 1)
-        )
+        tau = temperature(settings, epoch)
         net.train()
         # Summed on the device in float64 (as Python floats would be): no wait per step.
         w_total = torch.zeros((), dtype=torch.float64, device=device)
         a_total = torch.zeros_like(w_total)
         seen = 0
-        for (xw, yw), (xa, ya) in zip(w_batches, a_batches, strict=False):
+        for (xw, yw), (xa, ya) in zip(parts.w_batches, parts.a_batches, strict=False):
             xw, xa = preprocess(runtime.to_device(xw)), preprocess(runtime.to_device(xa))
             yw, ya = runtime.to_device(yw), runtime.to_device(ya)
             # -- architecture step (on the other half), after the warm-up --
@@ -212,17 +194,13 @@ def search(
             with runtime.autocast():
                 logits = net(xw, weights=weights, active_only=active)
             loss = F.cross_entropy(logits.float(), yw)
-            optimizer_step(loss, w_opt, w_scaler, schedule, settings.grad_clip)
+            optimizer_step(loss, w_opt, w_scaler, parts.schedule, settings.grad_clip)
             step += 1
             w_total += loss.detach().double() * len(yw)
             if a_value is not None:
                 a_total += a_value.to(device, torch.float64) * len(ya)
             seen += len(yw)
-        train_loss = w_total.item() / max(1, seen)
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"search loss is {train_loss} at epoch {epoch}: lower the strategy's lr"
-            )
+        train_loss = epoch_loss(w_total, seen, epoch)
         ops = derive(alpha.detach())
         _, scored = evaluate_path(
             net,
