@@ -275,3 +275,15 @@ def write_app(tmp_path: Path):
         return tmp_path
 
     return write
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny models (and our search jobs, train.num_threads: 1)
+    run fastest so; several threads compete with each other on a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

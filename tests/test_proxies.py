@@ -29,13 +29,7 @@ PIPELINE = str(REPO / "pipelines" / "vision.py")
 ALL = tuple(PROXIES)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models run fastest on one thread; several compete with each other on a busy CPU.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def images(count: int = 8, channels: int = 1, size: int = 8, seed: int = 0) -> tuple:

@@ -45,14 +45,7 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # As the search job runs (train.num_threads: 1); two threads on a shared 2-core machine
-    # are several times slower, not faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_supernet_maps_images_to_per_pixel_logits_and_a_one_hot_forward_is_the_path():
