@@ -83,7 +83,7 @@ class NASSweeperImpl:
         gpus = check_compute(plan, self.config.hydra.launcher, job_cfg)
         resume_mode(sweeper_cfg)
         strategy = make_strategy(plan.strategy_config, plan.space, plan.seed)
-        aids = SearchAids.from_config(plan, sweeper_cfg, self._compose)
+        aids = SearchAids.from_config(plan, sweeper_cfg, self._compose, job_cfg)
 
         prepare_sweep_dir(Path(str(self.config.hydra.sweep.dir)), self.config)
         # The hydra node is run-specific (times, output dirs): not part of the sweep's identity.
@@ -139,7 +139,7 @@ class NASSweeperImpl:
                 plan, searches = search_first(
                     self.hydra_context, self.config, self.task_function, plan, strategy, sweep_run
                 )
-            self._run(plan, ledger, aids, opened, use_async)
+            self._run(plan, ledger, aids, opened, use_async, job_cfg)
             # A strategy's report on the parent run (compound: the scaling curve).
             report_end_of_sweep(strategy, sweep_run.client, sweep_run.run_id, plan.metric_name)
         except BaseException as err:
@@ -175,8 +175,10 @@ class NASSweeperImpl:
         aids: SearchAids,
         opened: OpenedSweep,
         use_async: bool,
+        job_cfg: DictConfig,
     ) -> None:
-        """Wire the collaborators for this plan and run the loop that fits its estimator."""
+        """Wire the collaborators for this plan and run the loop that fits its estimator;
+        ``job_cfg``: a trial's config with no searched key set (what ``equivalent`` hooks read)."""
         assert self.launcher is not None
         sweep_run = opened.sweep_run
         ledger.n_trials = plan.n_trials  # the one-shot searches may have derived fewer cells
@@ -186,7 +188,6 @@ class NASSweeperImpl:
             def screen(propose: Any, wanted: int, reject: Any) -> list:
                 return aids.next_candidates(propose, wanted, reject, plan.space)
 
-        job_cfg = self._compose(list(plan.fixed_overrides)) if plan.equivalent else None
         proposer = Proposer(ledger.strategy, ledger.seen, screen, network_key(plan, job_cfg))
         replayer = Replayer(opened.replay)
         trials = LaunchedTrials(

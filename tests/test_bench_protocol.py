@@ -138,3 +138,22 @@ def test_packaged_zero_cost_scores_warm_up_the_nb201_search():
     plain, warm = result.traces
     # Synflow and NASWOT rank NB201 cells at rho ~0.75: their top 5 of 500 beat 5 random cells.
     assert warm.best[:, -1].mean() > plain.best[:, -1].mean() + 0.3
+
+
+def test_permuted_table_carries_the_zero_cost_scores_of_the_renamed_cells(tmp_path):
+    """The permuted landscape checks the warm-up off CIFAR-10's shape only if its proxy columns
+    follow the same renaming as its accuracy."""
+    from nas_plugin.bench import transformed_tables
+    from nas_plugin.bench.harness import ZERO_COST_TABLE
+    from nas_plugin.benchmark_table import BenchmarkTable
+
+    built = BenchmarkTable.load(str(transformed_tables.build(tmp_path / "other.csv.gz")))
+    accuracy, zero_cost = BenchmarkTable.load("nb201_cifar10"), BenchmarkTable.load(ZERO_COST_TABLE)
+    for arch in random.Random(0).sample(list(nb201.all_arch_strs()), 20):
+        renamed = nb201.to_arch_str(
+            [transformed_tables.RENAME[op] for op in nb201.from_arch_str(arch)]
+        )
+        row = built.lookup(arch)
+        assert row["permuted_acc"] == accuracy.lookup(renamed)["cifar10_test_acc"]
+        assert row["permuted_zc_synflow"] == zero_cost.lookup(renamed)["zc_synflow"]
+        assert row["permuted_zc_naswot"] == zero_cost.lookup(renamed)["zc_naswot"]

@@ -172,7 +172,7 @@ def test_zero_cost_sweep_of_the_detection_pipeline_scores_without_training(tmp_p
 
 
 @pytest.mark.e2e
-def test_segmentation_sweep_trains_only_the_prescreens_top_candidates(tmp_path) -> None:
+def test_segmentation_sweep_trains_only_the_prescreens_top_candidates_by_naswot(tmp_path) -> None:
     result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "segmentation.py"),
@@ -191,6 +191,8 @@ def test_segmentation_sweep_trains_only_the_prescreens_top_candidates(tmp_path) 
     )
     assert result.proc.returncode == 0, result.output
     parent, trials = result.runs("nas-segmentation-scenes")
+    # proxy: auto (the default) picks the proxy that ranks this task best, not synflow.
+    assert parent.data.params["prescreen.proxy"] == "naswot"
     assert parent.data.metrics["prescreen_screened_out"] == 4
     with open(result.client().download_artifacts(parent.info.run_id, "prescreen.csv")) as f:
         rows = list(csv.DictReader(f))
@@ -203,6 +205,6 @@ def test_segmentation_sweep_trains_only_the_prescreens_top_candidates(tmp_path) 
     assert len(trials) == 2 and {t.info.run_id for t in trials} == set(kept)
     for trial in trials:
         row = kept[trial.info.run_id]
-        assert math.isclose(trial.data.metrics["prescreen_synflow"], float(row["proxy"]))
+        assert math.isclose(trial.data.metrics["prescreen_naswot"], float(row["proxy"]))
         assert 0 < trial.data.metrics["val_miou"] <= 1
         assert trial.data.params["model.path.layer_1"] == row["model.path.layer_1"]

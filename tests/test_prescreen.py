@@ -163,6 +163,37 @@ def test_factory_defaults_to_the_zero_cost_estimators():
     )
 
 
+@pytest.mark.parametrize(
+    ("kind", "factory", "expected"),
+    [
+        ("autodeeplab", None, "naswot"),  # segmentation: synflow rho 0.05, naswot 0.64
+        ("spinenet", None, "naswot"),  # detection: synflow -0.29, naswot 0.70
+        ("nb201", None, "synflow"),
+        (None, None, "synflow"),
+        ("autodeeplab", "nas_plugin.tasks.vision_proxy:proxy_inputs", "synflow"),  # not ours
+    ],
+)
+def test_proxy_auto_is_the_proxy_measured_best_for_the_apps_task(kind, factory, expected):
+    options = {"name": "zero_cost", "factory": factory}
+    config = PrescreenConfig.from_config(
+        options,
+        seed=0,
+        estimator_config={"name": "full"},
+        has_predictor=False,
+        app_config={"model": {"kind": kind}},
+    )
+    assert config.proxy == expected and config.describe()["proxy"] == expected
+    # An explicit proxy is kept whatever the task.
+    explicit = PrescreenConfig.from_config(
+        {**options, "proxy": "snip"},
+        seed=0,
+        estimator_config={"name": "full"},
+        has_predictor=False,
+        app_config={"model": {"kind": kind}},
+    )
+    assert explicit.proxy == "snip"
+
+
 @pytest.mark.e2e
 def test_vision_sweep_trains_only_the_proxys_top_candidates_and_mlflow_has_the_screening(
     tmp_path,

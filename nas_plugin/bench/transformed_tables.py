@@ -9,7 +9,9 @@ NAS-Bench-201's CIFAR-100 and ImageNet16-120 columns are not packaged (see
   reporting ``cifar10_test_acc`` (the papers' protocol);
 - ``permuted_acc``: CIFAR-10 accuracy with the four non-``none`` operations renamed
   (``skip -> conv3x3 -> avg_pool -> conv1x1 -> skip``), a landscape whose best cells look
-  nothing like CIFAR-10's (mostly ``skip_connect``);
+  nothing like CIFAR-10's (mostly ``skip_connect``); ``permuted_zc_synflow`` and
+  ``permuted_zc_naswot`` are the packaged zero-cost scores renamed the same way, so a
+  zero-cost warm-up can be checked on it (``--proxy permuted_zc_synflow,permuted_zc_naswot``);
 - ``lat_ms_gold_6226``: latency, minimised (``--minimize``);
 - ``acc_per_ms``: accuracy minus 0.5 points per millisecond of latency, a trade-off metric.
 
@@ -24,6 +26,7 @@ import random
 import sys
 from pathlib import Path
 
+from nas_plugin.bench.harness import ZERO_COST_TABLE
 from nas_plugin.benchmark_table import BenchmarkTable
 from nas_plugin.space import nb201
 
@@ -38,9 +41,10 @@ RENAME = {
 
 def build(out: Path) -> Path:
     table = BenchmarkTable.load("nb201_cifar10")
+    zero_cost = BenchmarkTable.load(str(ZERO_COST_TABLE))
     rng = random.Random(0)
     columns = ["arch_str", "cifar10_test_acc", "noisy_val", "permuted_acc"]
-    columns += ["lat_ms_gold_6226", "acc_per_ms"]
+    columns += ["lat_ms_gold_6226", "acc_per_ms", "permuted_zc_synflow", "permuted_zc_naswot"]
     with gzip.open(out, "wt", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -48,6 +52,7 @@ def build(out: Path) -> Path:
             row = table.lookup(arch)
             renamed = nb201.to_arch_str([RENAME[op] for op in nb201.from_arch_str(arch)])
             acc, latency = row["cifar10_test_acc"], row["lat_ms_gold_6226"]
+            renamed_proxies = zero_cost.lookup(renamed)
             writer.writerow(
                 [
                     arch,
@@ -56,6 +61,8 @@ def build(out: Path) -> Path:
                     table.lookup(renamed)["cifar10_test_acc"],
                     latency,
                     round(acc - 0.5 * latency, 4),
+                    renamed_proxies["zc_synflow"],
+                    renamed_proxies["zc_naswot"],
                 ]
             )
     return out

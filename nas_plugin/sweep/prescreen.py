@@ -45,6 +45,9 @@ OPTIONS = (
 )
 
 
+AUTO = "auto"
+
+
 class PrescreenError(ValueError):
     """An invalid pre-screen config: the message names the key, the value and what is allowed."""
 
@@ -53,7 +56,7 @@ class PrescreenError(ValueError):
 class PrescreenConfig:
     pool: int = 10
     keep: int = 2
-    proxy: str | None = "synflow"
+    proxy: str | None = "synflow"  # what was resolved: "auto" never stays here
     ensemble: tuple[str, ...] = ("synflow", "naswot", "params")
     rank_by: str = "proxy"
     predictor_after: int = 20
@@ -69,12 +72,15 @@ class PrescreenConfig:
         seed: int,
         estimator_config: Mapping[str, Any],
         has_predictor: bool,
+        app_config: Mapping[str, Any] | None = None,
     ) -> PrescreenConfig | None:
         """The pre-screen ``hydra.sweeper.prescreen`` describes, or None for ``name: none``.
 
         ``seed`` (the sweep's) draws the minibatch when the config's seed is null;
         ``factory: null`` takes the ``zero_cost`` estimator's factory when that is the
-        estimator, else our vision task's.
+        estimator, else our pipelines'; ``proxy: auto`` (the default) is the proxy measured
+        best for the task of ``app_config`` (a trial's config with no searched key set) when
+        our pipelines' factory builds the networks, else ``synflow``.
         """
         options = dict(options or {"name": "none"})
         name = options.pop("name", "none")
@@ -107,7 +113,7 @@ class PrescreenConfig:
                 f"hydra.sweeper.prescreen.rank_by={rank_by} needs a predictor: select "
                 "hydra/sweeper/predictor=gp (or mlp)"
             )
-        proxy = options.get("proxy", defaults.proxy)
+        proxy = options.get("proxy", AUTO)
         ensemble = tuple(options.get("ensemble") or defaults.ensemble)
         if proxy is None and rank_by != "predictor":
             raise PrescreenError(
@@ -121,6 +127,8 @@ class PrescreenConfig:
                 if estimator_config.get("name") == "zero_cost"
                 else defaults.factory
             )
+        if proxy == AUTO:
+            proxy = auto_proxy(str(factory), app_config)
         if proxy is not None:
             _check_proxy(proxy, ensemble)
             _check_factory(factory)
@@ -364,6 +372,17 @@ def _int(key: str, value: Any, minimum: int) -> int:
             f"hydra.sweeper.prescreen.{key}={value!r} must be an integer >= {minimum}"
         )
     return value
+
+
+def auto_proxy(factory: str, app_config: Mapping[str, Any] | None) -> str:
+    """What ``proxy: auto`` means: with our pipelines' factory, the proxy measured best for the
+    app's task (:func:`nas_plugin.tasks.proxy_factory.recommended_proxy`); with an app's own
+    factory, or no app config to tell the task by, ``synflow``."""
+    if factory != PrescreenConfig.factory or app_config is None:
+        return "synflow"
+    from nas_plugin.tasks.proxy_factory import recommended_proxy
+
+    return recommended_proxy(app_config)
 
 
 def _check_proxy(proxy: Any, ensemble: tuple[str, ...]) -> None:

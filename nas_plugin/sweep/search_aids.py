@@ -85,10 +85,16 @@ class SearchAids:
 
     @classmethod
     def from_config(
-        cls, plan: SweepPlan, sweeper_cfg: Mapping[str, Any], compose: Callable[[list[str]], Any]
+        cls,
+        plan: SweepPlan,
+        sweeper_cfg: Mapping[str, Any],
+        compose: Callable[[list[str]], Any],
+        app_config: Mapping[str, Any] | None = None,
     ) -> SearchAids:
         """The configured pre-screen and learned predictor, checked before any trial;
-        ``compose``: override strings -> the trial's composed config (what a proxy scores)."""
+        ``compose``: override strings -> the trial's composed config (what a proxy scores);
+        ``app_config``: a trial's config with no searched key set (what ``proxy: auto`` picks
+        the task's proxy by)."""
         try:
             held_out = HeldOutCorrelation.from_config(
                 sweeper_cfg.get("predictor"), plan.space, plan.seed
@@ -98,6 +104,7 @@ class SearchAids:
                 seed=plan.seed,
                 estimator_config=plan.estimator_config,
                 has_predictor=held_out is not None,
+                app_config=app_config,
             )
         except (PredictorError, PrescreenError) as err:
             raise SweepConfigError(str(err)) from err

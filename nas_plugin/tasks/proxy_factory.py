@@ -7,6 +7,8 @@ the untrained network and its minibatches.
 - any other: image classification (:func:`~nas_plugin.tasks.vision_proxy.proxy_inputs`).
 
 An app with a task of its own names its own factory (see :mod:`nas_plugin.proxies.factory`).
+
+:func:`recommended_proxy` is the pre-screen's ``proxy: auto`` for these tasks.
 """
 
 from __future__ import annotations
@@ -14,6 +16,19 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
+
+# The proxy with the best measured rank correlation with the trained objective, per model.kind:
+# NASWOT on segmentation (rho 0.64) and detection (0.70), where synflow is useless or backwards
+# (0.05, -0.29; tests/benchmarks/dense_proxies.py); synflow on classification (0.77 on the
+# NB201 CIFAR-10 table, nas_plugin/data/README.md).
+RECOMMENDED_PROXY = {"autodeeplab": "naswot", "spinenet": "naswot"}
+CLASSIFICATION_PROXY = "synflow"
+
+
+def recommended_proxy(cfg: Any) -> str:
+    """The zero-cost proxy to rank this trial config's task by (its ``model.kind``)."""
+    kind = (cfg.get("model") or {}).get("kind")
+    return RECOMMENDED_PROXY.get(kind, CLASSIFICATION_PROXY)
 
 
 def proxy_inputs(
