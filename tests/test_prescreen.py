@@ -83,6 +83,34 @@ def test_keeps_the_proxys_top_k_of_each_pool_and_rejects_the_rest(compose_trial)
     assert [r.proxy for r in again.rows] == [r.proxy for r in screener.rows]
 
 
+def test_warmup_trains_the_proxys_best_random_draws_first_and_tells_nothing_else(compose_trial):
+    config = _config(warmup_pool=8, warmup_keep=3, screen=False, batch_size=16)
+    proposals = iter(_proposals(10, seed=3))
+    rejected, proposed = [], []
+
+    def propose(n, exclude):
+        batch = [next(proposals) for _ in range(n)]
+        proposed.extend(batch)
+        return batch
+
+    screener = Prescreener(config, n_trials=6, compose=compose_trial, space=SPACE)
+    first = screener.next(propose, 2, rejected.append)
+    rest = screener.next(propose, 4, rejected.append)
+    warm = screener.rows
+    assert len(warm) == 8 and all(r.warmup and r.ranked_by == "proxy" for r in warm)
+    assert len({r.encoding for r in warm}) == 8
+    best = sorted(warm, key=lambda r: -r.proxy)[:3]
+    # The proxy's best three are trained first, best first; then the strategy's own
+    # proposals as they come (screen: false), and no random draw is told to the strategy.
+    assert first + rest[:1] == [r.encoding for r in best]
+    assert rest[1:] == proposed == _proposals(10, seed=3)[:3]
+    assert rejected == [] and screener.screened_out == set()
+    # Seeded: the same draws and the same order again.
+    again = Prescreener(config, n_trials=6, compose=compose_trial, space=SPACE)
+    proposals = iter(_proposals(10, seed=3))
+    assert again.next(propose, 3, rejected.append) == first + rest[:1]
+
+
 def test_predictor_ranks_the_pool_once_it_has_enough_results():
     # proxy: null needs no network at all: the strategy's order, then the predictor's.
     config = _config(pool=6, keep=1, proxy=None, rank_by="predictor", predictor_after=10)
@@ -136,6 +164,15 @@ def test_combined_ranks_by_the_mean_of_proxy_and_predictor_ranks(compose_trial):
         ({"rank_by": "best"}, True, "rank_by='best' is unknown; allowed: ['proxy', 'predictor'"),
         ({"proxy": None}, True, "proxy=null only works with rank_by=predictor"),
         ({"factory": "nas_plugin.tasks:nope"}, False, "prescreen.factory: factory"),
+        ({"warmup_pool": 5, "warmup_keep": 5}, False, "warmup_keep=5 must be smaller than"),
+        ({"warmup_pool": -1}, False, "prescreen.warmup_pool=-1 must be an integer >= 0"),
+        ({"screen": False}, False, "screen=false without warmup_pool"),
+        ({"screen": "no", "warmup_pool": 9}, False, "prescreen.screen='no' must be true or"),
+        (
+            {"warmup_pool": 20, "proxy": None, "rank_by": "predictor"},
+            True,
+            "warmup_pool needs a proxy",
+        ),
         ({"top": 3}, False, "unknown option(s) ['top']; allowed: ['pool', 'keep'"),
     ],
 )
@@ -263,3 +300,46 @@ def test_a_bad_prescreen_config_stops_the_sweep_before_any_trial(tmp_path):
     assert result.proc.returncode != 0
     assert "hydra.sweeper.prescreen.keep=10 must be smaller than pool=10" in result.output
     assert "trial 0" not in result.output
+
+
+@pytest.mark.e2e
+def test_warmup_sweep_trains_the_proxys_best_random_cells_first(tmp_path):
+    """hydra/sweeper/prescreen=warmup: 6 random cells scored untrained, the best 2 trained as
+    trials 0 and 1 (best first), then the strategy's own proposals, unscreened."""
+    result = run_app_in_process(
+        tmp_path,
+        str(REPO / "pipelines" / "vision.py"),
+        "--config-name",
+        "nb201",
+        "-m",
+        "hydra/sweeper/strategy=bo",
+        "hydra/sweeper/prescreen=warmup",
+        "hydra.sweeper.prescreen.warmup_pool=6",
+        "hydra.sweeper.prescreen.warmup_keep=2",
+        "hydra.sweeper.prescreen.batch_size=16",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.leaderboard_columns=[]",
+        *SMALL,
+    )
+    assert result.proc.returncode == 0, result.output
+    assert "Zero-cost warm-up: 6 random candidates scored by synflow" in result.output
+    parent, children = result.runs("nas-nb201-tabular")
+    params = parent.data.params
+    assert (params["prescreen.warmup_pool"], params["prescreen.screen"]) == ("6", "False")
+    with open(result.client().download_artifacts(parent.info.run_id, "prescreen.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6 and all(r["warmup"] == "True" for r in rows)
+    best = sorted(rows, key=lambda r: -float(r["proxy"]))[:2]
+    assert [r["trial"] for r in best] == ["0", "1"]
+    assert sorted(r["kept"] for r in rows) == ["False"] * 4 + ["True"] * 2
+    by_trial = {c.data.tags["nas.trial"]: c for c in children}
+    assert sorted(by_trial) == ["0", "1", "2", "3"]
+    for row in best:
+        child = by_trial[row["trial"]]
+        assert child.info.run_id == row["run_id"]
+        assert all(child.data.params[key] == row[key] for key in SPACE.names)
+        assert child.data.metrics["prescreen_warmup"] == 1
+    # After the warm-up, bo's proposals are trained as they come: not screened, not in the table.
+    for number in ("2", "3"):
+        assert "prescreen_warmup" not in by_trial[number].data.metrics
+        assert by_trial[number].data.tags["nas.status"] == "ok"

@@ -12,6 +12,13 @@ screened-out candidate the strategy proposes again is not banned: it joins a lat
 ranked again (its proxy score is cached), so a strategy that keeps coming back to a region is
 never starved, and the predictor may rank it higher once it has learned more.
 
+Zero-cost warm-up (``warmup_pool: N``, Abdelfattah et al., 2021's warm-up): before the
+strategy's first proposal, N random candidates (seeded) are scored by the proxy and the best
+``warmup_keep`` are trained first; the strategy is told their results as it would be for
+candidates it proposed. The others are not told (they are random draws, not the strategy's
+proposals: it may still propose them). With ``screen: false`` the strategy's own proposals
+are then trained as they come, as in ``nas-plugin bench nb201``'s ``warmup_pool`` rows.
+
 Pure with respect to Hydra and MLflow: the sweeper hands in a ``compose`` function (encoding ->
 the trial's composed config) and logs what :class:`Prescreener` records. torch is imported only
 when a proxy is used.
@@ -19,7 +26,9 @@ when a proxy is used.
 
 from __future__ import annotations
 
+import logging
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -29,7 +38,9 @@ from typing import Any
 from scipy.stats import rankdata
 
 from nas_plugin.predictors import Predictor
-from nas_plugin.space import Encoding
+from nas_plugin.space import Encoding, SearchSpace
+
+log = logging.getLogger("nas_plugin.sweeper")
 
 RANK_BY = ("proxy", "predictor", "combined")
 OPTIONS = (
@@ -42,6 +53,9 @@ OPTIONS = (
     "batch_size",
     "seed",
     "factory",
+    "warmup_pool",
+    "warmup_keep",
+    "screen",
 )
 
 
@@ -63,6 +77,9 @@ class PrescreenConfig:
     batch_size: int = 64
     seed: int = 0
     factory: str = "nas_plugin.tasks.proxy_factory:proxy_inputs"
+    warmup_pool: int = 0  # 0: no warm-up
+    warmup_keep: int = 10
+    screen: bool = True  # screen the strategy's pools (after the warm-up, if any)
 
     @classmethod
     def from_config(
@@ -129,6 +146,7 @@ class PrescreenConfig:
             )
         if proxy == AUTO:
             proxy = auto_proxy(str(factory), app_config)
+        warmup_pool, warmup_keep, screen = _warmup_options(options, defaults, proxy)
         if proxy is not None:
             _check_proxy(proxy, ensemble)
             _check_factory(factory)
@@ -151,6 +169,9 @@ class PrescreenConfig:
             batch_size=_int("batch_size", options.get("batch_size", defaults.batch_size), 1),
             seed=seed if config_seed is None else config_seed,
             factory=str(factory),
+            warmup_pool=warmup_pool,
+            warmup_keep=warmup_keep,
+            screen=screen,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -166,6 +187,10 @@ class PrescreenConfig:
             described["predictor_after"] = self.predictor_after
         if self.proxy is not None:
             described.update(batch_size=self.batch_size, seed=self.seed, factory=self.factory)
+        if self.warmup_pool:
+            described.update(warmup_pool=self.warmup_pool, warmup_keep=self.warmup_keep)
+        if not self.screen:
+            described["screen"] = False
         return described
 
 
@@ -184,6 +209,7 @@ class Screened:
     proxy_scores: dict[str, float] = field(default_factory=dict)  # each member's raw score
     predicted: float | None = None  # the predictor's mean (normal-score scale with rank warp)
     error: str | None = None  # building or scoring its network failed
+    warmup: bool = False  # a random draw of the warm-up, not a strategy's proposal
     trial: int | None = None  # the trial that trained it
     run_id: str | None = None
 
@@ -197,8 +223,13 @@ class Prescreener:
         n_trials: int,
         compose: Callable[[Encoding], Any],
         predictor: Predictor | None = None,
+        space: SearchSpace | None = None,
     ) -> None:
+        if config.warmup_pool and space is None:
+            raise ValueError("a warm-up draws from the search space: pass space")
         self.config = config
+        self.space = space
+        self._warmed_up = not config.warmup_pool
         self.n_trials = n_trials
         self.compose = compose
         self.predictor = predictor
@@ -226,7 +257,13 @@ class Prescreener:
         candidates, none of ``exclude``) whenever the kept ones run out. ``reject`` tells the
         strategy about each screened-out candidate."""
         handed: list[Encoding] = []
+        if not self._warmed_up:
+            self._warm_up()
         while len(handed) < wanted:
+            if not self._queue and not self.config.screen:
+                # Warm-up done: the strategy's own proposals are trained as they come.
+                handed += propose(wanted - len(handed), set(handed))
+                break
             if not self._queue:
                 # The sweep's last pool keeps only what is left to train.
                 left = self.n_trials - self._handed_out - len(handed)
@@ -249,10 +286,43 @@ class Prescreener:
             row.trial, row.run_id = trial, run_id
         return row
 
-    def _screen(self, pool: list[Encoding], keep: int, reject: Callable[[Encoding], None]) -> None:
+    def _warm_up(self) -> None:
+        """Round 0: ``warmup_pool`` distinct random candidates, the proxy's best
+        ``warmup_keep`` queued first; the rest are not told to the strategy."""
+        assert self.space is not None
+        self._warmed_up = True
+        rng = random.Random(self.config.seed)
+        drawn: dict[Encoding, None] = {}
+        # A space smaller than the pool gives what it has (a few draws more than its size).
+        for _ in range(self.config.warmup_pool * 20):
+            if len(drawn) == self.config.warmup_pool:
+                break
+            drawn[self.space.sample(rng)] = None
+        keep = max(1, min(self.config.warmup_keep, self.n_trials, len(drawn) - 1))
+        self._screen(list(drawn), keep, reject=None, mode="proxy")
+        log.info(
+            "Zero-cost warm-up: %d random candidates scored by %s, the best %d trained first",
+            len(drawn),
+            self.config.proxy,
+            keep,
+        )
+
+    def _screen(
+        self,
+        pool: list[Encoding],
+        keep: int,
+        reject: Callable[[Encoding], None] | None,
+        mode: str | None = None,
+    ) -> None:
+        """Rank ``pool``, queue its best ``keep``; ``reject`` (None: the warm-up's random draws,
+        never the strategy's) is told each of the others."""
         start = time.perf_counter()
-        mode = self._mode()
-        rows = [Screened(self._rounds, i, encoding, mode, 0.0) for i, encoding in enumerate(pool)]
+        mode = mode or self._mode()
+        warmup = reject is None
+        rows = [
+            Screened(self._rounds, i, encoding, mode, 0.0, warmup=warmup)
+            for i, encoding in enumerate(pool)
+        ]
         if mode in ("proxy", "combined"):
             self._score_proxy(rows)
         if mode in ("predictor", "combined"):
@@ -274,7 +344,7 @@ class Prescreener:
                 self._queue.append(row)
                 self.kept[row.encoding] = row
                 self.screened_out.discard(row.encoding)
-            else:
+            elif reject is not None:
                 self.screened_out.add(row.encoding)
                 reject(row.encoding)
 
@@ -349,6 +419,7 @@ def table_rows(rows: list[Screened], architecture: Callable[[Encoding], dict]) -
                 "kept": row.kept,
                 "trial": "" if row.trial is None else row.trial,
                 "ranked_by": row.ranked_by,
+                "warmup": row.warmup,
                 "value": row.value,
                 "proxy": "" if row.proxy is None else row.proxy,
                 # An ensemble's members (a single proxy's score is the proxy column).
@@ -372,6 +443,33 @@ def _int(key: str, value: Any, minimum: int) -> int:
             f"hydra.sweeper.prescreen.{key}={value!r} must be an integer >= {minimum}"
         )
     return value
+
+
+def _warmup_options(
+    options: Mapping[str, Any], defaults: PrescreenConfig, proxy: str | None
+) -> tuple[int, int, bool]:
+    """``warmup_pool``, ``warmup_keep`` and ``screen``, checked together."""
+    warmup_pool = _int("warmup_pool", options.get("warmup_pool", defaults.warmup_pool), 0)
+    warmup_keep = _int("warmup_keep", options.get("warmup_keep", defaults.warmup_keep), 1)
+    screen = options.get("screen", defaults.screen)
+    if not isinstance(screen, bool):
+        raise PrescreenError(f"hydra.sweeper.prescreen.screen={screen!r} must be true or false")
+    if warmup_pool and warmup_keep >= warmup_pool:
+        raise PrescreenError(
+            f"hydra.sweeper.prescreen.warmup_keep={warmup_keep} must be smaller than "
+            f"warmup_pool={warmup_pool} (the pool is scored, the best warmup_keep are trained)"
+        )
+    if warmup_pool and proxy is None:
+        raise PrescreenError(
+            "hydra.sweeper.prescreen.warmup_pool needs a proxy (the warm-up ranks before any "
+            "trial, when no predictor has learned anything): proxy=null does not warm up"
+        )
+    if not screen and not warmup_pool:
+        raise PrescreenError(
+            "hydra.sweeper.prescreen.screen=false without warmup_pool: nothing would be "
+            "screened; select hydra/sweeper/prescreen=none, or set warmup_pool"
+        )
+    return warmup_pool, warmup_keep, screen
 
 
 def auto_proxy(factory: str, app_config: Mapping[str, Any] | None) -> str:
@@ -418,4 +516,6 @@ def trial_metrics(row: Screened, proxy: str | None) -> dict[str, float]:
         metrics[f"prescreen_{proxy}"] = row.proxy
     if row.predicted is not None:
         metrics["prescreen_predicted"] = row.predicted
+    if row.warmup:
+        metrics["prescreen_warmup"] = 1.0  # trained first, from the warm-up's random pool
     return metrics

@@ -1,11 +1,12 @@
 """MLflow records of the pre-screen and the learned predictor (sweeper side).
 
 Parent run: ``prescreen.csv`` (every candidate of every pool: its proxy score, predicted score,
-rank in its pool, whether it was kept and the trial that trained it), metrics
+rank in its pool, whether it was kept, whether it was a warm-up draw and the trial that
+trained it), metrics
 ``prescreen_screened_out`` and ``prescreen_seconds``, and the predictor's held-out rank
 correlation ``predictor_spearman`` / ``predictor_kendall`` (step = trials finished).
 Trial runs of kept candidates: ``prescreen_<proxy>``, ``prescreen_rank``, ``prescreen_round``,
-and ``predicted_score`` when the predictor had predicted the trial before it finished.
+``prescreen_warmup`` (1 for the warm-up's), and ``predicted_score`` when the predictor had predicted the trial before it finished.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ class SearchAids:
             return compose(plan.trial_overrides(plan.space.decode(encoding)))
 
         predictor = held_out.predictor if held_out is not None else None
-        return cls(Prescreener(config, plan.n_trials, compose_encoding, predictor), held_out)
+        screener = Prescreener(config, plan.n_trials, compose_encoding, predictor, plan.space)
+        return cls(screener, held_out)
 
     def params(self) -> dict[str, Any]:
         """The parent run's params: ``prescreen.*`` and ``predictor``."""
