@@ -6,7 +6,8 @@ trained it), metrics
 ``prescreen_screened_out`` and ``prescreen_seconds``, and the predictor's held-out rank
 correlation ``predictor_spearman`` / ``predictor_kendall`` (step = trials finished).
 Trial runs of kept candidates: ``prescreen_<proxy>``, ``prescreen_rank``, ``prescreen_round``,
-``prescreen_warmup`` (1 for the warm-up's), and ``predicted_score`` when the predictor had predicted the trial before it finished.
+``prescreen_warmup`` (1 for the warm-up's), and ``predicted_score`` when the predictor had
+predicted the trial before it finished.
 """
 
 from __future__ import annotations
