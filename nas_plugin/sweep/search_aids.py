@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from nas_plugin.leaderboard import TrialRecord
 from nas_plugin.predictors import HeldOutCorrelation, PredictorError
 from nas_plugin.space import Encoding, SearchSpace
+from nas_plugin.sweep.compose import candidate_composer
 from nas_plugin.sweep.plan import SweepConfigError, SweepPlan
 from nas_plugin.sweep.prescreen import (
     PrescreenConfig,
@@ -95,8 +96,9 @@ class SearchAids:
     ) -> SearchAids:
         """The configured pre-screen and learned predictor, checked before any trial;
         ``compose``: override strings -> the trial's composed config (what a proxy scores);
-        ``app_config``: a trial's config with no searched key set (what ``proxy: auto`` picks
-        the task's proxy by)."""
+        ``app_config``: a trial's config with no searched key set,
+        ``compose(plan.trial_overrides({}))`` (what ``proxy: auto`` picks the task's proxy by,
+        and what candidates' configs are made from)."""
         try:
             held_out = HeldOutCorrelation.from_config(
                 sweeper_cfg.get("predictor"), plan.space, plan.seed
@@ -119,10 +121,8 @@ class SearchAids:
         if config is None:
             return cls(None, held_out)
 
-        def compose_encoding(encoding: Encoding) -> Any:
-            # The proxy scores the network the trial would train.
-            return compose(plan.trial_overrides(plan.space.decode(encoding)))
-
+        # The proxy scores the network the trial would train.
+        compose_encoding = candidate_composer(plan, compose, app_config)
         predictor = held_out.predictor if held_out is not None else None
         screener = Prescreener(config, plan.n_trials, compose_encoding, predictor, plan.space)
         return cls(screener, held_out)
