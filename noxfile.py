@@ -59,6 +59,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/benchmarks/proxies.py", "--archs", "200", "--search-seeds", "20")
     # The learned predictor's held-out rank correlation on NB201, and a predictor pre-screen.
     session.run("python", "tests/benchmarks/predictor.py", "--seeds", "10", "--search-seeds", "20")
+    # The zero-cost warm-up in real NB201 sweeps (bo, 50 trials, live proxies), with and without.
+    session.run("python", "tests/benchmarks/warmup_sweep.py", "--seeds", "5")
     session.run("python", "tests/benchmarks/ofa.py")
     # Hierarchical evolution vs random search over the hierarchical space on digits.
     session.run("python", "tests/benchmarks/hierarchical.py", "--trials", "16")
