@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nas_plugin"
 # specific prefix decides a module's layer (``nas_plugin.pruning.base`` before
 # ``nas_plugin.pruning``). Keep README.md's "Map of the code" in step with this table.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("space", ("space",)),
+    ("space", ("space", "importing")),
     (
         # Pure Python: encodings and numbers in, numbers out (no torch, Hydra or MLflow).
         "strategies/predictors",

@@ -10,12 +10,12 @@ A factory may build on the CPU: the proxies score on the trial's ``train.device`
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from nas_plugin.importing import ImportSpecError, load_object
 from nas_plugin.proxies.base import ProxyError
 
 # Our tasks' (vision, segmentation, detection pipelines: by the trial's model.kind); a task of
@@ -40,16 +40,10 @@ def config_device(cfg: Any) -> torch.device:
 
 def load_factory(spec: str) -> Factory:
     """The function ``spec`` (``"module:function"``) names; a ProxyError saying what is wrong."""
-    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
-        raise ProxyError(f"factory {spec!r} must be 'module:function', e.g. {DEFAULT_FACTORY!r}")
-    module_name, function_name = spec.split(":")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ProxyError(f"factory {spec!r}: cannot import module {module_name!r}: {err}") from err
-    function = getattr(module, function_name, None)
+        function = load_object(spec, kind="function")
+    except ImportSpecError as err:
+        raise ProxyError(f"factory {err}, e.g. {DEFAULT_FACTORY!r}") from err
     if not callable(function):
-        raise ProxyError(
-            f"factory {spec!r}: module {module_name!r} has no function {function_name!r}"
-        )
+        raise ProxyError(f"factory {spec!r} is not a function")
     return function

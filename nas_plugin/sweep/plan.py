@@ -7,7 +7,6 @@ is allowed.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 from collections.abc import Callable, Hashable, Mapping
@@ -20,6 +19,7 @@ from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from nas_plugin.estimators import Estimator, make_estimator
+from nas_plugin.importing import ImportSpecError, load_object
 from nas_plugin.objective import (
     Constraint,
     Objective,
@@ -167,10 +167,9 @@ def space_class(space_cfg: Mapping[str, Any]) -> type[SearchSpace]:
     target = space_cfg.get("space_class")
     if target is None:
         return SearchSpace
-    module_name, _, class_name = str(target).partition(":")
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as err:
+        cls = load_object(target, kind="Class")
+    except ImportSpecError as err:
         raise SweepConfigError(
             f"search_space={space_cfg.get('name')}: space_class={target!r} cannot be imported "
             f"({err}); expected 'package.module:Class', a subclass of SearchSpace"
@@ -274,10 +273,9 @@ def network_key(
 
 
 def _space_hook(plan: SweepPlan, key: str, spec: str) -> Callable[..., Any]:
-    module_name, _, function_name = str(spec).partition(":")
     try:
-        function = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError, ValueError) as err:
+        function = load_object(spec, kind="function")
+    except ImportSpecError as err:
         raise SweepConfigError(
             f"search_space={plan.search_space_name}: {key}={spec!r} cannot be "
             f"imported ({err}); expected 'package.module:function'"

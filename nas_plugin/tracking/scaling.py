@@ -9,13 +9,13 @@ and labelled by phi. The MLflow UI plots the series; the PNG needs matplotlib (A
 
 from __future__ import annotations
 
-import importlib
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from nas_plugin.importing import load_object
 from nas_plugin.strategies.base import Strategy
 from nas_plugin.strategies.compound import PREFIX
 
@@ -29,8 +29,7 @@ def report_end_of_sweep(
     parent run id and the objective metric), if it names one."""
     target = getattr(strategy, "end_of_sweep_report", None)
     if target:
-        module_name, _, function_name = str(target).partition(":")
-        getattr(importlib.import_module(module_name), function_name)(client, parent_run_id, metric)
+        load_object(str(target))(client, parent_run_id, metric)
 
 
 def scaling_points(client: MlflowClient, parent_run_id: str, metric: str) -> list[dict[str, Any]]:
