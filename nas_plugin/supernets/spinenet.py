@@ -179,10 +179,15 @@ def sample_arch(
 ) -> dict[str, Any]:
     """A model config: ``base`` (the app's) with every searched key of ``choices`` (the sweep's
     space: ``model.blocks.block_<k>.<field>``, ``model.pyramid.fusion``) drawn uniformly."""
-    arch = OmegaConf.create(copy.deepcopy(dict(base)))
+    # Plain dicts, not OmegaConf: this runs once per training step.
+    arch = copy.deepcopy(OmegaConf.to_container(base) if OmegaConf.is_config(base) else dict(base))
     for key in sorted(choices):
-        OmegaConf.update(arch, key.removeprefix("model."), rng.choice(list(choices[key])))
-    return OmegaConf.to_container(arch)
+        *parents, leaf = key.removeprefix("model.").split(".")
+        node = arch
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = rng.choice(list(choices[key]))
+    return arch
 
 
 def train_spos(
