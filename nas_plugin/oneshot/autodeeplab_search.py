@@ -1,5 +1,6 @@
-"""Bilevel search of the Auto-DeepLab supernet (:mod:`nas_plugin.supernets.autodeeplab`) on a
-segmentation task: DARTS (first order) and GDAS, the shape of :mod:`nas_plugin.oneshot.search`.
+"""Search of the Auto-DeepLab supernet (:mod:`nas_plugin.supernets.autodeeplab`) on a
+segmentation task: DARTS (first order), GDAS and ProxylessNAS here, the shape of
+:mod:`nas_plugin.oneshot.search`; ENAS in :mod:`nas_plugin.oneshot.autodeeplab_enas`.
 
 Every step takes an architecture step (``alpha``: 6 x 5 cell weights, ``beta``: layers x 4 x 3
 move weights; Adam) on one half of the training split, then a weight step (SGD with momentum,
@@ -13,6 +14,15 @@ the task's ``ignore_index``.
   per layer from the current level, :func:`~nas_plugin.supernets.autodeeplab.gumbel_path`),
   straight-through gradients, temperature annealed linearly from ``tau_max`` to ``tau_min``;
   only the sampled path's cells and operations are computed.
+- ``proxyless``: binarised paths. The weight step samples one operation per edge from
+  ``softmax(alpha)`` and one path, a move per layer from the current level's move probabilities
+  (:func:`~nas_plugin.supernets.autodeeplab.sampled_path`), and trains only those. The
+  architecture step takes the paper's two-path scheme on the cell (two operations per edge, one
+  active, both computed, BinaryConnect's gradient through the pair's softmax, the pair rescaled
+  afterwards: :func:`~nas_plugin.supernets.nb201.two_path_gates`, as the NB201 search) and one
+  sampled path with BinaryConnect's straight-through gate on ``beta``: the moves from a level
+  lead to different nodes, so a second path would need its own forward through the rest of the
+  trellis. No latency term here (the look-up table is the NB201 network's).
 
 After every epoch the derived architecture (argmax of ``alpha``, Viterbi path through ``beta``)
 is scored on the val split as a sub-network of the supernet (its inherited weights, BatchNorm
@@ -47,16 +57,23 @@ from nas_plugin.supernets.autodeeplab import (
     gumbel_path,
     move_probs,
     reachable,
+    sampled_path,
     valid_moves,
     viterbi_path,
 )
-from nas_plugin.supernets.nb201 import derive, gumbel_hard
+from nas_plugin.supernets.nb201 import (
+    binary_gates,
+    derive,
+    gumbel_hard,
+    rescale_pairs,
+    two_path_gates,
+)
 from nas_plugin.tasks.segmentation import evaluate, recalibration_loader
 from nas_plugin.tasks.segmentation_data import SegmentationData
 from nas_plugin.tasks.training import optimizer_step
 from nas_plugin.tasks.vision import recalibrate_batchnorm
 
-METHODS = ("darts", "gdas")
+METHODS = ("darts", "gdas", "proxyless", "enas")  # enas: oneshot/autodeeplab_enas.py
 # Training images the derived sub-network's BatchNorm statistics are re-estimated on.
 DERIVED_BN_IMAGES = 256
 EVAL_BATCH_SIZE = 256
@@ -144,13 +161,25 @@ def search_autodeeplab(
     metrics)`` after every epoch (1-based).
 
     Raises:
-        ValueError: a method other than darts / gdas (first order).
+        ValueError: a method other than darts (first order), gdas, proxyless, enas; a latency
+            term.
         FloatingPointError: the weight loss became NaN or infinite.
     """
     if settings.method not in METHODS or settings.order != 1:
         raise ValueError(
             f"method {settings.method!r} (order {settings.order}) does not search the "
             f"Auto-DeepLab supernet: allowed {list(METHODS)}, first order"
+        )
+    if settings.latency_weight != 0:
+        raise ValueError(
+            f"latency_weight={settings.latency_weight!r}: the Auto-DeepLab search has no latency "
+            "term (the look-up table is the NB201 network's); expected 0"
+        )
+    if settings.method == "enas":  # an RL controller, not a bilevel relaxation
+        from nas_plugin.oneshot.autodeeplab_enas import search_autodeeplab_enas
+
+        return search_autodeeplab_enas(
+            settings, data, preprocess, arch, seed, log_epoch, runtime=runtime
         )
     runtime = runtime or Runtime.cpu()
     device = runtime.device
@@ -185,6 +214,8 @@ def search_autodeeplab(
     def relax(tau: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
         if settings.method == "darts":
             return F.softmax(alpha, dim=-1), move_probs(beta), False
+        if settings.method == "proxyless":  # its weight step's single sampled path
+            return binary_gates(alpha, generator), sampled_path(beta, generator)[0], True
         cell = gumbel_hard(alpha, tau, generator)
         moves, _ = gumbel_path(beta, tau, generator)
         return cell, moves, True
@@ -205,13 +236,21 @@ def search_autodeeplab(
             # -- architecture step (alpha and beta, on the other half), after the warm-up --
             if epoch > settings.warmup_epochs:
                 a_opt.zero_grad(set_to_none=True)
-                cell, moves, active = relax(tau)
+                compute, pairs = None, None
+                if settings.method == "proxyless":  # two paths per edge, one sampled path
+                    cell, compute, pairs = two_path_gates(alpha, generator)
+                    moves, _ = sampled_path(beta, generator)
+                    before, active = alpha.detach().clone(), True
+                else:
+                    cell, moves, active = relax(tau)
                 with runtime.autocast():
-                    logits = net(xa, cell, moves, active_only=active)
+                    logits = net(xa, cell, moves, active_only=active, cell_compute=compute)
                 loss = F.cross_entropy(logits.float(), ya, ignore_index=ignore)
                 a_scaler.scale(loss).backward()
                 a_scaler.step(a_opt)
                 a_scaler.update()
+                if pairs is not None:  # the unsampled operations keep their probabilities
+                    rescale_pairs(alpha.data, before, pairs)
                 a_total += loss.detach().double() * len(ya)
             # -- weight step --
             with torch.no_grad():
@@ -243,7 +282,8 @@ def search_autodeeplab(
             metrics["search_arch_loss"] = a_total.item() / max(1, seen)
         if settings.method == "gdas":
             metrics["search_tau"] = tau
-        else:  # the supernet as it trains: every path mixed (its own BatchNorm statistics)
+        elif settings.method == "darts":
+            # The supernet as it trains: every path mixed (its own BatchNorm statistics).
             relaxed = evaluate(
                 _Relaxed(preprocess, net, alpha, beta), val_batches, data, runtime=runtime
             )
