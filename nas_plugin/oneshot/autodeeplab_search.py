@@ -263,7 +263,9 @@ def search_autodeeplab(
             seen += len(yw)
         train_loss = epoch_loss(w_total, seen, epoch)
         ops, path = derive(alpha.detach()), viterbi_path(move_probs(beta.detach()))
-        scores = _score(net, preprocess, ops, path, recalibration, val_batches, data, runtime)
+        scores = score_subnetwork(
+            net, preprocess, ops, path, recalibration, val_batches, data, runtime
+        )
         probs = move_probs(beta.detach()).cpu()
         alphas.append(F.softmax(alpha.detach(), dim=-1).cpu().tolist())
         betas.append(probs.tolist())
@@ -295,7 +297,7 @@ def search_autodeeplab(
     return AutoDeepLabSearchResult(ops, path, alphas, betas, metrics)
 
 
-def _score(
+def score_subnetwork(
     net: AutoDeepLabSupernet,
     preprocess: nn.Module,
     ops: Sequence[str],
