@@ -38,7 +38,7 @@ from torch import nn
 
 from nas_plugin.hardware.device import Runtime
 from nas_plugin.models.autodeeplab import LEVELS, path_levels
-from nas_plugin.oneshot.autodeeplab_search import (
+from nas_plugin.oneshot.autodeeplab_parts import (
     DERIVED_BN_IMAGES,
     EVAL_BATCH_SIZE,
     AutoDeepLabArch,
