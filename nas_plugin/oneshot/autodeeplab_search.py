@@ -1,5 +1,5 @@
 """Search of the Auto-DeepLab supernet (:mod:`nas_plugin.supernets.autodeeplab`) on a
-segmentation task: DARTS (first order), GDAS and ProxylessNAS here, the shape of
+segmentation task: DARTS (first or second order), GDAS and ProxylessNAS here, the shape of
 :mod:`nas_plugin.oneshot.search`; ENAS in :mod:`nas_plugin.oneshot.autodeeplab_enas`.
 
 Every step takes an architecture step (``alpha``: 6 x 5 cell weights, ``beta``: layers x 4 x 3
@@ -9,7 +9,10 @@ the task's ``ignore_index``.
 
 - ``darts``: the continuous relaxation, ``softmax(alpha)`` on every edge and the move
   probabilities (:func:`~nas_plugin.supernets.autodeeplab.move_probs`) on every trellis move:
-  every node of the trellis is computed.
+  every node of the trellis is computed. Second order (``order=2``): the architecture gradient
+  of ``alpha`` and ``beta`` at the weights after one virtual weight step, the Hessian-vector
+  product by finite differences, in fp32 (:func:`~nas_plugin.oneshot.search.unrolled_step`, as
+  the NB201 search).
 - ``gdas``: one operation per edge (Gumbel-max over ``alpha``) and one path (a Gumbel-max move
   per layer from the current level, :func:`~nas_plugin.supernets.autodeeplab.gumbel_path`),
   straight-through gradients, temperature annealed linearly from ``tau_max`` to ``tau_min``;
@@ -54,7 +57,7 @@ from nas_plugin.oneshot.autodeeplab_parts import (  # noqa: F401 (callers import
     score_subnetwork,
 )
 from nas_plugin.oneshot.bilevel import BilevelTraining, epoch_loss, temperature
-from nas_plugin.oneshot.search import alpha_metrics
+from nas_plugin.oneshot.search import alpha_metrics, unrolled_step
 from nas_plugin.oneshot.settings import SearchSettings
 from nas_plugin.space.autodeeplab import MOVES
 from nas_plugin.space.nb201 import EDGES, OPS
@@ -111,14 +114,15 @@ def search_autodeeplab(
     metrics)`` after every epoch (1-based).
 
     Raises:
-        ValueError: a method other than darts (first order), gdas, proxyless, enas; a latency
-            term.
+        ValueError: a method other than darts (order 1 or 2), gdas, proxyless, enas (order 1);
+            a latency term.
         FloatingPointError: the weight loss became NaN or infinite.
     """
-    if settings.method not in METHODS or settings.order != 1:
+    second_order = settings.method == "darts" and settings.order == 2
+    if settings.method not in METHODS or (settings.order != 1 and not second_order):
         raise ValueError(
             f"method {settings.method!r} (order {settings.order}) does not search the "
-            f"Auto-DeepLab supernet: allowed {list(METHODS)}, first order"
+            f"Auto-DeepLab supernet: allowed {list(METHODS)}, first order (darts: 1 or 2)"
         )
     if settings.latency_weight != 0:
         raise ValueError(
@@ -184,7 +188,25 @@ def search_autodeeplab(
             xw, xa = preprocess(runtime.to_device(xw)), preprocess(runtime.to_device(xa))
             yw, ya = runtime.to_device(yw), runtime.to_device(ya)
             # -- architecture step (alpha and beta, on the other half), after the warm-up --
-            if epoch > settings.warmup_epochs:
+            if epoch > settings.warmup_epochs and second_order:
+                # alpha.grad and beta.grad: fp32, unscaled
+                a_opt.zero_grad(set_to_none=True)
+                a_total += len(ya) * unrolled_step(
+                    net,
+                    [alpha, beta],
+                    lambda: {
+                        "cell_weights": F.softmax(alpha, dim=-1),
+                        "move_weights": move_probs(beta),
+                    },
+                    xw,
+                    yw,
+                    xa,
+                    ya,
+                    parts.w_opt,
+                    lambda logits, labels: F.cross_entropy(logits, labels, ignore_index=ignore),
+                )
+                a_opt.step()
+            elif epoch > settings.warmup_epochs:
                 a_opt.zero_grad(set_to_none=True)
                 compute, pairs = None, None
                 if settings.method == "proxyless":  # two paths per edge, one sampled path

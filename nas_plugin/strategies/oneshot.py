@@ -14,9 +14,9 @@ architecture. In a sweep they take two phases (see :mod:`nas_plugin.oneshot.job`
    cell share its trial).
 
 The space is NB201's cell (``search_space=nb201``) or Auto-DeepLab's (``search_space=autodeeplab``:
-the cell, ``model.path.layer_<k>``, ``model.decoder.skip``), searched there by darts (first
-order), gdas, proxyless and enas (no latency term there); the searched cell then also holds the
-path and the app's decoder skip.
+the cell, ``model.path.layer_<k>``, ``model.decoder.skip``), searched there by darts (first or
+second order), gdas, proxyless and enas (no latency term there); the searched cell then also
+holds the path and the app's decoder skip.
 
 Here, as for every strategy, only encodings and numbers: the options are validated before the
 sweep starts and passed to the search jobs as plain values.
@@ -162,8 +162,6 @@ class Darts(OneShotStrategy):
         self.settings["warmup_epochs"] = _warmup(self.name, warmup_epochs, self.options.epochs)
         if isinstance(order, bool) or order not in (1, 2):
             raise StrategyError(f"strategy 'darts': order={order!r} must be 1 or 2")
-        if order == 2 and self.space_kind == "autodeeplab":
-            raise StrategyError(_not_wired("darts order=2"))
         self.settings["order"] = order
 
 
@@ -293,15 +291,6 @@ def _check_space(name: str, space: SearchSpace, prefix: str) -> str:
         f"from {list(OPS)}) or search_space=autodeeplab (those, {model}.path.layer_1 ... "
         f"with moves from {list(autodeeplab.MOVES)}, optionally {skip}) and nothing else; the "
         f"search space has {list(space.names)}"
-    )
-
-
-def _not_wired(what: str) -> str:
-    return (
-        f"strategy '{what}' is not wired for search_space=autodeeplab (model=autodeeplab): "
-        "the Auto-DeepLab supernet is searched by hydra/sweeper/strategy=darts (order 1), "
-        "gdas, proxyless or enas; use one of them, or a black-box strategy (evolution, "
-        "random, ...)"
     )
 
 
