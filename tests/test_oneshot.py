@@ -165,7 +165,7 @@ def _digits_batches(n: int = 2, size: int = 32) -> list[tuple[torch.Tensor, torc
 
 
 def test_second_order_darts_steps_virtually_as_the_momentum_optimiser_would() -> None:
-    from nas_plugin.oneshot.search import _unrolled_step, virtual_step
+    from nas_plugin.oneshot.search import unrolled_step, virtual_step
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -197,7 +197,8 @@ def test_second_order_darts_steps_virtually_as_the_momentum_optimiser_would() ->
     def arch_grad(order: int) -> torch.Tensor:
         alpha.grad = None
         if order == 2:
-            _unrolled_step(net, alpha, xw, yw, xa, ya, w_opt)
+            arch = lambda: {"weights": F.softmax(alpha, -1)}  # noqa: E731
+            unrolled_step(net, [alpha], arch, xw, yw, xa, ya, w_opt)
         else:
             F.cross_entropy(net(xa, weights=F.softmax(alpha, -1)), ya).backward()
         return alpha.grad.clone()

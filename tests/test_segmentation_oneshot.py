@@ -1,6 +1,7 @@
 """Auto-DeepLab's own one-shot search on the segmentation pipeline: the supernet, the Viterbi
-path, a reproducible bilevel search, a real darts sweep read back from MLflow, and the
-strategies that are not wired for this space refused before any trial."""
+path, reproducible darts / gdas / proxyless / enas searches that never take a clamped move,
+second-order darts, real darts and enas sweeps read back from MLflow, and a latency term (not
+wired for this space) refused."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from omegaconf import OmegaConf
 from nas_plugin.hardware.device import Runtime
 from nas_plugin.models.autodeeplab import LEVELS, AutoDeepLab, path_levels
 from nas_plugin.oneshot.autodeeplab_search import AutoDeepLabArch, search_autodeeplab
+from nas_plugin.oneshot.enas import Controller
 from nas_plugin.oneshot.settings import SearchSettings
 from nas_plugin.space import SearchSpace, autodeeplab
 from nas_plugin.space.nb201 import EDGE_KEYS
@@ -25,6 +27,7 @@ from nas_plugin.supernets.autodeeplab import (
     move_probs,
     one_hot_cell,
     one_hot_path,
+    sampled_path,
     viterbi_path,
 )
 from nas_plugin.tasks.segmentation import channel_stats
@@ -135,6 +138,28 @@ def test_a_seeded_search_is_reproducible(tiny_scenes, method):
     assert ("search_supernet_val_miou" in logged[-1]) == (method == "darts")
 
 
+def test_a_second_order_darts_search_is_reproducible_and_steps_unlike_the_first_order(
+    tiny_scenes,
+):
+    data, preprocess = tiny_scenes
+    arch = AutoDeepLabArch(layers=3, channels=4, aspp_channels=8, rates=(1,))
+    second = SearchSettings(method="darts", order=2, epochs=1, batch_size=16)
+    first = search_autodeeplab(second, data, preprocess, arch, 2)
+    again = search_autodeeplab(second, data, preprocess, arch, 2)
+    assert (first.ops, first.moves, first.alphas, first.betas) == (
+        again.ops,
+        again.moves,
+        again.alphas,
+        again.betas,
+    )
+    assert 0.0 < first.metrics["search_arch_loss"] < 10.0
+    assert _on_trellis(first.moves)
+    # The unrolled gradient moves alpha and beta elsewhere than the first-order one.
+    order_1 = SearchSettings(method="darts", epochs=1, batch_size=16)
+    plain = search_autodeeplab(order_1, data, preprocess, arch, 2)
+    assert plain.alphas != first.alphas and plain.betas != first.betas
+
+
 def test_warmup_epochs_train_only_the_weights(tiny_scenes):
     data, preprocess = tiny_scenes
     settings = SearchSettings(method="gdas", epochs=2, batch_size=16, warmup_epochs=1)
@@ -150,13 +175,95 @@ def test_warmup_epochs_train_only_the_weights(tiny_scenes):
         make_strategy({"name": "darts", "epochs": 10, "warmup_epochs": 10}, space, 0)
 
 
+def _on_trellis(moves) -> bool:
+    """No move leaves 1/4 .. 1/32 (no up at 1/4, no down at 1/32)."""
+    level = 0
+    for move in moves:
+        level += {"down": 1, "same": 0, "up": -1}[move]
+        if not 0 <= level < LEVELS:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("preferred", ["down", "up"])
+def test_sampled_paths_and_controller_paths_never_take_a_clamped_move(preferred):
+    # beta and the controller's move head both strongly prefer a move that is off the trellis
+    # at one end; the proxyless sampler and the ENAS controller must still stay on it.
+    column = autodeeplab.MOVES.index(preferred)
+    beta = torch.zeros(6, LEVELS, 3)
+    beta[:, :, column] = 20.0
+    beta.requires_grad_()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        weights, moves = sampled_path(beta, generator)
+        assert _on_trellis(moves)
+    # The straight-through gate gives a gradient only to moves that are on the trellis.
+    weights.sum().backward()
+    off = torch.zeros(6, LEVELS, 3, dtype=torch.bool)
+    off[:, 0, 2] = off[:, LEVELS - 1, 0] = True
+    assert torch.all(beta.grad[off] == 0)
+
+    torch.manual_seed(0)
+    controller = Controller(layers=6)
+    with torch.no_grad():
+        controller.move_head.bias[column] = 50.0
+    cells, log_prob, entropy = controller(batch=200, generator=torch.Generator().manual_seed(0))
+    assert cells.shape == (200, 6 + 6)
+    assert all(_on_trellis([autodeeplab.MOVES[m] for m in row[6:]]) for row in cells.tolist())
+    (log_prob.sum() + entropy.sum()).backward()  # masked logits: finite values and gradients
+    assert all(torch.isfinite(p.grad).all() for p in controller.parameters())
+    # Scoring the same samples by teacher forcing gives the same log-probabilities.
+    _, again, _ = controller(cells=cells)
+    torch.testing.assert_close(again, log_prob.detach())
+
+
+@pytest.mark.parametrize("method", ["proxyless", "enas"])
+def test_a_seeded_proxyless_or_enas_search_is_reproducible_and_derives_valid_moves(
+    tiny_scenes, method
+):
+    data, preprocess = tiny_scenes
+    settings = SearchSettings(
+        method=method, epochs=2, batch_size=16, controller_steps=4, derive_samples=8
+    )
+    arch = AutoDeepLabArch(layers=5, channels=4, aspp_channels=8, rates=(1,))
+    logged: list[dict[str, float]] = []
+    first = search_autodeeplab(settings, data, preprocess, arch, 1, lambda e, m: logged.append(m))
+    again = search_autodeeplab(settings, data, preprocess, arch, 1)
+    assert (first.ops, first.moves, first.alphas, first.betas) == (
+        again.ops,
+        again.moves,
+        again.alphas,
+        again.betas,
+    )
+    timeless = {k: v for k, v in first.metrics.items() if k != "search_seconds"}
+    assert timeless == {k: v for k, v in again.metrics.items() if k != "search_seconds"}
+    assert len(logged) == 2 and logged[-1] == first.metrics
+    assert len(first.moves) == 5 and _on_trellis(first.moves)
+    levels = [logged[-1][f"search_path.layer_{k}"] for k in range(1, 6)]
+    assert levels == [2 ** (lv + 2) for lv in path_levels(first.moves)]
+    assert "beta.layer_1.1_4.down" in logged[0] and "beta.layer_1.1_4.up" not in logged[0]
+    assert 0.0 <= logged[-1]["search_derived_val_miou"] <= 1.0
+    # The cell's per-edge distribution (softmax(alpha), or the controller's frequencies).
+    assert all(sum(row) == pytest.approx(1.0) for row in first.alphas[-1])
+    if method == "proxyless":
+        assert "search_arch_loss" in logged[-1] and first.betas[1] != first.betas[0]
+    else:
+        assert 0.0 <= logged[-1]["search_mean_child_miou"] <= 1.0
+        assert 0.0 < logged[-1]["search_controller_entropy"] < 1.61  # per decision, <= ln 5
+        # The controller's move frequencies: none off the trellis.
+        assert all(first.betas[-1][k][0][2] == 0 for k in range(5))
+        assert all(first.betas[-1][k][LEVELS - 1][0] == 0 for k in range(5))
+
+
 @pytest.mark.parametrize(
     "device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)], ids=["cpu", "cuda"]
 )
-@pytest.mark.parametrize("method", ["darts", "gdas"])
+@pytest.mark.parametrize("method", ["darts", "gdas", "proxyless", "enas"])
 def test_a_bf16_search_runs_on_the_runtime(tiny_scenes, method, device):
     data, preprocess = tiny_scenes
-    settings = SearchSettings(method=method, epochs=1, batch_size=16)
+    settings = SearchSettings(
+        method=method, epochs=1, batch_size=16, controller_steps=2, derive_samples=4
+    )
     arch = AutoDeepLabArch(layers=3, channels=4, aspp_channels=8, rates=(1,))
     runtime = Runtime(torch.device(device), "bf16")
     first = search_autodeeplab(settings, data, preprocess, arch, 0, runtime=runtime)
@@ -164,7 +271,7 @@ def test_a_bf16_search_runs_on_the_runtime(tiny_scenes, method, device):
     assert 0.0 < first.metrics["search_train_loss"] < 10.0  # finite in bf16
     assert 0.0 <= first.metrics["search_derived_val_miou"] <= 1.0
     assert len(first.moves) == 3 and all(m in autodeeplab.MOVES for m in first.moves)
-    if method == "gdas":  # the same Gumbel draws (CPU generator) on any device
+    if method != "darts":  # the same draws (CPU generator) on any device
         assert (first.ops, first.moves) == (again.ops, again.moves)
 
 
@@ -226,29 +333,54 @@ def test_darts_sweep_searches_the_supernet_and_trains_the_derived_network(tmp_pa
     assert json.loads(trial.data.tags["nas.encoding"]) == space.decode(encoding)
 
 
-@pytest.mark.parametrize(
-    ("overrides", "named"),
-    [
-        (["hydra/sweeper/strategy=proxyless"], "strategy 'proxyless'"),
-        (["hydra/sweeper/strategy=enas"], "strategy 'enas'"),
-        (["hydra/sweeper/strategy=darts", "hydra.sweeper.strategy.order=2"], "darts order=2"),
-    ],
-)
-def test_strategies_not_wired_for_autodeeplab_are_refused_before_any_trial(
-    tmp_path, overrides, named
-):
-    result = run_app_in_process(tmp_path, PIPELINE, "-m", *overrides, *TINY)
-    assert result.proc.returncode != 0
-    assert named in result.output
-    assert "search_space=autodeeplab" in result.output
-    assert "darts (order 1) or gdas" in result.output
-    assert "Launching" not in result.output
-
-
-def test_gdas_latency_term_foreign_keys_and_a_path_off_the_space_are_refused():
+def test_enas_sweep_searches_the_supernet_and_trains_the_derived_network(tmp_path):
+    result = run_app_in_process(
+        tmp_path,
+        PIPELINE,
+        "-m",
+        "hydra/sweeper/strategy=enas",
+        "hydra.sweeper.strategy.epochs=1",
+        "hydra.sweeper.strategy.batch_size=16",
+        "hydra.sweeper.strategy.controller_steps=3",
+        "hydra.sweeper.strategy.derive_samples=4",
+        "hydra.sweeper.mlflow.experiment=adl-enas",
+        *TINY,
+    )
+    assert result.proc.returncode == 0, result.output
+    client = result.client()
+    _, searches, trials = sweep_runs(client, "adl-enas", result.output)
+    (search,) = searches
+    assert search.info.status == "FINISHED"
+    assert search.data.params["search.method"] == "enas"
+    cell = autodeeplab.from_arch_str(search.data.tags["nas.derived_arch"])
+    moves = [cell[f"path.layer_{k}"] for k in (1, 2, 3, 4)]
+    assert _on_trellis(moves)
+    metrics = search.data.metrics
+    assert {"search_mean_child_miou", "search_controller_entropy", "search_derived_val_miou"} <= (
+        set(metrics)
+    )
+    assert [metrics[f"search_path.layer_{k}"] for k in (1, 2, 3, 4)] == [
+        2 ** (lv + 2) for lv in path_levels(moves)
+    ]
+    (trial,) = trials
+    params = trial.data.params
+    assert trial.data.tags["nas.status"] == "ok"
+    assert [params[f"model.cell.{e}"] for e in EDGE_KEYS] == [cell[e] for e in EDGE_KEYS]
+    assert [params[f"model.path.layer_{k}"] for k in (1, 2, 3, 4)] == moves
+    assert trial.data.tags["nas.search_run_id"] == search.info.run_id
+    assert search.data.tags["nas.derived_run_id"] == trial.info.run_id
+    assert 0.0 <= trial.data.metrics["val_miou"] <= 1.0
+    # A resumed sweep rebuilds the same candidate from the search run's tag.
     space = _space(REPO / "conf/plugin/hydra/sweeper/search_space/autodeeplab.yaml")
-    with pytest.raises(StrategyError, match="latency_weight=0.5 is not allowed"):
-        make_strategy({"name": "gdas", "prefix": "model.cell", "latency_weight": 0.5}, space, 0)
+    strategy = make_strategy({"name": "enas", "prefix": "model.cell"}, space, 0)
+    assert json.loads(trial.data.tags["nas.encoding"]) == space.decode(strategy.derive(cell))
+
+
+@pytest.mark.parametrize("method", ["gdas", "proxyless"])
+def test_a_latency_term_foreign_keys_and_a_path_off_the_space_are_refused(method):
+    space = _space(REPO / "conf/plugin/hydra/sweeper/search_space/autodeeplab.yaml")
+    with pytest.raises(StrategyError, match=f"'{method}': latency_weight=0.5 is not allowed"):
+        make_strategy({"name": method, "prefix": "model.cell", "latency_weight": 0.5}, space, 0)
     darts = make_strategy({"name": "darts", "prefix": "model.cell"}, space, 0)
     five_layers = autodeeplab.derived_cell(OPS6, ["down", "same", "same", "up", "same"], True)
     with pytest.raises(StrategyError, match=r"no key for \['model.path.layer_5'\]"):

@@ -1,5 +1,6 @@
-"""Bilevel search of the Auto-DeepLab supernet (:mod:`nas_plugin.supernets.autodeeplab`) on a
-segmentation task: DARTS (first order) and GDAS, the shape of :mod:`nas_plugin.oneshot.search`.
+"""Search of the Auto-DeepLab supernet (:mod:`nas_plugin.supernets.autodeeplab`) on a
+segmentation task: DARTS (first or second order), GDAS and ProxylessNAS here, the shape of
+:mod:`nas_plugin.oneshot.search`; ENAS in :mod:`nas_plugin.oneshot.autodeeplab_enas`.
 
 Every step takes an architecture step (``alpha``: 6 x 5 cell weights, ``beta``: layers x 4 x 3
 move weights; Adam) on one half of the training split, then a weight step (SGD with momentum,
@@ -8,11 +9,23 @@ the task's ``ignore_index``.
 
 - ``darts``: the continuous relaxation, ``softmax(alpha)`` on every edge and the move
   probabilities (:func:`~nas_plugin.supernets.autodeeplab.move_probs`) on every trellis move:
-  every node of the trellis is computed.
+  every node of the trellis is computed. Second order (``order=2``): the architecture gradient
+  of ``alpha`` and ``beta`` at the weights after one virtual weight step, the Hessian-vector
+  product by finite differences, in fp32 (:func:`~nas_plugin.oneshot.search.unrolled_step`, as
+  the NB201 search).
 - ``gdas``: one operation per edge (Gumbel-max over ``alpha``) and one path (a Gumbel-max move
   per layer from the current level, :func:`~nas_plugin.supernets.autodeeplab.gumbel_path`),
   straight-through gradients, temperature annealed linearly from ``tau_max`` to ``tau_min``;
   only the sampled path's cells and operations are computed.
+- ``proxyless``: binarised paths. The weight step samples one operation per edge from
+  ``softmax(alpha)`` and one path, a move per layer from the current level's move probabilities
+  (:func:`~nas_plugin.supernets.autodeeplab.sampled_path`), and trains only those. The
+  architecture step takes the paper's two-path scheme on the cell (two operations per edge, one
+  active, both computed, BinaryConnect's gradient through the pair's softmax, the pair rescaled
+  afterwards: :func:`~nas_plugin.supernets.nb201.two_path_gates`, as the NB201 search) and one
+  sampled path with BinaryConnect's straight-through gate on ``beta``: the moves from a level
+  lead to different nodes, so a second path would need its own forward through the rest of the
+  trellis. No latency term here (the look-up table is the NB201 network's).
 
 After every epoch the derived architecture (argmax of ``alpha``, Viterbi path through ``beta``)
 is scored on the val split as a sub-network of the supernet (its inherited weights, BatchNorm
@@ -27,18 +40,24 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nas_plugin.hardware.device import Runtime
-from nas_plugin.models.autodeeplab import LEVEL_NAMES, path_levels
+from nas_plugin.models.autodeeplab import path_levels
+from nas_plugin.oneshot.autodeeplab_parts import (  # noqa: F401 (callers import them here)
+    DERIVED_BN_IMAGES,
+    EVAL_BATCH_SIZE,
+    AutoDeepLabArch,
+    AutoDeepLabSearchResult,
+    beta_metrics,
+    score_subnetwork,
+)
 from nas_plugin.oneshot.bilevel import BilevelTraining, epoch_loss, temperature
-from nas_plugin.oneshot.search import alpha_metrics
+from nas_plugin.oneshot.search import alpha_metrics, unrolled_step
 from nas_plugin.oneshot.settings import SearchSettings
 from nas_plugin.space.autodeeplab import MOVES
 from nas_plugin.space.nb201 import EDGES, OPS
@@ -46,70 +65,21 @@ from nas_plugin.supernets.autodeeplab import (
     AutoDeepLabSupernet,
     gumbel_path,
     move_probs,
-    reachable,
-    valid_moves,
+    sampled_path,
     viterbi_path,
 )
-from nas_plugin.supernets.nb201 import derive, gumbel_hard
+from nas_plugin.supernets.nb201 import (
+    binary_gates,
+    derive,
+    gumbel_hard,
+    rescale_pairs,
+    two_path_gates,
+)
 from nas_plugin.tasks.segmentation import evaluate, recalibration_loader
 from nas_plugin.tasks.segmentation_data import SegmentationData
 from nas_plugin.tasks.training import optimizer_step
-from nas_plugin.tasks.vision import recalibrate_batchnorm
 
-METHODS = ("darts", "gdas")
-# Training images the derived sub-network's BatchNorm statistics are re-estimated on.
-DERIVED_BN_IMAGES = 256
-EVAL_BATCH_SIZE = 256
-
-
-@dataclass
-class AutoDeepLabArch:
-    """The supernet's size: the app's ``model.layers``, ``model.channels``, ``model.aspp``."""
-
-    layers: int
-    channels: int
-    aspp_channels: int
-    rates: tuple[int, ...]
-
-
-@dataclass
-class AutoDeepLabSearchResult:
-    ops: tuple[str, ...]
-    moves: tuple[str, ...]
-    alphas: list[list[list[float]]]  # per epoch: softmax(alpha), 6 x 5
-    betas: list[list[list[list[float]]]]  # per epoch: move probabilities, layers x 4 x 3
-    metrics: dict[str, float]
-
-
-def beta_metrics(probs: torch.Tensor) -> dict[str, float]:
-    """``beta.layer_<k>.<level>.<move>`` (level ``1_4`` ... ``1_32``): the move's probability
-    from that level, for the reachable levels and valid moves only."""
-    values = probs.detach().cpu().tolist()
-    out = {}
-    for k in range(len(values)):
-        for level in reachable(k):
-            name = LEVEL_NAMES[level].replace("/", "_")
-            for m in valid_moves(level):
-                out[f"beta.layer_{k + 1}.{name}.{MOVES[m]}"] = float(values[k][level][m])
-    return out
-
-
-class _SubNetwork(nn.Module):
-    """Raw images -> preprocess -> one architecture of the supernet (for scoring)."""
-
-    def __init__(
-        self,
-        preprocess: nn.Module,
-        net: AutoDeepLabSupernet,
-        ops: Sequence[str],
-        moves: Sequence[str],
-    ) -> None:
-        super().__init__()
-        self.preprocess, self.net = preprocess, net
-        self.ops, self.moves = tuple(ops), tuple(moves)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net.forward_path(self.preprocess(images), self.ops, self.moves)
+METHODS = ("darts", "gdas", "proxyless", "enas")  # enas: oneshot/autodeeplab_enas.py
 
 
 class _Relaxed(nn.Module):
@@ -144,13 +114,26 @@ def search_autodeeplab(
     metrics)`` after every epoch (1-based).
 
     Raises:
-        ValueError: a method other than darts / gdas (first order).
+        ValueError: a method other than darts (order 1 or 2), gdas, proxyless, enas (order 1);
+            a latency term.
         FloatingPointError: the weight loss became NaN or infinite.
     """
-    if settings.method not in METHODS or settings.order != 1:
+    second_order = settings.method == "darts" and settings.order == 2
+    if settings.method not in METHODS or (settings.order != 1 and not second_order):
         raise ValueError(
             f"method {settings.method!r} (order {settings.order}) does not search the "
-            f"Auto-DeepLab supernet: allowed {list(METHODS)}, first order"
+            f"Auto-DeepLab supernet: allowed {list(METHODS)}, first order (darts: 1 or 2)"
+        )
+    if settings.latency_weight != 0:
+        raise ValueError(
+            f"latency_weight={settings.latency_weight!r}: the Auto-DeepLab search has no latency "
+            "term (the look-up table is the NB201 network's); expected 0"
+        )
+    if settings.method == "enas":  # an RL controller, not a bilevel relaxation
+        from nas_plugin.oneshot.autodeeplab_enas import search_autodeeplab_enas
+
+        return search_autodeeplab_enas(
+            settings, data, preprocess, arch, seed, log_epoch, runtime=runtime
         )
     runtime = runtime or Runtime.cpu()
     device = runtime.device
@@ -185,6 +168,8 @@ def search_autodeeplab(
     def relax(tau: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
         if settings.method == "darts":
             return F.softmax(alpha, dim=-1), move_probs(beta), False
+        if settings.method == "proxyless":  # its weight step's single sampled path
+            return binary_gates(alpha, generator), sampled_path(beta, generator)[0], True
         cell = gumbel_hard(alpha, tau, generator)
         moves, _ = gumbel_path(beta, tau, generator)
         return cell, moves, True
@@ -203,15 +188,41 @@ def search_autodeeplab(
             xw, xa = preprocess(runtime.to_device(xw)), preprocess(runtime.to_device(xa))
             yw, ya = runtime.to_device(yw), runtime.to_device(ya)
             # -- architecture step (alpha and beta, on the other half), after the warm-up --
-            if epoch > settings.warmup_epochs:
+            if epoch > settings.warmup_epochs and second_order:
+                # alpha.grad and beta.grad: fp32, unscaled
                 a_opt.zero_grad(set_to_none=True)
-                cell, moves, active = relax(tau)
+                a_total += len(ya) * unrolled_step(
+                    net,
+                    [alpha, beta],
+                    lambda: {
+                        "cell_weights": F.softmax(alpha, dim=-1),
+                        "move_weights": move_probs(beta),
+                    },
+                    xw,
+                    yw,
+                    xa,
+                    ya,
+                    parts.w_opt,
+                    lambda logits, labels: F.cross_entropy(logits, labels, ignore_index=ignore),
+                )
+                a_opt.step()
+            elif epoch > settings.warmup_epochs:
+                a_opt.zero_grad(set_to_none=True)
+                compute, pairs = None, None
+                if settings.method == "proxyless":  # two paths per edge, one sampled path
+                    cell, compute, pairs = two_path_gates(alpha, generator)
+                    moves, _ = sampled_path(beta, generator)
+                    before, active = alpha.detach().clone(), True
+                else:
+                    cell, moves, active = relax(tau)
                 with runtime.autocast():
-                    logits = net(xa, cell, moves, active_only=active)
+                    logits = net(xa, cell, moves, active_only=active, cell_compute=compute)
                 loss = F.cross_entropy(logits.float(), ya, ignore_index=ignore)
                 a_scaler.scale(loss).backward()
                 a_scaler.step(a_opt)
                 a_scaler.update()
+                if pairs is not None:  # the unsampled operations keep their probabilities
+                    rescale_pairs(alpha.data, before, pairs)
                 a_total += loss.detach().double() * len(ya)
             # -- weight step --
             with torch.no_grad():
@@ -224,7 +235,9 @@ def search_autodeeplab(
             seen += len(yw)
         train_loss = epoch_loss(w_total, seen, epoch)
         ops, path = derive(alpha.detach()), viterbi_path(move_probs(beta.detach()))
-        scores = _score(net, preprocess, ops, path, recalibration, val_batches, data, runtime)
+        scores = score_subnetwork(
+            net, preprocess, ops, path, recalibration, val_batches, data, runtime
+        )
         probs = move_probs(beta.detach()).cpu()
         alphas.append(F.softmax(alpha.detach(), dim=-1).cpu().tolist())
         betas.append(probs.tolist())
@@ -243,7 +256,8 @@ def search_autodeeplab(
             metrics["search_arch_loss"] = a_total.item() / max(1, seen)
         if settings.method == "gdas":
             metrics["search_tau"] = tau
-        else:  # the supernet as it trains: every path mixed (its own BatchNorm statistics)
+        elif settings.method == "darts":
+            # The supernet as it trains: every path mixed (its own BatchNorm statistics).
             relaxed = evaluate(
                 _Relaxed(preprocess, net, alpha, beta), val_batches, data, runtime=runtime
             )
@@ -253,25 +267,3 @@ def search_autodeeplab(
             log_epoch(epoch, metrics)
     ops, path = derive(alpha.detach()), viterbi_path(move_probs(beta.detach()))
     return AutoDeepLabSearchResult(ops, path, alphas, betas, metrics)
-
-
-def _score(
-    net: AutoDeepLabSupernet,
-    preprocess: nn.Module,
-    ops: Sequence[str],
-    moves: Sequence[str],
-    recalibration: Any,
-    val_batches: Any,
-    data: SegmentationData,
-    runtime: Runtime,
-) -> dict[str, float]:
-    """Val scores of one architecture with the supernet's weights. Its BatchNorm statistics are
-    re-estimated on training images (the supernet's mix every path's); the search's own are
-    kept (restored afterwards), though training-mode steps use batch statistics anyway."""
-    sub = _SubNetwork(preprocess, net, ops, moves)
-    saved = copy.deepcopy(net.state_dict())
-    recalibrate_batchnorm(sub, recalibration, runtime=runtime)
-    scores = evaluate(sub, val_batches, data, runtime=runtime)
-    net.load_state_dict(saved)
-    net.train()
-    return scores

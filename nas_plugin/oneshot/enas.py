@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,9 @@ from nas_plugin.oneshot.bilevel import epoch_loss
 from nas_plugin.oneshot.data import halves, loader
 from nas_plugin.oneshot.settings import DERIVED_BN_IMAGES, SearchResult, SearchSettings
 from nas_plugin.oneshot.spos import ScoringBatches, evaluate_path
+from nas_plugin.space.autodeeplab import MOVES
 from nas_plugin.space.nb201 import EDGE_KEYS, EDGES, OPS, to_arch_str
+from nas_plugin.supernets.autodeeplab import move_mask
 from nas_plugin.supernets.nb201 import NB201Supernet
 from nas_plugin.tasks.training import optimizer_step
 from nas_plugin.tasks.vision_data import VisionData
@@ -51,28 +54,52 @@ CONVS = ("nor_conv_1x1", "nor_conv_3x3")
 MARGINAL_SAMPLES = 256
 # Held-out images every derive candidate is scored on (one fixed batch, ENAS's valid minibatch).
 DERIVE_IMAGES = 256
+# A masked move's logit: exp() of it is 0 in float32, and it stays finite (no NaN gradient).
+_MASKED = -1e4
+# The level change of each move, in MOVES order (down, same, up).
+_LEVEL_STEP = torch.tensor([1, 0, -1])
 
 
 class Controller(nn.Module):
-    """ENAS's controller over the NB201 cell: one LSTM step per edge, sampling its operation.
+    """ENAS's controller over the NB201 cell: one LSTM step per edge, sampling its operation;
+    with ``layers`` > 0 (Auto-DeepLab) it then samples one trellis move per layer from the
+    current level (its own embedding and head over :data:`~nas_plugin.space.autodeeplab.MOVES`;
+    a move off the trellis, ``up`` at 1/4 or ``down`` at 1/32, is masked out of the logits).
 
-    ``forward(cells=None, batch=1, generator=None)`` samples ``batch`` cells (or, given
-    ``cells``, a ``(B, 6)`` tensor of operation indices, scores those: teacher forcing) and
-    returns ``(cells, log_prob, entropy)``, the last two per cell (summed over the edges)."""
+    ``forward(cells=None, batch=1, generator=None)`` samples ``batch`` architectures (or, given
+    ``cells``, a ``(B, 6 + layers)`` tensor of operation then move indices, scores those:
+    teacher forcing) and returns ``(cells, log_prob, entropy)``, the last two per architecture
+    (summed over the decisions)."""
 
-    def __init__(self, hidden: int = 64, tanh_constant: float = 1.1, temperature: float = 5.0):
+    def __init__(
+        self,
+        hidden: int = 64,
+        tanh_constant: float = 1.1,
+        temperature: float = 5.0,
+        layers: int = 0,
+    ):
         super().__init__()
         self.hidden, self.tanh_constant, self.temperature = hidden, tanh_constant, temperature
+        self.layers = layers
         self.start = nn.Parameter(torch.zeros(1, hidden))  # the first step's input (g_emb)
         self.embed = nn.Embedding(len(OPS), hidden)
         self.lstm = nn.LSTMCell(hidden, hidden)
         self.head = nn.Linear(hidden, len(OPS))
+        if layers:  # registered after the cell's modules: NB201's initial weights are unchanged
+            self.move_embed = nn.Embedding(len(MOVES), hidden)
+            self.move_head = nn.Linear(hidden, len(MOVES))
         for p in self.parameters():  # ENAS's initialiser
             nn.init.uniform_(p, -0.1, 0.1)
 
     def edge_logits(self, h: torch.Tensor) -> torch.Tensor:
         logits = self.head(h) / self.temperature
         return self.tanh_constant * torch.tanh(logits)
+
+    def move_logits(self, h: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """The moves' logits from each row's level, the moves off the trellis at -1e4 (a
+        probability of exactly 0, and finite, so the entropy's gradient stays finite)."""
+        logits = self.tanh_constant * torch.tanh(self.move_head(h) / self.temperature)
+        return logits.masked_fill(~move_mask()[levels], _MASKED)
 
     def forward(
         self,
@@ -97,18 +124,43 @@ class Controller(nn.Module):
             log_prob = log_prob + log_p.gather(1, op[:, None]).squeeze(1)
             entropy = entropy - (log_p.exp() * log_p).sum(-1)
             inp = self.embed(op)
+        levels = torch.zeros(batch, dtype=torch.long)  # the path starts at 1/4
+        for k in range(self.layers):
+            state = self.lstm(inp, state)
+            log_p = F.log_softmax(self.move_logits(state[0], levels), dim=-1)
+            if cells is None:
+                move = torch.multinomial(log_p.detach().exp(), 1, generator=generator).squeeze(1)
+            else:
+                move = cells[:, len(EDGES) + k]
+            chosen.append(move)
+            log_prob = log_prob + log_p.gather(1, move[:, None]).squeeze(1)
+            entropy = entropy - (log_p.exp() * log_p).sum(-1)
+            levels = levels + _LEVEL_STEP[move]
+            inp = self.move_embed(move)
         return torch.stack(chosen, dim=1), log_prob, entropy
 
     def greedy(self) -> tuple[str, ...]:
         """The cell of the most likely operation at every step (given the earlier ones)."""
+        return to_ops(self.greedy_indices()[: len(EDGES)])
+
+    def greedy_indices(self) -> torch.Tensor:
+        """The most likely decision at every step (given the earlier ones): 6 operation
+        indices, then ``layers`` move indices."""
         with torch.no_grad():
-            inp, state, ops = self.start, None, []
+            inp, state, chosen = self.start, None, []
             for _ in EDGES:
                 state = self.lstm(inp, state)
                 op = self.edge_logits(state[0]).argmax(-1)
-                ops.append(OPS[int(op)])
+                chosen.append(op)
                 inp = self.embed(op)
-        return tuple(ops)
+            levels = torch.zeros(1, dtype=torch.long)
+            for _ in range(self.layers):
+                state = self.lstm(inp, state)
+                move = self.move_logits(state[0], levels).argmax(-1)
+                chosen.append(move)
+                levels = levels + _LEVEL_STEP[move]
+                inp = self.move_embed(move)
+        return torch.cat(chosen)
 
 
 def to_ops(cell: torch.Tensor) -> tuple[str, ...]:
@@ -125,7 +177,8 @@ def reinforce_step(
     settings: SearchSettings,
 ) -> tuple[float, float]:
     """One REINFORCE step on a sampled cell (its ``log_prob`` and ``entropy`` with their graph):
-    reward = ``accuracy + entropy_weight * entropy``, advantage = reward - moving-average
+    reward = ``accuracy`` (the child's held-out score: accuracy, or mIoU on Auto-DeepLab)
+    ``+ entropy_weight * entropy``, advantage = reward - moving-average
     baseline (started at the first reward). Returns ``(reward, new baseline)``."""
     reward = accuracy + settings.entropy_weight * float(entropy.detach().sum())
     if baseline is None:
@@ -286,21 +339,23 @@ def derive_cell(
     controller: Controller,
     settings: SearchSettings,
     generator: torch.Generator,
-    accuracy: Callable[[tuple[str, ...], torch.Tensor, torch.Tensor], float],
+    accuracy: Callable[[Any, torch.Tensor, torch.Tensor], float],
     batch: tuple[torch.Tensor, torch.Tensor],
-) -> tuple[str, ...]:
-    """ENAS's derive step: ``derive_samples`` cells from the controller (distinct ones scored
-    once), the one of best inherited accuracy on ``batch`` (ties: the first sampled)."""
+    decode: Callable[[torch.Tensor], Any] = to_ops,
+) -> Any:
+    """ENAS's derive step: ``derive_samples`` architectures from the controller, each decoded
+    (default: the NB201 cell's operations; distinct ones scored once), the one of best
+    inherited score ``accuracy(arch, *batch)`` (ties: the first sampled)."""
     with torch.no_grad():
         cells, _, _ = controller(batch=settings.derive_samples, generator=generator)
     best, best_acc, scored = None, -1.0, set()
     for row in cells:
-        ops = to_ops(row)
-        if ops in scored:
+        arch = decode(row)
+        if arch in scored:
             continue
-        scored.add(ops)
-        acc = accuracy(ops, *batch)
+        scored.add(arch)
+        acc = accuracy(arch, *batch)
         if acc > best_acc:
-            best, best_acc = ops, acc
+            best, best_acc = arch, acc
     assert best is not None
     return best

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -167,9 +167,17 @@ def search(
             if epoch > settings.warmup_epochs:
                 a_opt.zero_grad(set_to_none=True)
                 if settings.method == "darts" and settings.order == 2:
-                    a_value = torch.tensor(
-                        _unrolled_step(net, alpha, xw, yw, xa, ya, w_opt), dtype=torch.float64
+                    step_value = unrolled_step(
+                        net,
+                        [alpha],
+                        lambda: {"weights": F.softmax(alpha, dim=-1)},
+                        xw,
+                        yw,
+                        xa,
+                        ya,
+                        w_opt,
                     )
+                    a_value = torch.tensor(step_value, dtype=torch.float64)
                     a_opt.step()  # alpha.grad is an fp32, unscaled gradient
                 else:
                     if settings.method == "proxyless":  # two paths per edge, the paper's scheme
@@ -263,17 +271,22 @@ def virtual_step(
     return out
 
 
-def _unrolled_step(
-    net: NB201Supernet,
-    alpha: nn.Parameter,
+def unrolled_step(
+    net: nn.Module,
+    arch_params: Sequence[nn.Parameter],
+    arch_inputs: Callable[[], dict[str, torch.Tensor]],
     xw: torch.Tensor,
     yw: torch.Tensor,
     xa: torch.Tensor,
     ya: torch.Tensor,
     w_opt: torch.optim.SGD,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
 ) -> float:
-    """Second-order DARTS: set ``alpha.grad`` to the gradient of the architecture loss at the
-    weights after one virtual step of ``w_opt`` (:func:`virtual_step`), ``xi`` = its lr.
+    """Second-order DARTS: set each architecture parameter's ``.grad`` to the gradient of the
+    architecture loss at the weights after one virtual step of ``w_opt``
+    (:func:`virtual_step`), ``xi`` = its lr. ``arch_inputs()`` gives the supernet's keyword
+    arguments from the architecture parameters (NB201: ``weights=softmax(alpha)``; Auto-DeepLab:
+    the cell and move weights), ``loss_fn(logits, labels)`` the loss.
 
     In fp32 whatever the runtime's precision (autocast off): the Hessian-vector product's
     finite differences move the weights by ``eps = 0.01 / |grad|``, which bf16 would round
@@ -282,23 +295,31 @@ def _unrolled_step(
     names = [n for n, _ in net.named_parameters()]
     params = [p for _, p in net.named_parameters()]
     buffers = dict(net.named_buffers())
+    arch_params = list(arch_params)
 
     def loss_at(weights_: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         state = {**dict(zip(names, weights_, strict=True)), **buffers}
-        logits = functional_call(net, state, (x,), {"weights": F.softmax(alpha, dim=-1)})
-        return F.cross_entropy(logits, y)
+        logits = functional_call(net, state, (x,), arch_inputs())
+        return loss_fn(logits, y)
+
+    def grad(loss: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        # A parameter the loss does not reach gets a zero gradient.
+        found = torch.autograd.grad(loss, inputs, allow_unused=True)
+        return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, found, strict=True)]
 
     with torch.autocast(device_type=xw.device.type, enabled=False):
-        grads = torch.autograd.grad(loss_at(params, xw, yw), params)
-        unrolled = [w.requires_grad_() for w in virtual_step(w_opt, params, list(grads))]
+        grads = grad(loss_at(params, xw, yw), params)
+        unrolled = [w.requires_grad_() for w in virtual_step(w_opt, params, grads)]
         val_loss = loss_at(unrolled, xa, ya)
-        g_alpha, *g_unrolled = torch.autograd.grad(val_loss, [alpha, *unrolled])
+        found = grad(val_loss, [*arch_params, *unrolled])
+        g_arch, g_unrolled = found[: len(arch_params)], found[len(arch_params) :]
         norm = torch.sqrt(sum((g * g).sum() for g in g_unrolled))
         eps = 0.01 / float(norm.clamp_min(1e-12))
         with torch.no_grad():
             plus = [p + eps * g for p, g in zip(params, g_unrolled, strict=True)]
             minus = [p - eps * g for p, g in zip(params, g_unrolled, strict=True)]
-        (g_plus,) = torch.autograd.grad(loss_at(plus, xw, yw), [alpha])
-        (g_minus,) = torch.autograd.grad(loss_at(minus, xw, yw), [alpha])
-    alpha.grad = g_alpha - xi * (g_plus - g_minus) / (2 * eps)
+        g_plus = grad(loss_at(plus, xw, yw), arch_params)
+        g_minus = grad(loss_at(minus, xw, yw), arch_params)
+    for param, g, gp, gm in zip(arch_params, g_arch, g_plus, g_minus, strict=True):
+        param.grad = g - xi * (gp - gm) / (2 * eps)
     return val_loss.item()

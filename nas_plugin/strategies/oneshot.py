@@ -14,8 +14,9 @@ architecture. In a sweep they take two phases (see :mod:`nas_plugin.oneshot.job`
    cell share its trial).
 
 The space is NB201's cell (``search_space=nb201``) or Auto-DeepLab's (``search_space=autodeeplab``:
-the cell, ``model.path.layer_<k>``, ``model.decoder.skip``), searched there by darts (first
-order) and gdas only; the searched cell then also holds the path and the app's decoder skip.
+the cell, ``model.path.layer_<k>``, ``model.decoder.skip``), searched there by darts (first or
+second order), gdas, proxyless and enas (no latency term there); the searched cell then also
+holds the path and the app's decoder skip.
 
 Here, as for every strategy, only encodings and numbers: the options are validated before the
 sweep starts and passed to the search jobs as plain values.
@@ -82,8 +83,6 @@ class OneShotStrategy(Strategy):
     needs_search = True
     #: options taken by every one-shot strategy besides its own (``check_options`` allows them)
     shared_options = SearchOptions.names()
-    #: whether the search job has a search of the Auto-DeepLab supernet for this strategy
-    searches_autodeeplab = True
 
     def __init__(
         self,
@@ -95,8 +94,6 @@ class OneShotStrategy(Strategy):
         super().__init__(space, seed)
         self.prefix = prefix
         self.space_kind = _check_space(self.name, space, prefix)
-        if self.space_kind == "autodeeplab" and not self.searches_autodeeplab:
-            raise StrategyError(_not_wired(self.name))
         self.options = SearchOptions.from_options(self.name, options)
         self.settings: dict[str, Any] = {"method": self.name, **asdict(self.options)}
         self._candidates: list[Encoding] = []
@@ -165,8 +162,6 @@ class Darts(OneShotStrategy):
         self.settings["warmup_epochs"] = _warmup(self.name, warmup_epochs, self.options.epochs)
         if isinstance(order, bool) or order not in (1, 2):
             raise StrategyError(f"strategy 'darts': order={order!r} must be 1 or 2")
-        if order == 2 and self.space_kind == "autodeeplab":
-            raise StrategyError(_not_wired("darts order=2"))
         self.settings["order"] = order
 
 
@@ -189,11 +184,7 @@ class Gdas(OneShotStrategy):
         super().__init__(space, seed, prefix, **options)
         self.settings["warmup_epochs"] = _warmup(self.name, warmup_epochs, self.options.epochs)
         if latency_weight != 0 and self.space_kind == "autodeeplab":
-            raise StrategyError(
-                f"strategy 'gdas': latency_weight={latency_weight!r} is not allowed with "
-                "search_space=autodeeplab (the latency table is the NB201 classification "
-                "network's): expected 0"
-            )
+            raise StrategyError(_no_latency_term(self.name, latency_weight))
         tau_max = _positive(self.name, "tau_max", tau_max)
         tau_min = _positive(self.name, "tau_min", tau_min)
         if tau_min > tau_max:
@@ -211,7 +202,6 @@ class Gdas(OneShotStrategy):
 
 class Proxyless(OneShotStrategy):
     name = "proxyless"
-    searches_autodeeplab = False
 
     def __init__(
         self,
@@ -223,6 +213,8 @@ class Proxyless(OneShotStrategy):
         **options: Any,
     ) -> None:
         super().__init__(space, seed, prefix, **options)
+        if latency_weight != 0 and self.space_kind == "autodeeplab":
+            raise StrategyError(_no_latency_term(self.name, latency_weight))
         self.settings["latency_weight"] = _non_negative(self.name, "latency_weight", latency_weight)
         self.settings["latency_table"] = _table(self.name, latency_table)
 
@@ -232,7 +224,6 @@ class Enas(OneShotStrategy):
     (see :mod:`nas_plugin.oneshot.enas`); ``arch_lr`` is the controller's Adam lr."""
 
     name = "enas"
-    searches_autodeeplab = False
 
     def __init__(
         self,
@@ -303,11 +294,11 @@ def _check_space(name: str, space: SearchSpace, prefix: str) -> str:
     )
 
 
-def _not_wired(what: str) -> str:
+def _no_latency_term(strategy: str, value: Any) -> str:
     return (
-        f"strategy '{what}' is not wired for search_space=autodeeplab (model=autodeeplab): "
-        "the Auto-DeepLab supernet is searched by hydra/sweeper/strategy=darts (order 1) or "
-        "gdas; use one of them, or a black-box strategy (evolution, random, ...)"
+        f"strategy '{strategy}': latency_weight={value!r} is not allowed with "
+        "search_space=autodeeplab (the latency table is the NB201 classification network's): "
+        "expected 0"
     )
 
 

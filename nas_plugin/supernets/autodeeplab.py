@@ -114,9 +114,12 @@ class AutoDeepLabSupernet(nn.Module):
         cell_weights: torch.Tensor,
         move_weights: torch.Tensor,
         active_only: bool = False,
+        cell_compute: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits N x classes x H x W; ``cell_weights`` 6 x 5, ``move_weights`` layers x 4 x 3
-        (rows of unreachable or invalid moves are ignored)."""
+        (rows of unreachable or invalid moves are ignored). ``cell_compute`` (6 x 5, bool; with
+        ``active_only``) marks the operations to run instead of the non-zero weights
+        (ProxylessNAS's two-path step runs its inactive operation too, with weight 0)."""
         if tuple(cell_weights.shape) != (len(EDGES), len(OPS)):
             raise ValueError(f"cell_weights has shape {tuple(cell_weights.shape)}; expected 6 x 5")
         if tuple(move_weights.shape) != (self.layers, LEVELS, len(MOVES)):
@@ -126,6 +129,8 @@ class AutoDeepLabSupernet(nn.Module):
             )
         # Read once per forward as Python lists: one wait for the device, not one per weight.
         cell_mask = (cell_weights.detach() != 0).tolist() if active_only else None
+        if active_only and cell_compute is not None:
+            cell_mask = cell_compute.tolist()
         moves_used = (move_weights.detach() != 0).tolist() if active_only else None
         height, width = images.shape[-2:]
         sizes = [level_size(height, width, level) for level in range(LEVELS)]
@@ -202,6 +207,28 @@ def gumbel_path(
         move = MOVES[valid[int(hard.detach().argmax())]]
         moves.append(move)
         level += _STEP[move]
+    return torch.stack(rows), tuple(moves)
+
+
+def sampled_path(
+    beta: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, tuple[str, ...]]:
+    """ProxylessNAS's binarised path: layer by layer, one valid move from the current level
+    drawn from its :func:`move_probs` (on the CPU with ``generator``: a seed gives the same path
+    on any device). The move weights are one-hot in value (layers x 4 x 3) with BinaryConnect's
+    gradient through the level's softmax (as :func:`~nas_plugin.supernets.nb201.binary_gates`).
+    Returns the weights and the moves."""
+    probs = move_probs(beta)
+    rows, moves, level = [], [], 0
+    for k in range(beta.shape[0]):
+        p = probs[k, level]
+        chosen = int(torch.multinomial(p.detach().float().cpu(), 1, generator=generator))
+        hard = F.one_hot(torch.tensor(chosen, device=beta.device), len(MOVES)).to(p.dtype)
+        row = torch.zeros(LEVELS, len(MOVES), dtype=p.dtype, device=beta.device)
+        row[level] = hard - p.detach() + p
+        rows.append(row)
+        moves.append(MOVES[chosen])
+        level += _STEP[MOVES[chosen]]
     return torch.stack(rows), tuple(moves)
 
 
