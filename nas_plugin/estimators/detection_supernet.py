@@ -16,16 +16,14 @@ detection task logs its models (raw images in, boxes, scores and labels out).
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from nas_plugin.estimators.base import EstimatorError
+from nas_plugin.space.spinenet import ARCH_KEY
 
-SHARED_KEYS = re.compile(
-    r"model\.blocks\.block_(\d+)\.(level|type|input_1|input_2)|model\.pyramid\.fusion"
-)
+SHARED_KEYS = ARCH_KEY  # the keys the supernet shares weights over
 
 
 def prepare(space: Any, job_cfg: Any) -> dict[str, Any]:
@@ -56,20 +54,11 @@ def _candidate(estimator: Any, cfg: Any, runtime: Any) -> tuple[Any, Any, dict, 
     """(the trial's detector with inherited weights and re-estimated BatchNorm statistics, on
     ``runtime``'s device; the task's data; its val scores; supernet training metrics if this
     call trained it)."""
-    import torch
     from torch import nn
 
-    from nas_plugin.supernets.spinenet import build_supernet, extract, train_spos
-    from nas_plugin.tasks.detection import (
-        EVAL_BATCH_SIZE,
-        DetectionModel,
-        PyramidFeatures,
-        channel_stats,
-        evaluate,
-        recalibration_loader,
-    )
+    from nas_plugin.supernets.spinenet import build_supernet, score_candidate, train_spos
+    from nas_plugin.tasks.detection import DetectionModel, channel_stats
     from nas_plugin.tasks.detection_data import load_detection_data
-    from nas_plugin.tasks.vision import recalibrate_batchnorm
 
     if estimator.choices is None or estimator.base_model is None:
         raise EstimatorError(
@@ -99,16 +88,13 @@ def _candidate(estimator: Any, cfg: Any, runtime: Any) -> tuple[Any, Any, dict, 
 
     identity = {"base_model": base, "choices": choices}
     shared, extra = estimator.shared_supernet(cfg, identity, build, train, runtime, load=load)
-    data, transform = shared.data, shared.supernet.detector.transform
+    data = shared.data
     try:
-        detector = extract(shared.supernet, cfg.model)
+        model, val = score_candidate(
+            shared.supernet, cfg.model, data, estimator.bn_images, estimator.seed, runtime
+        )
     except ValueError as err:
         raise EstimatorError(f"the trial's candidate is not in the supernet: {err}") from err
-    mean, std = torch.tensor(transform.image_mean), torch.tensor(transform.image_std)
-    model = runtime.prepare(DetectionModel(detector, resolution, mean, std))
-    batches = recalibration_loader(data, estimator.bn_images, estimator.seed)
-    recalibrate_batchnorm(PyramidFeatures(model), batches, runtime=runtime)
-    val = evaluate(model, data.loader(data.val, EVAL_BATCH_SIZE), data, runtime, per_class=True)
     return model, data, {f"val_{k}": v for k, v in val.items()}, extra
 
 

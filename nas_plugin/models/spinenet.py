@@ -159,9 +159,10 @@ class SpineNet(nn.Module):
                 continue
             size = sizes[self.levels[k]]
             merged = sum(
-                self.input_resample(k, i)(features[j], size) for i, j in enumerate(sources)
+                self.gate_input(k, i, self.input_resample(k, i)(features[j], size))
+                for i, j in enumerate(sources)
             )
-            features.append(self.block(k)(F.relu(merged)))
+            features.append(self.gate_block(k, self.block(k)(F.relu(merged))))
         pyramid = [
             self.lateral(o)(features[j], sizes[level])
             for o, (j, level) in enumerate(zip(self.outputs, OUTPUT_LEVELS, strict=True))
@@ -173,10 +174,21 @@ class SpineNet(nn.Module):
         if self.fusion == "bidirectional":
             for i in range(1, len(pyramid)):
                 pyramid[i] = pyramid[i] + F.max_pool2d(pyramid[i - 1], 3, stride=2, padding=1)
+        pyramid = [self.gate_pyramid(p) for p in pyramid]
         return OrderedDict(
             (f"p{level}", smooth(p))
             for level, smooth, p in zip(OUTPUT_LEVELS, self.smooth, pyramid, strict=True)
         )
+
+    # Where a gradient search scales a path by its gate (the supernet's); identity here.
+    def gate_input(self, k: int, i: int, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def gate_block(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def gate_pyramid(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
     # The modules of the architecture (a weight-sharing supernet picks them from its own).
     def input_resample(self, k: int, i: int) -> nn.Module:

@@ -123,7 +123,9 @@ class SearchTask:
             },
         )
         run_id = run.info.run_id
+        # search_space=spinenet's values go to search/choices.json, not a param
         params = {**self.settings, "seed": seed}
+        params.pop("choices", None)
         client.log_batch(run_id, params=[Param(f"search.{k}", str(v)) for k, v in params.items()])
         try:
             with mlflow.start_run(run_id=run_id):
@@ -174,6 +176,8 @@ def run_search(
         mlflow.set_tags(runtime.describe())
     if (cfg.get("model") or {}).get("kind") == "autodeeplab":
         return _run_autodeeplab_search(cfg, settings, seed, runtime)
+    if "choices" in settings:  # search_space=spinenet (the strategy hands its values)
+        return _run_spinenet_search(cfg, settings, seed, runtime)
 
     from nas_plugin.oneshot.data import vision_data
     from nas_plugin.oneshot.search import SearchSettings, search
@@ -284,6 +288,58 @@ def _run_autodeeplab_search(
         mlflow.log_artifacts(folder, "search")
     metrics = {k: v for k, v in result.metrics.items() if not k.startswith(("alpha.", "beta."))}
     return {"arch_str": arch_str, "cell": cell, "seconds": seconds, "metrics": metrics}
+
+
+def _run_spinenet_search(
+    cfg: DictConfig, settings: dict[str, Any], seed: int | None, runtime: Any
+) -> dict[str, Any]:
+    """:func:`run_search` for ``model=spinenet``: the SpineNet supernet of the app's model
+    config on its detection task (the trial's data and split), over the sweep's values
+    (``settings["choices"]``, logged as ``search/choices.json``); the derived cell holds every
+    block's fields and the pyramid's fusion."""
+    from omegaconf import OmegaConf
+
+    from nas_plugin.oneshot.search import SearchSettings
+    from nas_plugin.oneshot.spinenet_search import search_spinenet
+    from nas_plugin.space import spinenet
+    from nas_plugin.tasks.detection_data import load_detection_data
+    from nas_plugin.tasks.training import set_threads
+
+    train_cfg = cfg.get("train") or {}
+    set_threads(train_cfg)
+    base = OmegaConf.to_container(cfg.model, resolve=True)
+    choices = {k: list(v) for k, v in settings["choices"].items()}
+    data = load_detection_data(cfg.task, float(train_cfg.get("train_fraction", 1.0)), int(cfg.seed))
+    known = set(SearchSettings.__dataclass_fields__) - {"extra"}
+    search_settings = SearchSettings(**{k: v for k, v in settings.items() if k in known})
+    started = time.perf_counter()
+    result = search_spinenet(
+        search_settings,
+        data,
+        base,
+        choices,
+        int(cfg.task.resolution),
+        int(cfg.seed) if seed is None else seed,
+        log_epoch=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+        runtime=runtime,
+    )
+    seconds = time.perf_counter() - started
+    mlflow.log_metric("search_total_seconds", seconds)
+    arch_str = spinenet.to_arch_str(result.cell)
+    genotype = {
+        "arch_str": arch_str,
+        "cell": result.cell,
+        "method": settings["method"],
+        "probs": result.probs[-1] if result.probs else None,
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "genotype.json").write_text(json.dumps(genotype, indent=2))
+        (root / "probs.json").write_text(json.dumps(result.probs))
+        (root / "choices.json").write_text(json.dumps(choices, indent=2))
+        mlflow.log_artifacts(folder, "search")
+    metrics = {k: v for k, v in result.metrics.items() if not k.startswith("prob.")}
+    return {"arch_str": arch_str, "cell": result.cell, "seconds": seconds, "metrics": metrics}
 
 
 def run_search_phase(
@@ -418,7 +474,7 @@ def _recorded_searches(sweep_run: Any) -> dict[int, SearchOutcome]:
     """The sweep's recorded searches by index (a resumed sweep's): finished ones with their
     cell, failed ones as failures. Searches killed mid-run are marked interrupted, to run
     again."""
-    from nas_plugin.space import autodeeplab
+    from nas_plugin.space import autodeeplab, spinenet
     from nas_plugin.space.nb201 import EDGE_KEYS, from_arch_str
     from nas_plugin.tracking.resume import STATUS_INTERRUPTED
     from nas_plugin.tracking.trial import TAG_ERROR, TAG_STATUS
@@ -436,7 +492,9 @@ def _recorded_searches(sweep_run: Any) -> dict[int, SearchOutcome]:
         index = int(tags.get(TAG_SEARCH_INDEX, 0))  # runs of a single-search sweep: index 0
         if run.info.status == "FINISHED" and TAG_DERIVED_ARCH in tags:
             arch_str = tags[TAG_DERIVED_ARCH]
-            if autodeeplab.is_arch_str(arch_str):  # cell, path and decoder skip
+            if spinenet.is_arch_str(arch_str):  # every block's fields, the fusion
+                cell = spinenet.from_arch_str(arch_str)
+            elif autodeeplab.is_arch_str(arch_str):  # cell, path and decoder skip
                 cell = autodeeplab.from_arch_str(arch_str)
             else:
                 cell = dict(zip(EDGE_KEYS, from_arch_str(arch_str), strict=True))

@@ -16,7 +16,9 @@ architecture. In a sweep they take two phases (see :mod:`nas_plugin.oneshot.job`
 The space is NB201's cell (``search_space=nb201``) or Auto-DeepLab's (``search_space=autodeeplab``:
 the cell, ``model.path.layer_<k>``, ``model.decoder.skip``), searched there by darts (first or
 second order), gdas, proxyless and enas (no latency term there); the searched cell then also
-holds the path and the app's decoder skip.
+holds the path and the app's decoder skip. On SpineNet's (``search_space=spinenet``: the block
+levels, types and inputs and the pyramid's fusion) gdas and proxyless search a single path per
+step; the cell then holds every block's fields and the fusion.
 
 Here, as for every strategy, only encodings and numbers: the options are validated before the
 sweep starts and passed to the search jobs as plain values.
@@ -29,7 +31,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from nas_plugin.space import Encoding, SearchSpace, autodeeplab
+from nas_plugin.space import Encoding, SearchSpace, autodeeplab, spinenet
 from nas_plugin.space.nb201 import DEFAULT_PREFIX, EDGE_KEYS, OPS
 from nas_plugin.space.params import Categorical
 from nas_plugin.strategies.base import Strategy, StrategyError, positive_int
@@ -76,6 +78,10 @@ class SearchOptions:
         return cls(**{k: checks[k](strategy, k, v) for k, v in values.items()})
 
 
+#: the methods that search search_space=spinenet (nas_plugin/oneshot/spinenet_search.py)
+SINGLE_PATH = ("gdas", "proxyless")
+
+
 class OneShotStrategy(Strategy):
     """Base of the one-shot strategies: the candidates are the searches' derived cells."""
 
@@ -94,6 +100,13 @@ class OneShotStrategy(Strategy):
         super().__init__(space, seed)
         self.prefix = prefix
         self.space_kind = _check_space(self.name, space, prefix)
+        if self.space_kind == "spinenet" and self.name not in SINGLE_PATH:
+            raise StrategyError(
+                f"strategy '{self.name}' does not search search_space=spinenet: its block levels "
+                "change every tensor after them, so only single-path gradient searches "
+                f"({', '.join(SINGLE_PATH)}) are built for it (or use a black-box strategy, or "
+                "estimator=supernet)"
+            )
         self.options = SearchOptions.from_options(self.name, options)
         self.settings: dict[str, Any] = {"method": self.name, **asdict(self.options)}
         self._candidates: list[Encoding] = []
@@ -101,7 +114,11 @@ class OneShotStrategy(Strategy):
         self._derived = False
 
     def search_settings(self) -> dict[str, Any]:
-        """Plain settings of the search job (:class:`nas_plugin.oneshot.search.SearchSettings`)."""
+        """Plain settings of the search job (:class:`nas_plugin.oneshot.search.SearchSettings`);
+        on ``search_space=spinenet`` also ``choices``: every searched key's values."""
+        if self.space_kind == "spinenet":
+            choices = {n: list(self.space[n].choices) for n in self.space.names}
+            return {**self.settings, "choices": choices}
         return dict(self.settings)
 
     def derive(self, ops: Mapping[str, Any]) -> Encoding:
@@ -109,7 +126,16 @@ class OneShotStrategy(Strategy):
         searches derive it); returns its encoding. On ``search_space=autodeeplab`` the cell
         also holds ``path.layer_<k>`` and ``decoder.skip`` (the app's value, see
         :mod:`nas_plugin.space.autodeeplab`)."""
-        if self.space_kind == "autodeeplab":
+        if self.space_kind == "spinenet":  # the cell: every architecture key, under model
+            model_prefix = self.prefix.rpartition(".")[0]
+            values = {f"{model_prefix}.{k}": v for k, v in ops.items()}
+            missing = [n for n in self.space.names if n not in values]
+            if missing:
+                raise StrategyError(
+                    f"strategy '{self.name}': the search's architecture has no value for {missing}"
+                )
+            encoding = self.space.encode({n: values[n] for n in self.space.names})
+        elif self.space_kind == "autodeeplab":
             model_prefix = self.prefix.rpartition(".")[0]
             values = autodeeplab.values_of(ops, model_prefix)
             missing = [n for n in self.space.names if n not in values]
@@ -183,7 +209,7 @@ class Gdas(OneShotStrategy):
     ) -> None:
         super().__init__(space, seed, prefix, **options)
         self.settings["warmup_epochs"] = _warmup(self.name, warmup_epochs, self.options.epochs)
-        if latency_weight != 0 and self.space_kind == "autodeeplab":
+        if latency_weight != 0 and self.space_kind != "nb201":
             raise StrategyError(_no_latency_term(self.name, latency_weight))
         tau_max = _positive(self.name, "tau_max", tau_max)
         tau_min = _positive(self.name, "tau_min", tau_min)
@@ -213,7 +239,7 @@ class Proxyless(OneShotStrategy):
         **options: Any,
     ) -> None:
         super().__init__(space, seed, prefix, **options)
-        if latency_weight != 0 and self.space_kind == "autodeeplab":
+        if latency_weight != 0 and self.space_kind != "nb201":
             raise StrategyError(_no_latency_term(self.name, latency_weight))
         self.settings["latency_weight"] = _non_negative(self.name, "latency_weight", latency_weight)
         self.settings["latency_table"] = _table(self.name, latency_table)
@@ -285,20 +311,25 @@ def _check_space(name: str, space: SearchSpace, prefix: str) -> str:
         and (skip not in rest or categorical(skip, {False, True}))
     ):
         return "autodeeplab"
+    if space.names and all(
+        spinenet.ARCH_KEY.fullmatch(n) and isinstance(space[n], Categorical) for n in space.names
+    ):
+        return "spinenet"
     raise StrategyError(
         f"strategy '{name}' searches through a supernet: it needs "
         f"hydra/sweeper/search_space=nb201 (keys {wanted[0]} ... {wanted[-1]}, operations "
         f"from {list(OPS)}) or search_space=autodeeplab (those, {model}.path.layer_1 ... "
-        f"with moves from {list(autodeeplab.MOVES)}, optionally {skip}) and nothing else; the "
-        f"search space has {list(space.names)}"
+        f"with moves from {list(autodeeplab.MOVES)}, optionally {skip}) and nothing else, or "
+        f"(gdas, proxyless) search_space=spinenet ({model}.blocks.block_<k>.{{level,type,"
+        f"input_1,input_2}}, {model}.pyramid.fusion); the search space has {list(space.names)}"
     )
 
 
 def _no_latency_term(strategy: str, value: Any) -> str:
     return (
         f"strategy '{strategy}': latency_weight={value!r} is not allowed with "
-        "search_space=autodeeplab (the latency table is the NB201 classification network's): "
-        "expected 0"
+        "search_space=autodeeplab or spinenet (the latency table is the NB201 classification "
+        "network's): expected 0"
     )
 
 

@@ -107,6 +107,9 @@ class SpineNetSupernet(SpineNet):
             }
         )
         self.smooth = make_smooth(pyramid_channels)
+        # Searched key (model.blocks.block_<k>.<field>, model.pyramid.fusion) -> its gate, 1 in
+        # value with a gradient to the key's logits; set by oneshot/spinenet_search.py only.
+        self.gates: dict[str, torch.Tensor] = {}
         self.set_arch(blocks, fusion)
 
     def set_arch(self, blocks: Sequence[BlockSpec], fusion: str) -> None:
@@ -125,6 +128,27 @@ class SpineNetSupernet(SpineNet):
         ]
         self.outputs = output_blocks(self.levels)
         self.computing = computing_blocks(self.inputs, self.outputs)
+
+    def _gated(self, x: torch.Tensor, keys: Sequence[str]) -> torch.Tensor:
+        for key in keys:
+            if key in self.gates:
+                x = x * self.gates[key]
+        return x
+
+    def gate_input(self, k: int, i: int, x: torch.Tensor) -> torch.Tensor:
+        if not self.gates:
+            return x
+        j = self.inputs[k - 1][i]  # two equal inputs feed once: both fields gate it
+        _, _, first, second = self.blocks_spec[k - 1]
+        pairs = (("input_1", first), ("input_2", second))
+        fields = [f for f, o in pairs if resolve_input(k, o) == j]
+        return self._gated(x, [f"model.blocks.block_{k}.{f}" for f in fields])
+
+    def gate_block(self, k: int, x: torch.Tensor) -> torch.Tensor:
+        return self._gated(x, [f"model.blocks.block_{k}.level", f"model.blocks.block_{k}.type"])
+
+    def gate_pyramid(self, x: torch.Tensor) -> torch.Tensor:
+        return self._gated(x, ["model.pyramid.fusion"])
 
     def input_resample(self, k: int, i: int) -> nn.Module:
         j = self.inputs[k - 1][i]
@@ -172,6 +196,42 @@ def extract(supernet: DetectionModel, model_cfg: Mapping[str, Any]) -> nn.Module
     detector = detector_on(backbone, supernet.detector.head.classification_head.num_classes, args)
     detector.head.load_state_dict(supernet.detector.head.state_dict())
     return detector
+
+
+def score_candidate(
+    supernet: DetectionModel,
+    model_cfg: Mapping[str, Any],
+    data: Any,
+    bn_images: int,
+    seed: int,
+    runtime: Runtime,
+    *,
+    per_class: bool = True,
+) -> tuple[DetectionModel, dict[str, float]]:
+    """The architecture ``model_cfg`` describes, extracted with the supernet's weights
+    (:func:`extract`) on ``runtime``'s device, its BatchNorm statistics re-estimated on
+    ``bn_images`` training images; and its val scores (``map_50``, ``map``, ...).
+
+    Raises:
+        ValueError: the architecture is not one of the supernet's."""
+    from nas_plugin.tasks.detection import (
+        EVAL_BATCH_SIZE,
+        PyramidFeatures,
+        evaluate,
+        recalibration_loader,
+    )
+    from nas_plugin.tasks.vision import recalibrate_batchnorm
+
+    detector = extract(supernet, model_cfg)
+    transform = supernet.detector.transform
+    mean, std = torch.tensor(transform.image_mean), torch.tensor(transform.image_std)
+    model = runtime.prepare(DetectionModel(detector, int(transform.min_size[0]), mean, std))
+    batches = recalibration_loader(data, bn_images, seed)
+    recalibrate_batchnorm(PyramidFeatures(model), batches, runtime=runtime)
+    val = evaluate(
+        model, data.loader(data.val, EVAL_BATCH_SIZE), data, runtime, per_class=per_class
+    )
+    return model, val
 
 
 def sample_arch(

@@ -1,0 +1,222 @@
+"""Gradient-based search of the SpineNet detection supernet (:mod:`nas_plugin.supernets.spinenet`):
+``gdas`` and ``proxyless`` on ``search_space=spinenet``, the shape of
+:mod:`nas_plugin.oneshot.autodeeplab_search`.
+
+Every searched key (``model.blocks.block_<k>.{level,type,input_1,input_2}``,
+``model.pyramid.fusion``) gets a vector of architecture logits, one per value of the sweep's
+space. Every step draws **one architecture** from them, gates its path (each gate is 1 in value,
+with a straight-through gradient to the key's logits: a block's output by its level and type
+gates, each resampled input by its input gate, the pyramid by the fusion gate) and computes only
+that path:
+
+- ``gdas``: a Gumbel-max draw per key, the gradient of the tempered Gumbel-softmax, the
+  temperature annealed linearly from ``tau_max`` to ``tau_min`` (Dong & Yang, 2019);
+- ``proxyless``: a draw from ``softmax(logits)`` per key, BinaryConnect's gradient through the
+  softmax (Cai et al., 2019).
+
+A key's gradient comes from its sampled value only: its alternatives would be other blocks or
+levels, a forward of their own each (a level changes every tensor after it). This is GDAS's and
+ProxylessNAS's single-path estimate; DARTS's full relaxation of every level and connection at
+once (Auto-FPN's, Hit-Detector's) is not built.
+
+The architecture step (Adam on the logits, after ``warmup_epochs``) takes FCOS's loss on one
+half of the training split, the weight step (SGD with momentum, cosine schedule, gradient
+clipping) on the other. After every epoch the derived architecture (argmax per key) is
+extracted with the supernet's weights, its BatchNorm statistics re-estimated, and scored on val
+(``search_derived_val_map_50``, ``search_derived_val_map``).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_plugin.hardware.device import Runtime
+from nas_plugin.models.spinenet import check_model_config
+from nas_plugin.oneshot.bilevel import BilevelTraining, epoch_loss, temperature
+from nas_plugin.oneshot.settings import SearchSettings
+from nas_plugin.supernets.nb201 import binary_gates, gumbel_hard
+from nas_plugin.supernets.spinenet import SpineNetSupernet, build_supernet, score_candidate
+from nas_plugin.tasks.detection import DetectionModel, channel_stats, shift_labels
+from nas_plugin.tasks.detection_data import DetectionData
+from nas_plugin.tasks.training import optimizer_step
+
+METHODS = ("gdas", "proxyless")
+# Training images the derived detector's BatchNorm statistics are re-estimated on, every epoch.
+DERIVED_BN_IMAGES = 256
+
+
+@dataclass
+class SpineNetSearchResult:
+    cell: dict[str, Any]  # the derived architecture: every block's fields, pyramid.fusion
+    probs: list[dict[str, list[float]]]  # per epoch: softmax(logits) of every searched key
+    metrics: dict[str, float]
+
+
+def with_values(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the model config ``base`` with ``values`` (keys ``model.<path>``) set."""
+    arch = copy.deepcopy(dict(base))
+    for key, value in values.items():
+        *parents, leaf = key.removeprefix("model.").split(".")
+        node = arch
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return arch
+
+
+def derived_cell(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture keys of a model config, relative to ``model``: ``blocks.block_<k>.
+    {level,type,input_1,input_2}`` of every block and ``pyramid.fusion``."""
+    args = check_model_config(model_cfg)
+    cell: dict[str, Any] = {}
+    for k, (level, kind, first, second) in enumerate(args["blocks"], start=1):
+        cell.update(
+            {
+                f"blocks.block_{k}.level": level,
+                f"blocks.block_{k}.type": kind,
+                f"blocks.block_{k}.input_1": first,
+                f"blocks.block_{k}.input_2": second,
+            }
+        )
+    cell["pyramid.fusion"] = args["fusion"]
+    return cell
+
+
+def prob_metrics(keys: Sequence[str], choices: Mapping[str, Sequence[Any]], logits: Any) -> dict:
+    """``prob.<key without model.>.<value>``: each searched value's softmax probability."""
+    out = {}
+    for key, vector in zip(keys, logits, strict=True):
+        probs = F.softmax(vector.detach(), dim=-1).cpu().tolist()
+        for value, p in zip(choices[key], probs, strict=True):
+            out[f"prob.{key.removeprefix('model.')}.{value}"] = float(p)
+    return out
+
+
+def search_spinenet(
+    settings: SearchSettings,
+    data: DetectionData,
+    base: Mapping[str, Any],
+    choices: Mapping[str, Sequence[Any]],
+    resolution: int,
+    seed: int,
+    log_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    *,
+    runtime: Runtime | None = None,
+) -> SpineNetSearchResult:
+    """One search over ``choices`` (the sweep's space: searched key -> its values; the other
+    keys as the app's model config ``base`` has them) on ``runtime`` (default: the CPU, fp32);
+    ``log_epoch(epoch, metrics)`` after every epoch (1-based).
+
+    Raises:
+        ValueError: a method other than gdas or proxyless; a latency term; too few images.
+        FloatingPointError: the weight loss became NaN or infinite.
+    """
+    if settings.method not in METHODS:
+        raise ValueError(
+            f"method {settings.method!r} does not search the SpineNet supernet: allowed "
+            f"{list(METHODS)} (single-path gradient searches)"
+        )
+    if settings.latency_weight != 0:
+        raise ValueError(
+            f"latency_weight={settings.latency_weight!r}: the SpineNet search has no latency "
+            "term; expected 0"
+        )
+    runtime = runtime or Runtime.cpu()
+    device = runtime.device
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    mean, std = channel_stats(data)
+    model = runtime.prepare(
+        DetectionModel(build_supernet(base, data.num_classes, data.in_chans), resolution, mean, std)
+    )
+    backbone: SpineNetSupernet = model.detector.backbone
+    keys = sorted(choices)
+    logits = [
+        nn.Parameter((1e-3 * torch.randn(len(choices[k]), generator=generator)).to(device))
+        for k in keys
+    ]
+    parts = BilevelTraining.of(model, logits, data, settings, seed, runtime)
+    if min(len(parts.w_batches), len(parts.a_batches)) == 0:
+        raise ValueError(
+            f"the training split has {len(data.train)} image(s): too few for two halves of "
+            f"batch_size={settings.batch_size}"
+        )
+
+    def draw(tau: float) -> dict[str, torch.Tensor]:
+        if settings.method == "gdas":
+            return {k: gumbel_hard(v, tau, generator) for k, v in zip(keys, logits, strict=True)}
+        return {k: binary_gates(v, generator) for k, v in zip(keys, logits, strict=True)}
+
+    def use(gates: Mapping[str, torch.Tensor]) -> None:
+        """Set the drawn architecture and its gates (each the one-hot's sampled entry)."""
+        picked = {k: int(g.detach().argmax()) for k, g in gates.items()}
+        args = check_model_config(with_values(base, {k: choices[k][i] for k, i in picked.items()}))
+        backbone.set_arch(args["blocks"], args["fusion"])
+        backbone.gates = {k: g[picked[k]] for k, g in gates.items()}
+
+    def loss_on(images: torch.Tensor, targets: list) -> torch.Tensor:
+        images = runtime.to_device(images)
+        targets = [{k: runtime.to_device(v) for k, v in t.items()} for t in targets]
+        with runtime.autocast():
+            return sum(model.detector(list(images), shift_labels(targets)).values())
+
+    probs: list[dict[str, list[float]]] = []
+    metrics: dict[str, float] = {}
+    cell: dict[str, Any] = {}
+    start = time.perf_counter()
+    for epoch in range(1, settings.epochs + 1):
+        tau = temperature(settings, epoch)
+        w_total = torch.zeros((), dtype=torch.float64, device=device)
+        a_total = torch.zeros_like(w_total)
+        seen = 0
+        for (xw, yw), (xa, ya) in zip(parts.w_batches, parts.a_batches, strict=False):
+            model.train()
+            if epoch > settings.warmup_epochs:  # -- architecture step, on the other half --
+                parts.a_opt.zero_grad(set_to_none=True)
+                use(draw(tau))
+                loss = loss_on(xa, ya)
+                parts.a_scaler.scale(loss).backward()
+                parts.a_scaler.step(parts.a_opt)
+                parts.a_scaler.update()
+                a_total += loss.detach().double() * len(ya)
+            with torch.no_grad():  # -- weight step: a drawn path, its gates held at 1 --
+                gates = {k: g.detach() for k, g in draw(tau).items()}
+            use(gates)
+            loss = loss_on(xw, yw)
+            optimizer_step(loss, parts.w_opt, parts.w_scaler, parts.schedule, settings.grad_clip)
+            w_total += loss.detach().double() * len(yw)
+            seen += len(yw)
+        backbone.gates = {}
+        train_loss = epoch_loss(w_total, seen, epoch)
+        best = {k: choices[k][int(v.detach().argmax())] for k, v in zip(keys, logits, strict=True)}
+        arch = with_values(base, best)
+        cell = derived_cell(arch)
+        _, val = score_candidate(
+            model, arch, data, DERIVED_BN_IMAGES, seed, runtime, per_class=False
+        )
+        backbone.gates = {}
+        probs.append(
+            {k: F.softmax(v.detach(), -1).cpu().tolist() for k, v in zip(keys, logits, strict=True)}
+        )
+        metrics = {
+            **prob_metrics(keys, choices, logits),
+            "search_train_loss": train_loss,
+            "search_derived_val_map_50": val["map_50"],
+            "search_derived_val_map": val["map"],
+            "search_seconds": time.perf_counter() - start,
+        }
+        if epoch > settings.warmup_epochs:
+            metrics["search_arch_loss"] = a_total.item() / max(1, seen)
+        if settings.method == "gdas":
+            metrics["search_tau"] = tau
+        if log_epoch is not None:
+            log_epoch(epoch, metrics)
+    return SpineNetSearchResult(cell, probs, metrics)

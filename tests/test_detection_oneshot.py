@@ -1,0 +1,125 @@
+"""gdas and proxyless on ``search_space=spinenet``: the gated supernet, the seeded search, the
+strategy's checks, and a real multirun whose derived detector is trained as a trial."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import REPO, run_app_in_process
+from omegaconf import OmegaConf
+
+from nas_plugin.models.spinenet import check_model_config
+from nas_plugin.oneshot.settings import SearchSettings
+from nas_plugin.oneshot.spinenet_search import search_spinenet, with_values
+from nas_plugin.space import SearchSpace, spinenet
+from nas_plugin.space.params import parse_param
+from nas_plugin.strategies import StrategyError, make_strategy
+from nas_plugin.supernets.nb201 import gumbel_hard
+from nas_plugin.supernets.spinenet import build_supernet
+from nas_plugin.tasks.detection import DetectionModel
+from nas_plugin.tasks.detection_data import load_detection_data
+
+CONF = REPO / "conf"
+BASE = OmegaConf.to_container(OmegaConf.load(CONF / "model" / "spinenet.yaml"))
+CHOICES = {
+    "model.blocks.block_4.level": [2, 3, 4, 5],
+    "model.blocks.block_5.type": ["residual", "bottleneck"],
+    "model.blocks.block_5.input_2": [1, 2, 3],
+    "model.pyramid.fusion": ["none", "top_down", "bidirectional"],
+}
+
+
+def small_data():
+    task = OmegaConf.to_container(OmegaConf.load(CONF / "task" / "detection.yaml"))
+    task["shapes"]["count"] = 64
+    return load_detection_data(task)
+
+
+def test_gates_keep_the_forward_and_carry_a_gradient_to_every_searched_key() -> None:
+    torch.manual_seed(0)
+    model = DetectionModel(build_supernet(BASE, 4, 3), 64, torch.zeros(3), torch.ones(3)).eval()
+    backbone = model.detector.backbone
+    images = torch.rand(2, 3, 64, 64)
+    logits = {k: torch.zeros(len(v), requires_grad=True) for k, v in CHOICES.items()}
+    hard = {k: gumbel_hard(v, 1.0, torch.Generator().manual_seed(1)) for k, v in logits.items()}
+    picked = {k: int(h.detach().argmax()) for k, h in hard.items()}
+    args = check_model_config(with_values(BASE, {k: CHOICES[k][i] for k, i in picked.items()}))
+    backbone.set_arch(args["blocks"], args["fusion"])
+    ungated = model.features(images)
+    backbone.gates = {k: h[picked[k]] for k, h in hard.items()}
+    gated = model.features(images)
+    assert all(torch.equal(ungated[k], gated[k]) for k in gated)  # gates are 1 in value
+    sum(p.sum() for p in gated.values()).backward()
+    for key, vector in logits.items():
+        if key.startswith("model.blocks.block_4") and 4 not in backbone.computing:
+            continue  # an unused block's gates get no gradient
+        assert vector.grad is not None and vector.grad.abs().sum() > 0, key
+
+
+@pytest.mark.parametrize("method", ["gdas", "proxyless"])
+def test_a_search_follows_its_seed_and_moves_the_logits(method: str) -> None:
+    data = small_data()
+    settings = SearchSettings(method=method, epochs=1, batch_size=16, arch_lr=0.05)
+    runs = [search_spinenet(settings, data, BASE, CHOICES, 64, seed=3) for _ in range(2)]
+    assert runs[0].cell == runs[1].cell and runs[0].probs == runs[1].probs
+    cell, probs, metrics = runs[0].cell, runs[0].probs[-1], runs[0].metrics
+    # Every block's four fields and the fusion; searched keys from the space, others the app's.
+    assert len(cell) == 4 * BASE["num_blocks"] + 1
+    for key, values in CHOICES.items():
+        assert cell[key.removeprefix("model.")] in values
+        assert sum(probs[key]) == pytest.approx(1.0)
+    assert cell["blocks.block_1.level"] == BASE["blocks"]["block_1"]["level"]
+    assert any(abs(p - 1 / len(CHOICES[k])) > 1e-3 for k in CHOICES for p in probs[k])
+    assert 0.0 <= metrics["search_derived_val_map_50"] <= 1.0
+    assert metrics["search_arch_loss"] > 0 and metrics["search_train_loss"] > 0
+    assert spinenet.from_arch_str(spinenet.to_arch_str(cell)) == cell
+
+
+def test_the_strategy_takes_spinenet_for_single_path_searches_only() -> None:
+    space = SearchSpace([parse_param(k, v) for k, v in CHOICES.items()])
+    strategy = make_strategy({"name": "gdas", "prefix": "model.cell"}, space, 0)
+    assert strategy.search_settings()["choices"] == CHOICES
+    for name, message in (("darts", "single-path gradient searches"), ("enas", "gdas, proxyless")):
+        with pytest.raises(StrategyError, match=message):
+            make_strategy({"name": name, "prefix": "model.cell"}, space, 0)
+    with pytest.raises(StrategyError, match="latency_weight=0.5 is not allowed"):
+        make_strategy(
+            {"name": "proxyless", "prefix": "model.cell", "latency_weight": 0.5}, space, 0
+        )
+
+
+@pytest.mark.e2e
+def test_a_gdas_sweep_trains_the_derived_detector_and_registers_it(tmp_path) -> None:
+    result = run_app_in_process(
+        tmp_path,
+        str(REPO / "pipelines" / "detection.py"),
+        "-m",
+        "task.shapes.count=80",
+        "hardware.measure=false",
+        "train.epochs=1",
+        "hydra/sweeper/strategy=gdas",
+        "hydra/sweeper/search_space=spinenet",
+        "hydra.sweeper.strategy.epochs=1",
+        "hydra.sweeper.strategy.batch_size=16",
+        "hydra.sweeper.leaderboard_columns=[]",
+    )
+    assert result.proc.returncode == 0, result.output
+    client = result.client()
+    experiment = client.get_experiment_by_name("nas-detection-shapes")
+    searches = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`nas.role` = 'search'"
+    )
+    assert len(searches) == 1
+    search = searches[0]
+    arch = spinenet.from_arch_str(search.data.tags["nas.derived_arch"])
+    stored = {a.path for a in client.list_artifacts(search.info.run_id, "search")}
+    assert {"search/genotype.json", "search/probs.json", "search/choices.json"} <= stored
+    assert "search_derived_val_map_50" in search.data.metrics
+    _, trials = result.runs("nas-detection-shapes")
+    assert len(trials) == 1
+    trial = trials[0]
+    assert trial.data.tags["nas.search_run_id"] == search.info.run_id
+    for key, value in arch.items():  # the trial trained the derived architecture
+        assert trial.data.params[f"model.{key}"] == str(value), key
+    version = client.get_model_version_by_alias("nas-detection-shapes", "champion")
+    assert version.tags["run_id"] == trial.info.run_id
