@@ -10,12 +10,12 @@ from omegaconf import OmegaConf
 
 from nas_plugin.models.spinenet import check_model_config
 from nas_plugin.oneshot.settings import SearchSettings
-from nas_plugin.oneshot.spinenet_search import search_spinenet, with_values
+from nas_plugin.oneshot.spinenet_search import search_spinenet
 from nas_plugin.space import SearchSpace, spinenet
 from nas_plugin.space.params import parse_param
 from nas_plugin.strategies import StrategyError, make_strategy
 from nas_plugin.supernets.nb201 import gumbel_hard
-from nas_plugin.supernets.spinenet import build_supernet
+from nas_plugin.supernets.spinenet import build_supernet, with_values
 from nas_plugin.tasks.detection import DetectionModel
 from nas_plugin.tasks.detection_data import load_detection_data
 

@@ -145,6 +145,14 @@ class SearchTask:
         return {"run_id": run_id, "index": index, **result}
 
 
+def _search_settings(settings: dict[str, Any]) -> Any:
+    """The job's :class:`~nas_plugin.oneshot.settings.SearchSettings` (the keys it knows)."""
+    from nas_plugin.oneshot.settings import SearchSettings
+
+    known = set(SearchSettings.__dataclass_fields__) - {"extra"}
+    return SearchSettings(**{k: v for k, v in settings.items() if k in known})
+
+
 def _job_index() -> int:
     from hydra.core.hydra_config import HydraConfig
 
@@ -180,7 +188,7 @@ def run_search(
         return _run_spinenet_search(cfg, settings, seed, runtime)
 
     from nas_plugin.oneshot.data import vision_data
-    from nas_plugin.oneshot.search import SearchSettings, search
+    from nas_plugin.oneshot.search import search
     from nas_plugin.space.nb201 import EDGE_KEYS
     from nas_plugin.tasks.training import set_threads
     from nas_plugin.tasks.vision_data import task_key
@@ -189,8 +197,7 @@ def run_search(
     data, preprocess = vision_data(
         task_key(cfg.task), float(train_cfg.get("train_fraction", 1.0)), int(cfg.seed)
     )
-    known = set(SearchSettings.__dataclass_fields__) - {"extra"}
-    search_settings = SearchSettings(**{k: v for k, v in settings.items() if k in known})
+    search_settings = _search_settings(settings)
     started = time.perf_counter()
     result = search(
         search_settings,
@@ -237,7 +244,6 @@ def _run_autodeeplab_search(
 
     from nas_plugin.models.autodeeplab import LEVEL_NAMES, check_model_config, path_levels
     from nas_plugin.oneshot.autodeeplab_search import AutoDeepLabArch, search_autodeeplab
-    from nas_plugin.oneshot.search import SearchSettings
     from nas_plugin.space import autodeeplab
     from nas_plugin.tasks.segmentation import channel_stats
     from nas_plugin.tasks.segmentation_data import load_segmentation_data
@@ -252,8 +258,7 @@ def _run_autodeeplab_search(
     )
     mean, std = channel_stats(data)
     preprocess = Preprocess(int(cfg.task.resolution), mean, std)
-    known = set(SearchSettings.__dataclass_fields__) - {"extra"}
-    search_settings = SearchSettings(**{k: v for k, v in settings.items() if k in known})
+    search_settings = _search_settings(settings)
     arch = AutoDeepLabArch(
         len(model["moves"]), model["channels"], model["aspp_channels"], model["rates"]
     )
@@ -299,7 +304,6 @@ def _run_spinenet_search(
     block's fields and the pyramid's fusion."""
     from omegaconf import OmegaConf
 
-    from nas_plugin.oneshot.search import SearchSettings
     from nas_plugin.oneshot.spinenet_search import search_spinenet
     from nas_plugin.space import spinenet
     from nas_plugin.tasks.detection_data import load_detection_data
@@ -310,8 +314,7 @@ def _run_spinenet_search(
     base = OmegaConf.to_container(cfg.model, resolve=True)
     choices = {k: list(v) for k, v in settings["choices"].items()}
     data = load_detection_data(cfg.task, float(train_cfg.get("train_fraction", 1.0)), int(cfg.seed))
-    known = set(SearchSettings.__dataclass_fields__) - {"extra"}
-    search_settings = SearchSettings(**{k: v for k, v in settings.items() if k in known})
+    search_settings = _search_settings(settings)
     started = time.perf_counter()
     result = search_spinenet(
         search_settings,

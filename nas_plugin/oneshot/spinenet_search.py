@@ -28,7 +28,6 @@ extracted with the supernet's weights, its BatchNorm statistics re-estimated, an
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,7 +42,12 @@ from nas_plugin.models.spinenet import check_model_config
 from nas_plugin.oneshot.bilevel import BilevelTraining, epoch_loss, temperature
 from nas_plugin.oneshot.settings import SearchSettings
 from nas_plugin.supernets.nb201 import binary_gates, gumbel_hard
-from nas_plugin.supernets.spinenet import SpineNetSupernet, build_supernet, score_candidate
+from nas_plugin.supernets.spinenet import (
+    SpineNetSupernet,
+    build_supernet,
+    score_candidate,
+    with_values,
+)
 from nas_plugin.tasks.detection import DetectionModel, channel_stats, shift_labels
 from nas_plugin.tasks.detection_data import DetectionData
 from nas_plugin.tasks.training import optimizer_step
@@ -58,18 +62,6 @@ class SpineNetSearchResult:
     cell: dict[str, Any]  # the derived architecture: every block's fields, pyramid.fusion
     probs: list[dict[str, list[float]]]  # per epoch: softmax(logits) of every searched key
     metrics: dict[str, float]
-
-
-def with_values(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of the model config ``base`` with ``values`` (keys ``model.<path>``) set."""
-    arch = copy.deepcopy(dict(base))
-    for key, value in values.items():
-        *parents, leaf = key.removeprefix("model.").split(".")
-        node = arch
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return arch
 
 
 def derived_cell(model_cfg: Mapping[str, Any]) -> dict[str, Any]:

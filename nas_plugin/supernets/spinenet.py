@@ -234,20 +234,26 @@ def score_candidate(
     return model, val
 
 
+def with_values(base: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain copy of the model config ``base`` (the app's) with ``values`` (keys
+    ``model.<path>``, as the sweep's space names them) set."""
+    # Plain dicts, not OmegaConf: this runs once per training step.
+    arch = copy.deepcopy(OmegaConf.to_container(base) if OmegaConf.is_config(base) else dict(base))
+    for key, value in values.items():
+        *parents, leaf = key.removeprefix("model.").split(".")
+        node = arch
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return arch
+
+
 def sample_arch(
     rng: random.Random, base: Mapping[str, Any], choices: Mapping[str, Sequence[Any]]
 ) -> dict[str, Any]:
     """A model config: ``base`` (the app's) with every searched key of ``choices`` (the sweep's
     space: ``model.blocks.block_<k>.<field>``, ``model.pyramid.fusion``) drawn uniformly."""
-    # Plain dicts, not OmegaConf: this runs once per training step.
-    arch = copy.deepcopy(OmegaConf.to_container(base) if OmegaConf.is_config(base) else dict(base))
-    for key in sorted(choices):
-        *parents, leaf = key.removeprefix("model.").split(".")
-        node = arch
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = rng.choice(list(choices[key]))
-    return arch
+    return with_values(base, {key: rng.choice(list(choices[key])) for key in sorted(choices)})
 
 
 def train_spos(
