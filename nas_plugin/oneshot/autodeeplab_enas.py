@@ -47,15 +47,16 @@ from nas_plugin.oneshot.autodeeplab_parts import (
     score_subnetwork,
 )
 from nas_plugin.oneshot.bilevel import epoch_loss
-from nas_plugin.oneshot.data import halves, loader
+from nas_plugin.oneshot.data import loader
 from nas_plugin.oneshot.enas import (
     DERIVE_IMAGES,
     MARGINAL_SAMPLES,
     Controller,
+    EnasTraining,
     collapse_metrics,
     derive_cell,
-    reinforce_step,
     to_ops,
+    train_controller,
 )
 from nas_plugin.oneshot.settings import SearchSettings
 from nas_plugin.space.autodeeplab import MOVES
@@ -126,28 +127,7 @@ def search_autodeeplab_enas(
         settings.lstm_size, settings.tanh_constant, settings.temperature, layers=arch.layers
     )
     preprocess = copy.deepcopy(preprocess).to(device)  # the caller's may be shared
-    w_opt = torch.optim.SGD(
-        net.parameters(),
-        lr=settings.lr,
-        momentum=settings.momentum,
-        weight_decay=settings.weight_decay,
-        nesterov=settings.momentum > 0,  # ENAS's child optimiser
-    )
-    c_opt = torch.optim.Adam(
-        controller.parameters(), lr=settings.arch_lr, weight_decay=settings.arch_weight_decay
-    )
-    w_half, a_half = halves(data.augmented_train, seed)
-    w_batches = loader(w_half, settings.batch_size, seed, data)
-    a_batches = loader(a_half, settings.batch_size, seed + 1, data)
-    if min(len(w_batches), len(a_batches)) == 0:
-        raise ValueError(
-            f"the training split has {len(data.train)} image(s): too few for two halves of "
-            f"batch_size={settings.batch_size}"
-        )
-    w_scaler = runtime.grad_scaler()
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        w_opt, settings.epochs * len(w_batches), eta_min=1e-3 * settings.lr
-    )
+    training = EnasTraining.of(net, controller, data, settings, seed, runtime)
     recalibration = recalibration_loader(data, DERIVED_BN_IMAGES, seed)
     val_batches = data.loader(data.val, EVAL_BATCH_SIZE)
     ignore = data.ignore_index
@@ -158,15 +138,20 @@ def search_autodeeplab_enas(
             logits = net.forward_path(x, *architecture)
         return batch_miou(logits.float(), y, data)
 
+    def sampled_miou(row: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+        x, y = batch
+        x, y = preprocess(runtime.to_device(x)), runtime.to_device(y)
+        return child_miou(to_architecture(row), x, y)
+
     def held_out() -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = next(iter(loader(a_half, DERIVE_IMAGES, seed + 2, data)))
+        x, y = next(iter(loader(training.a_half, DERIVE_IMAGES, seed + 2, data)))
         return preprocess(runtime.to_device(x)), runtime.to_device(y)
 
     alphas: list[list[list[float]]] = []
     betas: list[list[list[list[float]]]] = []
     metrics: dict[str, float] = {}
     baseline: float | None = None
-    a_iter = iter(a_batches)
+    reward_batches = training.reward_batches()
     start = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
         # (a) the shared weights, one controller-sampled child per step
@@ -174,36 +159,31 @@ def search_autodeeplab_enas(
         controller.eval()
         w_total = torch.zeros((), dtype=torch.float64, device=device)
         seen = 0
-        for xw, yw in w_batches:
+        for xw, yw in training.w_batches:
             xw, yw = preprocess(runtime.to_device(xw)), runtime.to_device(yw)
             with torch.no_grad():
                 sample, _, _ = controller(generator=generator)
             with runtime.autocast():
                 logits = net.forward_path(xw, *to_architecture(sample[0]))
             loss = F.cross_entropy(logits.float(), yw, ignore_index=ignore)
-            optimizer_step(loss, w_opt, w_scaler, schedule, settings.grad_clip)
+            optimizer_step(
+                loss, training.w_opt, training.w_scaler, training.schedule, settings.grad_clip
+            )
             w_total += loss.detach().double() * len(yw)
             seen += len(yw)
         train_loss = epoch_loss(w_total, seen, epoch)
         # (b) the controller, by REINFORCE on held-out minibatches
-        controller.train()
-        rewards, mious, entropies = [], [], []
-        for _ in range(settings.controller_steps):
-            try:
-                xa, ya = next(a_iter)
-            except StopIteration:
-                a_iter = iter(a_batches)
-                xa, ya = next(a_iter)
-            xa, ya = preprocess(runtime.to_device(xa)), runtime.to_device(ya)
-            sample, log_prob, entropy = controller(generator=generator)
-            miou = child_miou(to_architecture(sample[0]), xa, ya)
-            reward, baseline = reinforce_step(
-                controller, c_opt, log_prob, entropy, miou, baseline, settings
-            )
-            rewards.append(reward)
-            mious.append(miou)
-            entropies.append(float(entropy.detach().sum()) / (len(EDGES) + arch.layers))
-        controller.eval()
+        phase = train_controller(
+            controller,
+            training.c_opt,
+            reward_batches,
+            sampled_miou,
+            settings,
+            baseline,
+            generator,
+            len(EDGES) + arch.layers,
+        )
+        baseline = phase.baseline
         with torch.no_grad():
             samples, _, _ = controller(batch=MARGINAL_SAMPLES, generator=generator)
         op_freqs = F.one_hot(samples[:, : len(EDGES)], len(OPS)).float().mean(0)
@@ -227,11 +207,8 @@ def search_autodeeplab_enas(
                 for k, lv in enumerate(path_levels(moves), 1)
             },
             "search_train_loss": train_loss,
-            "search_mean_reward": sum(rewards) / max(1, len(rewards)),
-            "search_mean_child_miou": sum(mious) / max(1, len(mious)),
-            "search_baseline": float(baseline) if baseline is not None else 0.0,
-            # Mean entropy per decision, nats (6 operations of 5, then moves of 2 or 3).
-            "search_controller_entropy": sum(entropies) / max(1, len(entropies)),
+            # search_controller_entropy: per decision (6 operations of 5, then moves of 2 or 3)
+            **phase.metrics("miou"),
             "search_derived_val_miou": scores["miou"],
             "search_derived_val_pixel_accuracy": scores["pixel_accuracy"],
             **collapse_metrics(ops),

@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from nas_plugin.hardware.device import Runtime
 from nas_plugin.oneshot.bilevel import epoch_loss
@@ -163,8 +165,186 @@ class Controller(nn.Module):
         return torch.cat(chosen)
 
 
+class ChoiceController(nn.Module):
+    """ENAS's controller over a fixed sequence of categorical decisions of their own sizes
+    (``sizes``; on SpineNet every searched key, in sorted order): one LSTM step per decision,
+    each with its own head over its values and its own embedding of the value taken (the next
+    step's input). ``forward`` and :meth:`greedy_indices` as :class:`Controller`'s."""
+
+    def __init__(
+        self,
+        sizes: list[int],
+        hidden: int = 64,
+        tanh_constant: float = 1.1,
+        temperature: float = 5.0,
+    ):
+        super().__init__()
+        self.sizes = list(sizes)
+        self.hidden, self.tanh_constant, self.temperature = hidden, tanh_constant, temperature
+        self.start = nn.Parameter(torch.zeros(1, hidden))
+        self.lstm = nn.LSTMCell(hidden, hidden)
+        self.heads = nn.ModuleList(nn.Linear(hidden, n) for n in self.sizes)
+        self.embeds = nn.ModuleList(nn.Embedding(n, hidden) for n in self.sizes)
+        for p in self.parameters():  # ENAS's initialiser
+            nn.init.uniform_(p, -0.1, 0.1)
+
+    def logits(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        return self.tanh_constant * torch.tanh(self.heads[k](h) / self.temperature)
+
+    def forward(
+        self,
+        rows: torch.Tensor | None = None,
+        batch: int = 1,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if rows is not None:
+            batch = rows.shape[0]
+        inp, state = self.start.expand(batch, -1), None
+        chosen, log_prob, entropy = [], torch.zeros(batch), torch.zeros(batch)
+        for k in range(len(self.sizes)):
+            state = self.lstm(inp, state)
+            log_p = F.log_softmax(self.logits(k, state[0]), dim=-1)
+            if rows is None:
+                value = torch.multinomial(log_p.detach().exp(), 1, generator=generator)[:, 0]
+            else:
+                value = rows[:, k]
+            chosen.append(value)
+            log_prob = log_prob + log_p.gather(1, value[:, None]).squeeze(1)
+            entropy = entropy - (log_p.exp() * log_p).sum(-1)
+            inp = self.embeds[k](value)
+        return torch.stack(chosen, dim=1), log_prob, entropy
+
+    def greedy_indices(self) -> torch.Tensor:
+        """The most likely value of every decision (given the earlier ones)."""
+        with torch.no_grad():
+            inp, state, chosen = self.start, None, []
+            for k in range(len(self.sizes)):
+                state = self.lstm(inp, state)
+                value = self.logits(k, state[0]).argmax(-1)
+                chosen.append(value)
+                inp = self.embeds[k](value)
+        return torch.cat(chosen)
+
+    def frequencies(self, samples: torch.Tensor) -> list[list[float]]:
+        """Per decision, how often ``samples`` (rows of value indices) took each value."""
+        return [
+            torch.bincount(samples[:, k], minlength=n).div(len(samples)).tolist()
+            for k, n in enumerate(self.sizes)
+        ]
+
+
 def to_ops(cell: torch.Tensor) -> tuple[str, ...]:
     return tuple(OPS[int(k)] for k in cell)
+
+
+@dataclass
+class EnasTraining:
+    """ENAS's optimisers and data: the shared weights' SGD (Nesterov momentum, the child
+    optimiser of ENAS) with a cosine schedule over the epochs' steps to 1e-3 of the lr, on the
+    weight half's batches; the controller's Adam; the other half's batches for its rewards."""
+
+    w_opt: torch.optim.SGD
+    c_opt: torch.optim.Adam
+    w_half: Any
+    a_half: Any
+    w_batches: DataLoader
+    a_batches: DataLoader
+    w_scaler: torch.amp.GradScaler
+    schedule: torch.optim.lr_scheduler.CosineAnnealingLR
+
+    @classmethod
+    def of(
+        cls,
+        net: nn.Module,
+        controller: nn.Module,
+        data: Any,
+        settings: SearchSettings,
+        seed: int,
+        runtime: Runtime,
+    ) -> EnasTraining:
+        """Raises ValueError: a half of ``data``'s training split holds no batch."""
+        w_opt = torch.optim.SGD(
+            net.parameters(),
+            lr=settings.lr,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+            nesterov=settings.momentum > 0,
+        )
+        c_opt = torch.optim.Adam(
+            controller.parameters(), lr=settings.arch_lr, weight_decay=settings.arch_weight_decay
+        )
+        w_half, a_half = halves(data.augmented_train, seed)
+        w_batches = loader(w_half, settings.batch_size, seed, data)
+        a_batches = loader(a_half, settings.batch_size, seed + 1, data)
+        if min(len(w_batches), len(a_batches)) == 0:
+            raise ValueError(
+                f"the training split has {len(data.train)} image(s): too few for two halves of "
+                f"batch_size={settings.batch_size}"
+            )
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            w_opt, settings.epochs * len(w_batches), eta_min=1e-3 * settings.lr
+        )
+        return cls(
+            w_opt, c_opt, w_half, a_half, w_batches, a_batches, runtime.grad_scaler(), schedule
+        )
+
+    def reward_batches(self) -> Iterator[Any]:
+        """The reward half's batches, endlessly (a new shuffle every pass)."""
+        while True:
+            yield from self.a_batches
+
+
+@dataclass
+class ControllerPhase:
+    """One epoch's REINFORCE steps: each step's reward, child score and entropy per decision."""
+
+    rewards: list[float]
+    scores: list[float]
+    entropies: list[float]
+    baseline: float | None
+
+    def metrics(self, score_name: str) -> dict[str, float]:
+        """``search_mean_reward``, ``search_mean_child_<score_name>``, ``search_baseline``,
+        ``search_controller_entropy`` (mean entropy per decision, nats)."""
+
+        def mean(values: list[float]) -> float:
+            return sum(values) / max(1, len(values))
+
+        return {
+            "search_mean_reward": mean(self.rewards),
+            f"search_mean_child_{score_name}": mean(self.scores),
+            "search_baseline": float(self.baseline) if self.baseline is not None else 0.0,
+            "search_controller_entropy": mean(self.entropies),
+        }
+
+
+def train_controller(
+    controller: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator[Any],
+    score: Callable[[torch.Tensor, Any], float],
+    settings: SearchSettings,
+    baseline: float | None,
+    generator: torch.Generator,
+    decisions: int,
+) -> ControllerPhase:
+    """ENAS's phase (b): ``controller_steps`` REINFORCE steps (:func:`reinforce_step`), each on
+    one sampled architecture (a row of ``decisions`` indices) scored by ``score(row, batch)`` on
+    the next of ``batches`` with the inherited weights."""
+    controller.train()
+    phase = ControllerPhase([], [], [], baseline)
+    for _ in range(settings.controller_steps):
+        batch = next(batches)
+        sample, log_prob, entropy = controller(generator=generator)
+        value = score(sample[0], batch)
+        reward, phase.baseline = reinforce_step(
+            controller, optimizer, log_prob, entropy, value, phase.baseline, settings
+        )
+        phase.rewards.append(reward)
+        phase.scores.append(value)
+        phase.entropies.append(float(entropy.detach().sum()) / decisions)
+    controller.eval()
+    return phase
 
 
 def reinforce_step(
@@ -228,38 +408,26 @@ def search_enas(
     net = runtime.prepare(NB201Supernet(channels, cells_per_stage, data.num_classes, data.in_chans))
     controller = Controller(settings.lstm_size, settings.tanh_constant, settings.temperature)
     preprocess = copy.deepcopy(preprocess).to(device)
-    w_opt = torch.optim.SGD(
-        net.parameters(),
-        lr=settings.lr,
-        momentum=settings.momentum,
-        weight_decay=settings.weight_decay,
-        nesterov=settings.momentum > 0,  # ENAS's child optimiser
-    )
-    c_opt = torch.optim.Adam(
-        controller.parameters(), lr=settings.arch_lr, weight_decay=settings.arch_weight_decay
-    )
-    w_half, a_half = halves(data.augmented_train, seed)
-    w_batches = loader(w_half, settings.batch_size, seed, data)
-    a_batches = loader(a_half, settings.batch_size, seed + 1, data)
+    training = EnasTraining.of(net, controller, data, settings, seed, runtime)
     scoring = ScoringBatches.of(data, DERIVED_BN_IMAGES, seed)
-    w_scaler = runtime.grad_scaler()
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        w_opt, settings.epochs * len(w_batches), eta_min=1e-3 * settings.lr
-    )
 
     def accuracy(ops: tuple[str, ...], x: torch.Tensor, y: torch.Tensor) -> float:
         # Training-mode BatchNorm (the batch's statistics, as ENAS): no gradient.
         with torch.no_grad(), runtime.autocast():
             return float((net(x, path=ops).argmax(-1) == y).float().mean())
 
+    def child_accuracy(row: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
+        x, y = batch
+        return accuracy(to_ops(row), preprocess(runtime.to_device(x)), runtime.to_device(y))
+
     def held_out() -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = next(iter(loader(a_half, DERIVE_IMAGES, seed + 2, data)))
+        x, y = next(iter(loader(training.a_half, DERIVE_IMAGES, seed + 2, data)))
         return preprocess(runtime.to_device(x)), runtime.to_device(y)
 
     alphas: list[list[list[float]]] = []
     metrics: dict[str, float] = {}
     baseline: float | None = None
-    a_iter = iter(a_batches)
+    reward_batches = training.reward_batches()
     start = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
         # (a) the shared weights, one controller-sampled path per step
@@ -267,36 +435,31 @@ def search_enas(
         controller.eval()
         w_total = torch.zeros((), dtype=torch.float64, device=device)
         seen = 0
-        for xw, yw in w_batches:
+        for xw, yw in training.w_batches:
             xw, yw = preprocess(runtime.to_device(xw)), runtime.to_device(yw)
             with torch.no_grad():
                 cell, _, _ = controller(generator=generator)
             with runtime.autocast():
                 logits = net(xw, path=to_ops(cell[0]))
             loss = F.cross_entropy(logits.float(), yw)
-            optimizer_step(loss, w_opt, w_scaler, schedule, settings.grad_clip)
+            optimizer_step(
+                loss, training.w_opt, training.w_scaler, training.schedule, settings.grad_clip
+            )
             w_total += loss.detach().double() * len(yw)
             seen += len(yw)
         train_loss = epoch_loss(w_total, seen, epoch)
         # (b) the controller, by REINFORCE on held-out minibatches
-        controller.train()
-        rewards, accuracies, entropies = [], [], []
-        for _ in range(settings.controller_steps):
-            try:
-                xa, ya = next(a_iter)
-            except StopIteration:
-                a_iter = iter(a_batches)
-                xa, ya = next(a_iter)
-            xa, ya = preprocess(runtime.to_device(xa)), runtime.to_device(ya)
-            cell, log_prob, entropy = controller(generator=generator)
-            acc = accuracy(to_ops(cell[0]), xa, ya)
-            reward, baseline = reinforce_step(
-                controller, c_opt, log_prob, entropy, acc, baseline, settings
-            )
-            rewards.append(reward)
-            accuracies.append(acc)
-            entropies.append(float(entropy.detach().sum()) / len(EDGES))
-        controller.eval()
+        phase = train_controller(
+            controller,
+            training.c_opt,
+            reward_batches,
+            child_accuracy,
+            settings,
+            baseline,
+            generator,
+            len(EDGES),
+        )
+        baseline = phase.baseline
         with torch.no_grad():
             samples, _, _ = controller(batch=MARGINAL_SAMPLES, generator=generator)
         freqs = F.one_hot(samples, len(OPS)).float().mean(0)  # edges x ops
@@ -321,11 +484,8 @@ def search_enas(
                 for k, op in enumerate(OPS)
             },
             "search_train_loss": train_loss,
-            "search_mean_reward": sum(rewards) / max(1, len(rewards)),
-            "search_mean_child_accuracy": sum(accuracies) / max(1, len(accuracies)),
-            "search_baseline": float(baseline) if baseline is not None else 0.0,
-            # Mean entropy per decision, nats (uniform: ln 5 = 1.609; 0: one cell always).
-            "search_controller_entropy": sum(entropies) / max(1, len(entropies)),
+            # search_controller_entropy: per decision, nats (uniform: ln 5 = 1.609; 0: one cell)
+            **phase.metrics("accuracy"),
             "search_derived_val_accuracy": scored["val_accuracy"],
             **collapse_metrics(ops),
             "search_seconds": time.perf_counter() - start,
