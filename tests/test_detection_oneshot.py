@@ -1,7 +1,10 @@
-"""gdas and proxyless on ``search_space=spinenet``: the gated supernet, the seeded search, the
-strategy's checks, and a real multirun whose derived detector is trained as a trial."""
+"""gdas, proxyless and enas on ``search_space=spinenet``: the gated supernet, the seeded
+searches, ENAS's per-key controller and its batch-statistics rewards, the strategy's checks, and
+real multiruns whose derived detector is trained as a trial."""
 
 from __future__ import annotations
+
+import itertools
 
 import pytest
 import torch
@@ -9,7 +12,9 @@ from conftest import REPO, run_app_in_process
 from omegaconf import OmegaConf
 
 from nas_plugin.models.spinenet import check_model_config
+from nas_plugin.oneshot.enas import ChoiceController
 from nas_plugin.oneshot.settings import SearchSettings
+from nas_plugin.oneshot.spinenet_enas import batch_statistics, search_spinenet_enas
 from nas_plugin.oneshot.spinenet_search import search_spinenet
 from nas_plugin.space import SearchSpace, spinenet
 from nas_plugin.space.params import parse_param
@@ -77,15 +82,79 @@ def test_a_search_follows_its_seed_and_moves_the_logits(method: str) -> None:
 
 def test_the_strategy_takes_spinenet_for_single_path_searches_only() -> None:
     space = SearchSpace([parse_param(k, v) for k, v in CHOICES.items()])
-    strategy = make_strategy({"name": "gdas", "prefix": "model.cell"}, space, 0)
-    assert strategy.search_settings()["choices"] == CHOICES
-    for name, message in (("darts", "single-path gradient searches"), ("enas", "gdas, proxyless")):
-        with pytest.raises(StrategyError, match=message):
-            make_strategy({"name": name, "prefix": "model.cell"}, space, 0)
+    for name in ("gdas", "proxyless", "enas"):
+        strategy = make_strategy({"name": name, "prefix": "model.cell"}, space, 0)
+        assert strategy.search_settings()["choices"] == CHOICES
+    with pytest.raises(StrategyError, match=r"single-path searches \(gdas, proxyless, enas\)"):
+        make_strategy({"name": "darts", "prefix": "model.cell"}, space, 0)
     with pytest.raises(StrategyError, match="latency_weight=0.5 is not allowed"):
         make_strategy(
             {"name": "proxyless", "prefix": "model.cell", "latency_weight": 0.5}, space, 0
         )
+
+
+def test_the_choice_controller_is_a_distribution_over_every_architecture() -> None:
+    torch.manual_seed(0)
+    sizes = [4, 2, 3]
+    controller = ChoiceController(sizes, hidden=16, tanh_constant=2.5, temperature=1.0)
+    rows, log_prob, entropy = controller(batch=64, generator=torch.Generator().manual_seed(0))
+    assert rows.shape == (64, 3) and all(int(rows[:, k].max()) < n for k, n in enumerate(sizes))
+    _, forced, _ = controller(rows=rows)  # teacher forcing gives back the samples' log p
+    assert torch.allclose(forced, log_prob, atol=1e-6)
+    every = torch.tensor(list(itertools.product(*(range(n) for n in sizes))))
+    _, all_log_prob, _ = controller(rows=every)
+    assert float(all_log_prob.detach().exp().sum()) == pytest.approx(1.0, abs=1e-5)
+    # The greedy architecture is the likeliest step by step; frequencies are per decision.
+    assert int(controller.greedy_indices()[0]) == int(controller.logits(0, controller.lstm(
+        controller.start)[0]).argmax())  # fmt: skip
+    freqs = controller.frequencies(rows)
+    assert [len(f) for f in freqs] == sizes and all(sum(f) == pytest.approx(1.0) for f in freqs)
+
+
+def test_rewards_use_batch_statistics_and_leave_the_running_ones_alone() -> None:
+    norm = torch.nn.BatchNorm2d(3).eval()
+    with torch.no_grad():
+        norm.running_mean.fill_(5.0)
+    model = torch.nn.Sequential(norm)
+    x = torch.randn(8, 3, 4, 4) * 2 + 1
+    with torch.no_grad(), batch_statistics(model):
+        inside = model(x)
+    assert torch.allclose(inside.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.equal(norm.running_mean, torch.full((3,), 5.0))
+    assert not norm.training and norm.momentum == 0.1
+
+
+def test_an_enas_search_follows_its_seed_and_trains_its_controller() -> None:
+    data = small_data()
+    settings = SearchSettings(
+        method="enas", epochs=1, batch_size=16, controller_steps=3, derive_samples=6, arch_lr=0.05
+    )
+    logged: list[dict[str, float]] = []
+    first = search_spinenet_enas(
+        settings, data, BASE, CHOICES, 64, 3, lambda e, m: logged.append(m)
+    )
+    again = search_spinenet_enas(settings, data, BASE, CHOICES, 64, 3)
+    assert first.cell == again.cell and first.probs == again.probs
+    timeless = {k: v for k, v in first.metrics.items() if k != "search_seconds"}
+    assert timeless == {k: v for k, v in again.metrics.items() if k != "search_seconds"}
+    assert len(logged) == 1 and logged[-1] == first.metrics
+    cell, probs = first.cell, first.probs[-1]
+    assert len(cell) == 4 * BASE["num_blocks"] + 1
+    for key, values in CHOICES.items():
+        assert cell[key.removeprefix("model.")] in values
+        assert sum(probs[key]) == pytest.approx(1.0)
+        assert sum(logged[-1][f"prob.{key.removeprefix('model.')}.{v}"] for v in values) == (
+            pytest.approx(1.0)
+        )
+    assert cell["blocks.block_1.level"] == BASE["blocks"]["block_1"]["level"]
+    metrics = first.metrics
+    assert 0.0 <= metrics["search_mean_child_map_50"] <= 1.0
+    assert 0.0 <= metrics["search_derived_val_map_50"] <= 1.0
+    # Entropy per decision: above 0, at most the uniform one's mean over the keys' sizes.
+    uniform = sum(torch.log(torch.tensor(float(len(v)))) for v in CHOICES.values()) / len(CHOICES)
+    assert 0.0 < metrics["search_controller_entropy"] <= float(uniform) + 1e-6
+    assert metrics["search_train_loss"] > 0
+    assert spinenet.from_arch_str(spinenet.to_arch_str(cell)) == cell
 
 
 @pytest.mark.e2e
@@ -123,3 +192,45 @@ def test_a_gdas_sweep_trains_the_derived_detector_and_registers_it(tmp_path) -> 
         assert trial.data.params[f"model.{key}"] == str(value), key
     version = client.get_model_version_by_alias("nas-detection-shapes", "champion")
     assert version.tags["run_id"] == trial.info.run_id
+
+
+@pytest.mark.e2e
+def test_an_enas_sweep_searches_with_its_controller_and_trains_the_derived_detector(
+    tmp_path,
+) -> None:
+    result = run_app_in_process(
+        tmp_path,
+        str(REPO / "pipelines" / "detection.py"),
+        "-m",
+        "task.shapes.count=64",
+        "hardware.measure=false",
+        "train.epochs=1",
+        "hydra/sweeper/strategy=enas",
+        "hydra/sweeper/search_space=spinenet",
+        "hydra.sweeper.strategy.epochs=1",
+        "hydra.sweeper.strategy.batch_size=16",
+        "hydra.sweeper.strategy.controller_steps=2",
+        "hydra.sweeper.strategy.derive_samples=3",
+        "hydra.sweeper.leaderboard_columns=[]",
+        "hydra.sweeper.registry.enabled=false",
+        "log_model=false",
+    )
+    assert result.proc.returncode == 0, result.output
+    client = result.client()
+    experiment = client.get_experiment_by_name("nas-detection-shapes")
+    (search,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`nas.role` = 'search'"
+    )
+    assert search.data.params["search.method"] == "enas"
+    assert search.data.params["search.controller_steps"] == "2"
+    metrics = search.data.metrics
+    for name in ("search_mean_child_map_50", "search_controller_entropy", "search_baseline"):
+        assert name in metrics, name
+    # The controller's frequencies of every fusion, summing to one.
+    fusions = [metrics[f"prob.pyramid.fusion.{f}"] for f in ("none", "top_down", "bidirectional")]
+    assert sum(fusions) == pytest.approx(1.0)
+    arch = spinenet.from_arch_str(search.data.tags["nas.derived_arch"])
+    (trial,) = result.runs("nas-detection-shapes")[1]
+    assert trial.data.tags["nas.search_run_id"] == search.info.run_id
+    for key, value in arch.items():
+        assert trial.data.params[f"model.{key}"] == str(value), key

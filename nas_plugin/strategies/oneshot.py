@@ -17,8 +17,8 @@ The space is NB201's cell (``search_space=nb201``) or Auto-DeepLab's (``search_s
 the cell, ``model.path.layer_<k>``, ``model.decoder.skip``), searched there by darts (first or
 second order), gdas, proxyless and enas (no latency term there); the searched cell then also
 holds the path and the app's decoder skip. On SpineNet's (``search_space=spinenet``: the block
-levels, types and inputs and the pyramid's fusion) gdas and proxyless search a single path per
-step; the cell then holds every block's fields and the fusion.
+levels, types and inputs and the pyramid's fusion) gdas, proxyless and enas search a single path
+per step; the cell then holds every block's fields and the fusion.
 
 Here, as for every strategy, only encodings and numbers: the options are validated before the
 sweep starts and passed to the search jobs as plain values.
@@ -78,8 +78,9 @@ class SearchOptions:
         return cls(**{k: checks[k](strategy, k, v) for k, v in values.items()})
 
 
-#: the methods that search search_space=spinenet (nas_plugin/oneshot/spinenet_search.py)
-SINGLE_PATH = ("gdas", "proxyless")
+#: the methods that search search_space=spinenet, one sampled path per step
+#: (nas_plugin/oneshot/spinenet_search.py, spinenet_enas.py)
+SINGLE_PATH = ("gdas", "proxyless", "enas")
 
 
 class OneShotStrategy(Strategy):
@@ -103,7 +104,7 @@ class OneShotStrategy(Strategy):
         if self.space_kind == "spinenet" and self.name not in SINGLE_PATH:
             raise StrategyError(
                 f"strategy '{self.name}' does not search search_space=spinenet: its block levels "
-                "change every tensor after them, so only single-path gradient searches "
+                "change every tensor after them, so only single-path searches "
                 f"({', '.join(SINGLE_PATH)}) are built for it (or use a black-box strategy, or "
                 "estimator=supernet)"
             )
@@ -320,7 +321,7 @@ def _check_space(name: str, space: SearchSpace, prefix: str) -> str:
         f"hydra/sweeper/search_space=nb201 (keys {wanted[0]} ... {wanted[-1]}, operations "
         f"from {list(OPS)}) or search_space=autodeeplab (those, {model}.path.layer_1 ... "
         f"with moves from {list(autodeeplab.MOVES)}, optionally {skip}) and nothing else, or "
-        f"(gdas, proxyless) search_space=spinenet ({model}.blocks.block_<k>.{{level,type,"
+        f"(gdas, proxyless, enas) search_space=spinenet ({model}.blocks.block_<k>.{{level,type,"
         f"input_1,input_2}}, {model}.pyramid.fusion); the search space has {list(space.names)}"
     )
 

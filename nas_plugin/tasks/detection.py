@@ -288,6 +288,14 @@ def detection_scores(
     return scores
 
 
+def map_50(predictions: list[Target], targets: list[Target]) -> float:
+    """COCO box mAP at IoU 0.5 alone (torchmetrics' ``MeanAveragePrecision`` with that one
+    threshold: half the time of :func:`detection_scores`, for scores taken every step)."""
+    metric = MeanAveragePrecision(iou_type="bbox", iou_thresholds=[0.5], backend="pycocotools")
+    metric.update(predictions, targets)
+    return max(float(metric.compute()["map_50"]), 0.0)
+
+
 def channel_stats(data: DetectionData) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std of (a fixed-seed sample of) the training images."""
     return data.channel_stats(EVAL_BATCH_SIZE)
