@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_app
+from conftest import REPO, run_app_in_process
 from omegaconf import OmegaConf
 
 from nas_plugin.models import build_model
@@ -95,7 +95,7 @@ def test_a_bad_model_config_names_the_key():
 
 @pytest.mark.e2e
 def test_compound_sweep_logs_each_scaled_model_and_the_curve(tmp_path: Path) -> None:
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "vision.py"),
         "-m",

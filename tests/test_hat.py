@@ -7,7 +7,7 @@ import random
 
 import pytest
 import torch
-from conftest import REPO, run_app
+from conftest import REPO, run_app_in_process
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -251,7 +251,7 @@ def test_hat_registers_one_text_model_per_budget(tmp_path) -> None:
 
 
 def test_text_sweep_with_estimator_supernet_trains_the_transformer_supernet_once(tmp_path):
-    run = run_app(
+    run = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "text.py"),
         "-m",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_app
+from conftest import REPO, run_app_in_process
 from omegaconf import OmegaConf
 
 from nas_plugin.models import build_model
@@ -153,7 +153,7 @@ def test_a_bad_model_config_names_the_key():
 
 @pytest.mark.e2e
 def test_hierarchical_evolution_sweep_on_digits(tmp_path: Path) -> None:
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "vision.py"),
         "-m",

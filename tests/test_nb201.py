@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import REPO, run_app
+from conftest import REPO, run_app_in_process
 from omegaconf import OmegaConf
 
 from nas_plugin.benchmark_table import BenchmarkTable
@@ -185,7 +185,7 @@ def test_invalid_model_config_names_key_value_and_allowed(
 
 @pytest.mark.e2e
 def test_nb201_sweep_with_full_estimator_trains_cells_on_digits(tmp_path: Path) -> None:
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "vision.py"),
         "--config-name",

@@ -43,6 +43,8 @@ def test_searches_run_independently_each_linked_to_its_trial_and_resume(
         "hydra.sweeper.objective.metric=val_accuracy",
         "hydra.sweeper.leaderboard_columns=[]",
         "hydra.sweeper.mlflow.experiment=best-of-searches",
+        # A third of the digits: searches and trials alike (the search reads the same split).
+        "train.train_fraction=0.3",
         *TINY,
     ]
     result = run_app(tmp_path, *args)

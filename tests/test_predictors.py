@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 import pytest
-from conftest import REPO, assert_plots, run_app
+from conftest import REPO, assert_plots, run_app_in_process
 from scipy.stats import spearmanr
 
 from nas_plugin.predictors import HeldOutCorrelation, Predictor, PredictorError
@@ -104,7 +104,7 @@ def test_no_predictor_by_default():
 
 @pytest.mark.e2e
 def test_tabular_sweep_logs_a_held_out_correlation_that_becomes_positive(tmp_path):
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "vision.py"),
         "--config-name",

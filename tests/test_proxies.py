@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import REPO, run_app
+from conftest import REPO, run_app_in_process
 from omegaconf import OmegaConf
 from torch import nn
 
@@ -469,7 +469,7 @@ def test_prescreen_ranks_composed_configs() -> None:
 
 @pytest.mark.e2e
 def test_zero_cost_sweep_logs_the_proxies_of_every_trial(tmp_path: Path) -> None:
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         PIPELINE,
         "--config-name",
@@ -510,7 +510,7 @@ def test_correlation_report_logs_its_table_and_scatter_plot(tmp_path: Path, caps
     from nas_plugin.proxies.report import correlation_report, main_correlate
 
     experiment = "nas-nb201-tiny"
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         PIPELINE,
         "--config-name",

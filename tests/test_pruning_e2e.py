@@ -8,7 +8,7 @@ import csv
 import random
 
 import pytest
-from conftest import REPO, run_app
+from conftest import REPO, run_app, run_app_in_process
 
 from nas_plugin.pruning.curve import extrapolate
 
@@ -117,7 +117,7 @@ def test_asha_stops_bad_trials_with_the_basic_launcher(write_app, metric, direct
     cwd = write_app(APP, CONFIG)
     # Trials in grid order: fair 0.5, poor 0.2, good 0.9, bad 0.1. ASHA, rungs at 1, 2, 4
     # (eta 2; 8 is the budget): poor and bad trail at rung 1 and stop there; good beats fair.
-    result = run_app(
+    result = run_app_in_process(
         cwd,
         "train.py",
         "-m",
@@ -221,7 +221,7 @@ def test_text_pipeline_prunes_a_trial_that_does_not_learn(tmp_path):
     _reviews(data)
     # A 1-layer, 32-wide encoder, 3 epochs. lr 0.01 is at 100% validation accuracy by epoch 2;
     # lr 1e-6 stays at chance, below the median at epoch 2 (after one warm-up epoch): stopped.
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "text.py"),
         "-m",

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_app
+from conftest import REPO, run_app_in_process
 
 from nas_plugin.cli import main
 from nas_plugin.space import nb201
@@ -93,7 +93,7 @@ def test_bench_cli_runs_pnas_beside_random(capsys):
 
 @pytest.mark.e2e
 def test_pnas_sweep_through_the_sweeper_reaches_level_two(tmp_path: Path) -> None:
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "vision.py"),
         "--config-name",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, run_app
+from conftest import REPO, run_app_in_process
 from omegaconf import OmegaConf
 
 from nas_plugin.benchmark_table import PACKAGED, BenchmarkTable, TableError
@@ -184,7 +184,7 @@ def test_prefix_without_a_cell_fails_the_trial_clearly() -> None:
 
 @pytest.mark.e2e
 def test_tabular_nb201_sweep_logs_table_values(tmp_path: Path) -> None:
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "vision.py"),
         "--config-name",
@@ -220,7 +220,7 @@ def test_cells_missing_from_a_user_table_fail_their_trials(
     tmp_path: Path, custom_rows: list[dict[str, Any]]
 ) -> None:
     path = write_table(tmp_path / "two.csv.gz", custom_rows)
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "vision.py"),
         "--config-name",

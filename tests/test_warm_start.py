@@ -115,7 +115,7 @@ def test_observations_mode_starts_evolution_from_the_earlier_population(tmp_path
     nb201_app = str(REPO / "pipelines" / "vision.py")
     common = ["--config-name", "nb201", "-m", "hydra.sweeper.seed=3"]
     evolution = ["hydra.sweeper.strategy.population_size=5", "hydra.sweeper.strategy.sample_size=3"]
-    first = run_app(
+    first = run_app_in_process(
         tmp_path,
         nb201_app,
         *common,
@@ -125,7 +125,7 @@ def test_observations_mode_starts_evolution_from_the_earlier_population(tmp_path
     )
     assert first.proc.returncode == 0, first.output
     _, src_trials = first.runs("nb201-src")
-    second = run_app(
+    second = run_app_in_process(
         tmp_path,
         nb201_app,
         *common,
@@ -159,7 +159,7 @@ def test_observations_mode_starts_evolution_from_the_earlier_population(tmp_path
     assert new != tuple(v for _, v in cold)
 
     # Mode best on the same space: the first sweep's best cell is the first trial.
-    third = run_app(
+    third = run_app_in_process(
         tmp_path, nb201_app, *common, "hydra.sweeper.n_trials=1",
         "hydra.sweeper.mlflow.experiment=nb201-best",
         "hydra.sweeper.warm_start.experiment=nb201-src", "hydra.sweeper.warm_start.mode=best",
