@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, clean_env, run_app
+from conftest import REPO, clean_env, run_app_in_process
 from scipy.stats import kendalltau, spearmanr
 
 from nas_plugin.cli import main
@@ -34,7 +34,7 @@ def test_proxies_correlate_prints_and_logs_the_table_of_a_sweep(tmp_path: Path, 
     # A real sweep of 5 NB201 cells scored by the packaged CIFAR-10 table (seconds, where
     # training would take a minute); the report rebuilds each trial's digits model (4 channels,
     # 1 cell per stage, as the trial's config says) and correlates its proxies with the table.
-    sweep = run_app(
+    sweep = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "vision.py"),
         "--config-name",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, run_app, run_app_in_process, sweep_runs
+from conftest import REPO, run_app_in_process, sweep_runs
 
 from nas_plugin.oneshot.enas import Controller, collapse_metrics, reinforce_step
 from nas_plugin.oneshot.search import SearchSettings
@@ -170,7 +170,7 @@ def test_enas_search_runs_in_bf16_on_the_runtime(device: str) -> None:
 
 @pytest.mark.e2e
 def test_enas_sweep_search_run_then_derived_trial(tmp_path: Path) -> None:
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "vision.py"),
         "--config-name",

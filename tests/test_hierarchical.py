@@ -167,6 +167,7 @@ def test_hierarchical_evolution_sweep_on_digits(tmp_path: Path) -> None:
         "model.channels=8",
         "model.cells=2",
         "train.epochs=1",
+        "train.train_fraction=0.3",
         "train.bn_recalibration_images=256",
         "hardware.latency_repeats=3",
         "log_model=false",

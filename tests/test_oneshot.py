@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO, run_app, sweep_runs
+from conftest import REPO, run_app_in_process, sweep_runs
 
 from nas_plugin.leaderboard import TrialRecord
 from nas_plugin.space import nb201
@@ -47,7 +47,7 @@ def test_searches_run_independently_each_linked_to_its_trial_and_resume(
         "train.train_fraction=0.3",
         *TINY,
     ]
-    result = run_app(tmp_path, *args)
+    result = run_app_in_process(tmp_path, *args)
     assert result.proc.returncode == 0, result.output
     assert "NAS sweep: 2 searches, then at most 100 trials, strategy=darts" in result.output
     client = result.client()
@@ -73,7 +73,7 @@ def test_searches_run_independently_each_linked_to_its_trial_and_resume(
     client.update_run(searches[1].info.run_id, "RUNNING")
     client.set_tag(searches[1].info.run_id, "nas.status", "running")
     client.delete_run(trials[1].info.run_id)
-    again = run_app(tmp_path, *args)
+    again = run_app_in_process(tmp_path, *args)
     assert again.proc.returncode == 0, again.output
     assert "Resuming: 1 of 2 searches are recorded and reused; 1 to run." in again.output
     parent2, searches2, trials2 = sweep_runs(client, "best-of-searches")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import REPO, clean_env, run_app, run_app_in_process
+from conftest import REPO, clean_env, run_app_in_process
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
@@ -156,7 +156,7 @@ TINY = [
 def test_text_sweep_registers_a_champion_that_predicts_raw_text_in_a_new_process(
     tmp_path: Path,
 ) -> None:
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         PIPELINE,
         "-m",

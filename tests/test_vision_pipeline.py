@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import REPO, predict_in_new_process, run_app, run_app_in_process
+from conftest import REPO, predict_in_new_process, run_app_in_process
 from sklearn.datasets import load_digits
 
 pytestmark = pytest.mark.e2e
@@ -19,7 +19,7 @@ TINY = [
 
 
 def test_demo_pipeline_search_registers_a_champion_that_predicts_in_a_new_process(tmp_path):
-    result = run_app(
+    result = run_app_in_process(
         tmp_path,
         PIPELINE,
         "-m",
