@@ -56,14 +56,15 @@ from nas_plugin.oneshot.spinenet_search import (
     DERIVED_BN_IMAGES,
     SpineNetSearchResult,
     derived_cell,
+    detection_loss,
+    searched_supernet,
 )
 from nas_plugin.supernets.spinenet import (
     SpineNetSupernet,
-    build_supernet,
     score_candidate,
     with_values,
 )
-from nas_plugin.tasks.detection import DetectionModel, channel_stats, map_50
+from nas_plugin.tasks.detection import map_50
 from nas_plugin.tasks.detection_data import DetectionData
 from nas_plugin.tasks.training import optimizer_step
 
@@ -110,19 +111,11 @@ def search_spinenet_enas(
         ValueError: a latency term; too few images for two halves of a batch.
         FloatingPointError: the weight loss became NaN or infinite.
     """
-    if settings.latency_weight != 0:
-        raise ValueError(
-            f"latency_weight={settings.latency_weight!r}: the SpineNet search has no latency "
-            "term; expected 0"
-        )
     runtime = runtime or Runtime.cpu()
     device = runtime.device
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    mean, std = channel_stats(data)
-    model = runtime.prepare(
-        DetectionModel(build_supernet(base, data.num_classes, data.in_chans), resolution, mean, std)
-    )
+    model = searched_supernet(settings, data, base, resolution, runtime)
     backbone: SpineNetSupernet = model.detector.backbone
     keys = sorted(choices)
     controller = ChoiceController(
@@ -167,12 +160,6 @@ def search_spinenet_enas(
         indices = tuple(row.tolist())
         return first_of_network.setdefault(network_key(values_of(indices), app), indices)
 
-    def loss_on(images: torch.Tensor, targets: list) -> torch.Tensor:
-        images = runtime.to_device(images)
-        targets = [{k: runtime.to_device(v) for k, v in t.items()} for t in targets]
-        with runtime.autocast():
-            return sum(model.losses(images, targets).values())
-
     probs: list[dict[str, list[float]]] = []
     metrics: dict[str, float] = {}
     cell: dict[str, Any] = {}
@@ -189,7 +176,7 @@ def search_spinenet_enas(
                 sample, _, _ = controller(generator=generator)
             use(sample[0])
             model.train()
-            loss = loss_on(images, targets)
+            loss = detection_loss(model, images, targets, runtime)
             optimizer_step(
                 loss, training.w_opt, training.w_scaler, training.schedule, settings.grad_clip
             )

@@ -92,6 +92,38 @@ def prob_metrics(keys: Sequence[str], choices: Mapping[str, Sequence[Any]], logi
     return out
 
 
+def searched_supernet(
+    settings: SearchSettings,
+    data: DetectionData,
+    base: Mapping[str, Any],
+    resolution: int,
+    runtime: Runtime,
+) -> DetectionModel:
+    """The task's FCOS detector on a SpineNet supernet of the app's sizes (``base``), on
+    ``runtime``'s device: what every search of this space trains.
+
+    Raises:
+        ValueError: a latency term (this space has no latency table)."""
+    if settings.latency_weight != 0:
+        raise ValueError(
+            f"latency_weight={settings.latency_weight!r}: the SpineNet search has no latency "
+            "term; expected 0"
+        )
+    mean, std = channel_stats(data)
+    supernet = build_supernet(base, data.num_classes, data.in_chans)
+    return runtime.prepare(DetectionModel(supernet, resolution, mean, std))
+
+
+def detection_loss(
+    model: DetectionModel, images: torch.Tensor, targets: list, runtime: Runtime
+) -> torch.Tensor:
+    """FCOS's summed training losses of a batch on ``runtime`` (train mode)."""
+    images = runtime.to_device(images)
+    targets = [{k: runtime.to_device(v) for k, v in t.items()} for t in targets]
+    with runtime.autocast():
+        return sum(model.detector(list(images), shift_labels(targets)).values())
+
+
 def search_spinenet(
     settings: SearchSettings,
     data: DetectionData,
@@ -116,19 +148,11 @@ def search_spinenet(
             f"method {settings.method!r} does not search the SpineNet supernet: allowed "
             f"{list(METHODS)} (single-path gradient searches)"
         )
-    if settings.latency_weight != 0:
-        raise ValueError(
-            f"latency_weight={settings.latency_weight!r}: the SpineNet search has no latency "
-            "term; expected 0"
-        )
     runtime = runtime or Runtime.cpu()
     device = runtime.device
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    mean, std = channel_stats(data)
-    model = runtime.prepare(
-        DetectionModel(build_supernet(base, data.num_classes, data.in_chans), resolution, mean, std)
-    )
+    model = searched_supernet(settings, data, base, resolution, runtime)
     backbone: SpineNetSupernet = model.detector.backbone
     keys = sorted(choices)
     logits = [
@@ -154,12 +178,6 @@ def search_spinenet(
         backbone.set_arch(args["blocks"], args["fusion"])
         backbone.gates = {k: g[picked[k]] for k, g in gates.items()}
 
-    def loss_on(images: torch.Tensor, targets: list) -> torch.Tensor:
-        images = runtime.to_device(images)
-        targets = [{k: runtime.to_device(v) for k, v in t.items()} for t in targets]
-        with runtime.autocast():
-            return sum(model.detector(list(images), shift_labels(targets)).values())
-
     probs: list[dict[str, list[float]]] = []
     metrics: dict[str, float] = {}
     cell: dict[str, Any] = {}
@@ -174,7 +192,7 @@ def search_spinenet(
             if epoch > settings.warmup_epochs:  # -- architecture step, on the other half --
                 parts.a_opt.zero_grad(set_to_none=True)
                 use(draw(tau))
-                loss = loss_on(xa, ya)
+                loss = detection_loss(model, xa, ya, runtime)
                 parts.a_scaler.scale(loss).backward()
                 parts.a_scaler.step(parts.a_opt)
                 parts.a_scaler.update()
@@ -182,7 +200,7 @@ def search_spinenet(
             with torch.no_grad():  # -- weight step: a drawn path, its gates held at 1 --
                 gates = {k: g.detach() for k, g in draw(tau).items()}
             use(gates)
-            loss = loss_on(xw, yw)
+            loss = detection_loss(model, xw, yw, runtime)
             optimizer_step(loss, parts.w_opt, parts.w_scaler, parts.schedule, settings.grad_clip)
             w_total += loss.detach().double() * len(yw)
             seen += len(yw)
