@@ -1,10 +1,11 @@
-"""gdas, proxyless and enas on ``search_space=spinenet``: the gated supernet, the seeded
-searches, ENAS's per-key controller and its batch-statistics rewards, the strategy's checks, and
-real multiruns whose derived detector is trained as a trial."""
+"""darts, gdas, proxyless and enas on ``search_space=spinenet``: the gated supernet, DARTS's
+relaxation, the seeded searches, ENAS's per-key controller and its batch-statistics rewards, the
+strategy's checks, and real multiruns whose derived detector is trained as a trial."""
 
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from omegaconf import OmegaConf
 from nas_plugin.models.spinenet import check_model_config
 from nas_plugin.oneshot.enas import ChoiceController
 from nas_plugin.oneshot.settings import SearchSettings
+from nas_plugin.oneshot.spinenet_darts import Relaxation, search_spinenet_darts
 from nas_plugin.oneshot.spinenet_enas import batch_statistics, search_spinenet_enas
 from nas_plugin.oneshot.spinenet_search import search_spinenet
 from nas_plugin.space import SearchSpace, spinenet
@@ -80,17 +82,65 @@ def test_a_search_follows_its_seed_and_moves_the_logits(method: str) -> None:
     assert spinenet.from_arch_str(spinenet.to_arch_str(cell)) == cell
 
 
-def test_the_strategy_takes_spinenet_for_single_path_searches_only() -> None:
+def test_every_one_shot_strategy_takes_spinenet_and_darts_first_order_only() -> None:
     space = SearchSpace([parse_param(k, v) for k, v in CHOICES.items()])
-    for name in ("gdas", "proxyless", "enas"):
+    for name in ("darts", "gdas", "proxyless", "enas"):
         strategy = make_strategy({"name": name, "prefix": "model.cell"}, space, 0)
         assert strategy.search_settings()["choices"] == CHOICES
-    with pytest.raises(StrategyError, match=r"single-path searches \(gdas, proxyless, enas\)"):
-        make_strategy({"name": "darts", "prefix": "model.cell"}, space, 0)
+    with pytest.raises(StrategyError, match="order=2 is not built on search_space=spinenet"):
+        make_strategy({"name": "darts", "prefix": "model.cell", "order": 2}, space, 0)
     with pytest.raises(StrategyError, match="latency_weight=0.5 is not allowed"):
         make_strategy(
             {"name": "proxyless", "prefix": "model.cell", "latency_weight": 0.5}, space, 0
         )
+
+
+def test_the_relaxation_with_one_hot_weights_computes_the_architecture_they_pick() -> None:
+    torch.manual_seed(0)
+    space = OmegaConf.load(CONF / "plugin" / "hydra" / "sweeper" / "search_space" / "spinenet.yaml")
+    params = OmegaConf.to_container(space.params)
+    model = DetectionModel(build_supernet(BASE, 4, 3), 64, torch.zeros(3), torch.ones(3)).eval()
+    backbone = model.detector.backbone
+    images = torch.rand(2, 3, 64, 64)
+    rng = random.Random(0)
+    for _ in range(3):
+        values = {k: rng.choice(v) for k, v in params.items()}
+        args = check_model_config(with_values(BASE, values))
+        backbone.set_arch(args["blocks"], args["fusion"])
+        one_hot = {
+            k: (v, torch.tensor([float(x == values[k]) for x in v])) for k, v in params.items()
+        }
+        with torch.no_grad():
+            picked = model.features(images)
+            backbone.relaxation = Relaxation(one_hot)
+            relaxed = model.features(images)
+            backbone.relaxation = None
+        assert all(torch.equal(picked[k], relaxed[k]) for k in picked), values
+    # Soft weights: a gradient to every key but block 1's inputs (every offset is the stem).
+    logits = {k: torch.zeros(len(v), requires_grad=True) for k, v in params.items()}
+    backbone.relaxation = Relaxation({k: (params[k], logits[k].softmax(-1)) for k in params})
+    sum(p.sum() for p in model.features(images).values()).backward()
+    backbone.relaxation = None
+    for key, vector in logits.items():
+        moved = vector.grad is not None and float(vector.grad.abs().sum()) > 0
+        assert moved != key.startswith("model.blocks.block_1.input"), key
+
+
+def test_a_darts_search_follows_its_seed_and_moves_the_logits() -> None:
+    data = small_data()
+    settings = SearchSettings(method="darts", epochs=1, batch_size=16, arch_lr=0.05)
+    runs = [search_spinenet_darts(settings, data, BASE, CHOICES, 64, seed=3) for _ in range(2)]
+    assert runs[0].cell == runs[1].cell and runs[0].probs == runs[1].probs
+    cell, probs, metrics = runs[0].cell, runs[0].probs[-1], runs[0].metrics
+    assert len(cell) == 4 * BASE["num_blocks"] + 1
+    for key, values in CHOICES.items():
+        assert cell[key.removeprefix("model.")] in values
+        assert sum(probs[key]) == pytest.approx(1.0)
+        assert all(abs(p - 1 / len(values)) > 1e-4 for p in probs[key]), key  # every key learns
+    assert 0.0 <= metrics["search_derived_val_map_50"] <= 1.0
+    assert metrics["search_arch_loss"] > 0 and metrics["search_train_loss"] > 0
+    with pytest.raises(ValueError, match="first order only"):
+        search_spinenet_darts(SearchSettings(method="darts", order=2), data, BASE, CHOICES, 64, 3)
 
 
 def test_the_choice_controller_is_a_distribution_over_every_architecture() -> None:
@@ -229,6 +279,42 @@ def test_an_enas_sweep_searches_with_its_controller_and_trains_the_derived_detec
     # The controller's frequencies of every fusion, summing to one.
     fusions = [metrics[f"prob.pyramid.fusion.{f}"] for f in ("none", "top_down", "bidirectional")]
     assert sum(fusions) == pytest.approx(1.0)
+    arch = spinenet.from_arch_str(search.data.tags["nas.derived_arch"])
+    (trial,) = result.runs("nas-detection-shapes")[1]
+    assert trial.data.tags["nas.search_run_id"] == search.info.run_id
+    for key, value in arch.items():
+        assert trial.data.params[f"model.{key}"] == str(value), key
+
+
+@pytest.mark.e2e
+def test_a_darts_sweep_relaxes_the_whole_space_and_trains_the_derived_detector(tmp_path) -> None:
+    result = run_app_in_process(
+        tmp_path,
+        str(REPO / "pipelines" / "detection.py"),
+        "-m",
+        "task.shapes.count=64",
+        "hardware.measure=false",
+        "train.epochs=1",
+        "hydra/sweeper/strategy=darts",
+        "hydra/sweeper/search_space=spinenet",
+        "hydra.sweeper.strategy.epochs=1",
+        "hydra.sweeper.strategy.batch_size=16",
+        "hydra.sweeper.leaderboard_columns=[]",
+        "hydra.sweeper.registry.enabled=false",
+        "log_model=false",
+    )
+    assert result.proc.returncode == 0, result.output
+    client = result.client()
+    experiment = client.get_experiment_by_name("nas-detection-shapes")
+    (search,) = client.search_runs(
+        [experiment.experiment_id], filter_string="tags.`nas.role` = 'search'"
+    )
+    assert search.data.params["search.method"] == "darts"
+    metrics = search.data.metrics
+    assert metrics["search_arch_loss"] > 0 and "search_derived_val_map_50" in metrics
+    # Every block's level has its softmax weights, summing to one.
+    levels = [metrics[f"prob.blocks.block_3.level.{v}"] for v in (2, 3, 4, 5)]
+    assert sum(levels) == pytest.approx(1.0)
     arch = spinenet.from_arch_str(search.data.tags["nas.derived_arch"])
     (trial,) = result.runs("nas-detection-shapes")[1]
     assert trial.data.tags["nas.search_run_id"] == search.info.run_id

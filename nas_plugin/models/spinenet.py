@@ -148,10 +148,7 @@ class SpineNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         x = self.stem(images)
-        sizes = {LEVELS[0]: tuple(x.shape[-2:])}
-        for level in LEVELS[1:]:  # what stride-2 convolutions (padding 1) give: ceil(x / 2)
-            h, w = sizes[level - 1]
-            sizes[level] = (-(-h // 2), -(-w // 2))
+        sizes = level_sizes(x)
         features = [x]
         for k, sources in enumerate(self.inputs, start=1):
             if k not in self.computing:
@@ -167,18 +164,8 @@ class SpineNet(nn.Module):
             self.lateral(o)(features[j], sizes[level])
             for o, (j, level) in enumerate(zip(self.outputs, OUTPUT_LEVELS, strict=True))
         ]
-        if self.fusion in ("top_down", "bidirectional"):
-            for i in range(len(pyramid) - 2, -1, -1):
-                coarser = F.interpolate(pyramid[i + 1], size=pyramid[i].shape[-2:], mode="nearest")
-                pyramid[i] = pyramid[i] + coarser
-        if self.fusion == "bidirectional":
-            for i in range(1, len(pyramid)):
-                pyramid[i] = pyramid[i] + F.max_pool2d(pyramid[i - 1], 3, stride=2, padding=1)
-        pyramid = [self.gate_pyramid(p) for p in pyramid]
-        return OrderedDict(
-            (f"p{level}", smooth(p))
-            for level, smooth, p in zip(OUTPUT_LEVELS, self.smooth, pyramid, strict=True)
-        )
+        pyramid = [self.gate_pyramid(p) for p in fuse(pyramid, self.fusion)]
+        return smoothed(self.smooth, pyramid)
 
     # Where a gradient search scales a path by its gate (the supernet's); identity here.
     def gate_input(self, k: int, i: int, x: torch.Tensor) -> torch.Tensor:
@@ -201,6 +188,37 @@ class SpineNet(nn.Module):
     def lateral(self, o: int) -> nn.Module:
         """The resampling of the ``o``-th pyramid level's source block."""
         return self.laterals[o]
+
+
+def fuse(pyramid: Sequence[torch.Tensor], fusion: str) -> list[torch.Tensor]:
+    """The pyramid's levels (finest first) after ``fusion``: ``none``; ``top_down`` (each adds
+    its coarser neighbour, upsampled); ``bidirectional`` (then each adds its finer neighbour,
+    max-pooled)."""
+    pyramid = list(pyramid)
+    if fusion in ("top_down", "bidirectional"):
+        for i in range(len(pyramid) - 2, -1, -1):
+            coarser = F.interpolate(pyramid[i + 1], size=pyramid[i].shape[-2:], mode="nearest")
+            pyramid[i] = pyramid[i] + coarser
+    if fusion == "bidirectional":
+        for i in range(1, len(pyramid)):
+            pyramid[i] = pyramid[i] + F.max_pool2d(pyramid[i - 1], 3, stride=2, padding=1)
+    return pyramid
+
+
+def smoothed(smooth: nn.ModuleList, pyramid: Sequence[torch.Tensor]) -> OrderedDict:
+    """``p2``, ``p3``, ``p4``: each fused level through its 3x3 convolution."""
+    levels = zip(OUTPUT_LEVELS, smooth, pyramid, strict=True)
+    return OrderedDict((f"p{level}", conv(p)) for level, conv, p in levels)
+
+
+def level_sizes(stem: torch.Tensor) -> dict[int, tuple[int, int]]:
+    """Each level's feature size from the stem's output (level 2): what stride-2 convolutions
+    (padding 1) give, ceil(x / 2) per level."""
+    sizes = {LEVELS[0]: tuple(stem.shape[-2:])}
+    for level in LEVELS[1:]:
+        h, w = sizes[level - 1]
+        sizes[level] = (-(-h // 2), -(-w // 2))
+    return sizes
 
 
 def resolve_input(block: int, offset: int) -> int:

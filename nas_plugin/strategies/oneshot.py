@@ -18,7 +18,8 @@ the cell, ``model.path.layer_<k>``, ``model.decoder.skip``), searched there by d
 second order), gdas, proxyless and enas (no latency term there); the searched cell then also
 holds the path and the app's decoder skip. On SpineNet's (``search_space=spinenet``: the block
 levels, types and inputs and the pyramid's fusion) gdas, proxyless and enas search a single path
-per step; the cell then holds every block's fields and the fusion.
+per step and darts (first order) the relaxation of every key at once; the cell then holds every
+block's fields and the fusion.
 
 Here, as for every strategy, only encodings and numbers: the options are validated before the
 sweep starts and passed to the search jobs as plain values.
@@ -78,11 +79,6 @@ class SearchOptions:
         return cls(**{k: checks[k](strategy, k, v) for k, v in values.items()})
 
 
-#: the methods that search search_space=spinenet, one sampled path per step
-#: (nas_plugin/oneshot/spinenet_search.py, spinenet_enas.py)
-SINGLE_PATH = ("gdas", "proxyless", "enas")
-
-
 class OneShotStrategy(Strategy):
     """Base of the one-shot strategies: the candidates are the searches' derived cells."""
 
@@ -101,13 +97,6 @@ class OneShotStrategy(Strategy):
         super().__init__(space, seed)
         self.prefix = prefix
         self.space_kind = _check_space(self.name, space, prefix)
-        if self.space_kind == "spinenet" and self.name not in SINGLE_PATH:
-            raise StrategyError(
-                f"strategy '{self.name}' does not search search_space=spinenet: its block levels "
-                "change every tensor after them, so only single-path searches "
-                f"({', '.join(SINGLE_PATH)}) are built for it (or use a black-box strategy, or "
-                "estimator=supernet)"
-            )
         self.options = SearchOptions.from_options(self.name, options)
         self.settings: dict[str, Any] = {"method": self.name, **asdict(self.options)}
         self._candidates: list[Encoding] = []
@@ -189,6 +178,11 @@ class Darts(OneShotStrategy):
         self.settings["warmup_epochs"] = _warmup(self.name, warmup_epochs, self.options.epochs)
         if isinstance(order, bool) or order not in (1, 2):
             raise StrategyError(f"strategy 'darts': order={order!r} must be 1 or 2")
+        if order == 2 and self.space_kind == "spinenet":
+            raise StrategyError(
+                "strategy 'darts': order=2 is not built on search_space=spinenet (its virtual "
+                "step would run the relaxed detector four times a step): use order=1"
+            )
         self.settings["order"] = order
 
 
@@ -321,7 +315,7 @@ def _check_space(name: str, space: SearchSpace, prefix: str) -> str:
         f"hydra/sweeper/search_space=nb201 (keys {wanted[0]} ... {wanted[-1]}, operations "
         f"from {list(OPS)}) or search_space=autodeeplab (those, {model}.path.layer_1 ... "
         f"with moves from {list(autodeeplab.MOVES)}, optionally {skip}) and nothing else, or "
-        f"(gdas, proxyless, enas) search_space=spinenet ({model}.blocks.block_<k>.{{level,type,"
+        f"search_space=spinenet ({model}.blocks.block_<k>.{{level,type,"
         f"input_1,input_2}}, {model}.pyramid.fusion); the search space has {list(space.names)}"
     )
 

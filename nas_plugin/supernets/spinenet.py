@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -110,7 +110,15 @@ class SpineNetSupernet(SpineNet):
         # Searched key (model.blocks.block_<k>.<field>, model.pyramid.fusion) -> its gate, 1 in
         # value with a gradient to the key's logits; set by oneshot/spinenet_search.py only.
         self.gates: dict[str, torch.Tensor] = {}
+        # DARTS's continuous relaxation (oneshot/spinenet_darts.py): while set, the forward
+        # mixes every choice by its weights instead of computing the picked architecture.
+        self.relaxation: Callable[[SpineNetSupernet, torch.Tensor], Any] | None = None
         self.set_arch(blocks, fusion)
+
+    def forward(self, images: torch.Tensor) -> Any:
+        if self.relaxation is not None:
+            return self.relaxation(self, images)
+        return super().forward(images)
 
     def set_arch(self, blocks: Sequence[BlockSpec], fusion: str) -> None:
         """Compute architecture ``blocks`` (``num_blocks`` of (level, type, input_1,
