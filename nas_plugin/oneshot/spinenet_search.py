@@ -16,8 +16,8 @@ that path:
 
 A key's gradient comes from its sampled value only: its alternatives would be other blocks or
 levels, a forward of their own each (a level changes every tensor after it). This is GDAS's and
-ProxylessNAS's single-path estimate; DARTS's full relaxation of every level and connection at
-once (Auto-FPN's, Hit-Detector's) is not built.
+ProxylessNAS's single-path estimate; DARTS's relaxation of every key at once is
+:mod:`~nas_plugin.oneshot.spinenet_darts`.
 
 The architecture step (Adam on the logits, after ``warmup_epochs``) takes FCOS's loss on one
 half of the training split, the weight step (SGD with momentum, cosine schedule, gradient
