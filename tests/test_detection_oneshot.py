@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from nas_plugin.models.spinenet import check_model_config
 from nas_plugin.oneshot.enas import ChoiceController
 from nas_plugin.oneshot.settings import SearchSettings
-from nas_plugin.oneshot.spinenet_darts import Relaxation, search_spinenet_darts
+from nas_plugin.oneshot.spinenet_darts import Relaxation
 from nas_plugin.oneshot.spinenet_enas import batch_statistics, search_spinenet_enas
 from nas_plugin.oneshot.spinenet_search import search_spinenet
 from nas_plugin.space import SearchSpace, spinenet
@@ -129,7 +129,7 @@ def test_the_relaxation_with_one_hot_weights_computes_the_architecture_they_pick
 def test_a_darts_search_follows_its_seed_and_moves_the_logits() -> None:
     data = small_data()
     settings = SearchSettings(method="darts", epochs=1, batch_size=16, arch_lr=0.05)
-    runs = [search_spinenet_darts(settings, data, BASE, CHOICES, 64, seed=3) for _ in range(2)]
+    runs = [search_spinenet(settings, data, BASE, CHOICES, 64, seed=3) for _ in range(2)]
     assert runs[0].cell == runs[1].cell and runs[0].probs == runs[1].probs
     cell, probs, metrics = runs[0].cell, runs[0].probs[-1], runs[0].metrics
     assert len(cell) == 4 * BASE["num_blocks"] + 1
@@ -140,7 +140,7 @@ def test_a_darts_search_follows_its_seed_and_moves_the_logits() -> None:
     assert 0.0 <= metrics["search_derived_val_map_50"] <= 1.0
     assert metrics["search_arch_loss"] > 0 and metrics["search_train_loss"] > 0
     with pytest.raises(ValueError, match="first order only"):
-        search_spinenet_darts(SearchSettings(method="darts", order=2), data, BASE, CHOICES, 64, 3)
+        search_spinenet(SearchSettings(method="darts", order=2), data, BASE, CHOICES, 64, 3)
 
 
 def test_the_choice_controller_is_a_distribution_over_every_architecture() -> None:

@@ -304,7 +304,6 @@ def _run_spinenet_search(
     block's fields and the pyramid's fusion."""
     from omegaconf import OmegaConf
 
-    from nas_plugin.oneshot.spinenet_darts import search_spinenet_darts
     from nas_plugin.oneshot.spinenet_enas import search_spinenet_enas
     from nas_plugin.oneshot.spinenet_search import search_spinenet
     from nas_plugin.space import spinenet
@@ -318,8 +317,7 @@ def _run_spinenet_search(
     data = load_detection_data(cfg.task, float(train_cfg.get("train_fraction", 1.0)), int(cfg.seed))
     search_settings = _search_settings(settings)
     started = time.perf_counter()
-    searches = {"darts": search_spinenet_darts, "enas": search_spinenet_enas}
-    search = searches.get(search_settings.method, search_spinenet)
+    search = search_spinenet_enas if search_settings.method == "enas" else search_spinenet
     result = search(
         search_settings,
         data,

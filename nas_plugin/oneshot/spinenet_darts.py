@@ -1,11 +1,12 @@
-"""DARTS (Liu et al., 2019) on the SpineNet detection supernet: ``strategy=darts`` (first order)
-with ``search_space=spinenet``, the continuous relaxation of every searched key at once.
+"""DARTS's continuous relaxation (Liu et al., 2019) of the SpineNet detection supernet:
+``strategy=darts`` (first order) with ``search_space=spinenet``, every searched key at once.
 
 Every searched key (``model.blocks.block_<k>.{level,type,input_1,input_2}``,
 ``model.pyramid.fusion``) gets a vector of architecture logits over the sweep's values; a key the
-space does not search keeps the app's value with weight 1. :class:`Relaxation` computes the
-supernet's **expected** network under ``softmax(logits)``, every choice weighted by its
-probability (levels, connections and outputs taken as independent):
+space does not search keeps the app's value with weight 1 (:func:`fixed_weights`).
+:class:`Relaxation` computes the supernet's **expected** network under ``softmax(logits)``,
+every choice weighted by its probability (levels, connections and outputs taken as
+independent):
 
 - a block holds one feature map per level it may take, each the type-weighted sum of its
   blocks (``residual``, ``bottleneck``) run on its merged inputs at that level;
@@ -22,24 +23,20 @@ single-path searches (:mod:`~nas_plugin.oneshot.spinenet_search`) run one block 
 relaxation runs a block per (level, type) and a resampling per (input, its level, this level):
 tens of times the compute of one path, the price of a gradient to every alternative.
 
-The search alternates DARTS's first-order steps on the halves of the training split: the
-architecture (Adam on the logits, after ``warmup_epochs``) on FCOS's loss of the relaxed network
-on one half, the weights (SGD with momentum, cosine schedule, gradient clipping) on the other.
-After every epoch the derived architecture (argmax per key) is extracted with the supernet's
-weights, its BatchNorm statistics re-estimated, and scored on val.
+The search (:func:`~nas_plugin.oneshot.spinenet_search.search_spinenet`, the loop gdas and
+proxyless share) alternates DARTS's first-order steps on the halves of the training split: the
+architecture (Adam on the logits, after ``warmup_epochs``) on FCOS's loss of the relaxed
+network on one half, the weights on the other.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from nas_plugin.hardware.device import Runtime
 from nas_plugin.models.spinenet import (
     LEVELS,
     OUTPUT_LEVELS,
@@ -49,19 +46,7 @@ from nas_plugin.models.spinenet import (
     resolve_input,
     smoothed,
 )
-from nas_plugin.oneshot.bilevel import BilevelTraining, epoch_loss
-from nas_plugin.oneshot.settings import SearchSettings
-from nas_plugin.oneshot.spinenet_search import (
-    DERIVED_BN_IMAGES,
-    SpineNetSearchResult,
-    derived_cell,
-    detection_loss,
-    prob_metrics,
-    searched_supernet,
-)
-from nas_plugin.supernets.spinenet import SpineNetSupernet, score_candidate, with_values
-from nas_plugin.tasks.detection_data import DetectionData
-from nas_plugin.tasks.training import optimizer_step
+from nas_plugin.supernets.spinenet import SpineNetSupernet
 
 FIELDS = ("level", "type", "input_1", "input_2")
 FUSION_KEY = "model.pyramid.fusion"
@@ -72,10 +57,16 @@ def block_key(k: int, field: str) -> str:
     return f"model.blocks.block_{k}.{field}"
 
 
-def architecture_keys(num_blocks: int) -> list[str]:
-    """Every key an architecture of ``num_blocks`` blocks sets."""
-    keys = [block_key(k, f) for k in range(1, num_blocks + 1) for f in FIELDS]
-    return [*keys, FUSION_KEY]
+def fixed_weights(
+    base: Mapping[str, Any], choices: Mapping[str, Sequence[Any]], device: torch.device
+) -> dict[str, tuple[list[Any], torch.Tensor]]:
+    """Every architecture key ``choices`` (the sweep's space) does not search: the app's value
+    (``base``: its model config) with weight 1."""
+    return {
+        key: ([value], torch.ones(1, device=device))
+        for key, value in app_values(base).items()
+        if key not in choices
+    }
 
 
 def app_values(base: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,110 +180,3 @@ class Relaxation:
                 lateral = net.choice_laterals[f"{o}_{last}_{source}"]
                 total = total + rest * p * lateral(maps[last][source], sizes[level])
         return total
-
-
-def search_spinenet_darts(
-    settings: SearchSettings,
-    data: DetectionData,
-    base: Mapping[str, Any],
-    choices: Mapping[str, Sequence[Any]],
-    resolution: int,
-    seed: int,
-    log_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    *,
-    runtime: Runtime | None = None,
-) -> SpineNetSearchResult:
-    """First-order DARTS over ``choices`` (the sweep's space; the other keys as the app's model
-    config ``base`` has them) on ``runtime`` (default: the CPU, fp32); the contract of
-    :func:`~nas_plugin.oneshot.spinenet_search.search_spinenet`.
-
-    Raises:
-        ValueError: order 2; a latency term; too few images for two halves of a batch.
-        FloatingPointError: the weight loss became NaN or infinite.
-    """
-    if settings.order != 1:
-        raise ValueError(
-            f"order={settings.order!r}: DARTS on the SpineNet supernet is first order only "
-            "(its second-order step would run the relaxed detector four times a step); "
-            "expected 1"
-        )
-    runtime = runtime or Runtime.cpu()
-    device = runtime.device
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    model = searched_supernet(settings, data, base, resolution, runtime)
-    backbone: SpineNetSupernet = model.detector.backbone
-    keys = sorted(choices)
-    logits = [
-        nn.Parameter((1e-3 * torch.randn(len(choices[k]), generator=generator)).to(device))
-        for k in keys
-    ]
-    fixed = {
-        key: ([value], torch.ones(1, device=device))
-        for key, value in app_values(base).items()
-        if key not in choices
-    }
-    parts = BilevelTraining.of(model, logits, data, settings, seed, runtime)
-    if min(len(parts.w_batches), len(parts.a_batches)) == 0:
-        raise ValueError(
-            f"the training split has {len(data.train)} image(s): too few for two halves of "
-            f"batch_size={settings.batch_size}"
-        )
-
-    def relax(detach: bool) -> None:
-        searched = {
-            k: (list(choices[k]), F.softmax(v.detach() if detach else v, dim=-1))
-            for k, v in zip(keys, logits, strict=True)
-        }
-        backbone.relaxation = Relaxation({**fixed, **searched})
-
-    probs: list[dict[str, list[float]]] = []
-    metrics: dict[str, float] = {}
-    cell: dict[str, Any] = {}
-    start = time.perf_counter()
-    try:
-        for epoch in range(1, settings.epochs + 1):
-            w_total = torch.zeros((), dtype=torch.float64, device=device)
-            a_total = torch.zeros_like(w_total)
-            seen = 0
-            for (xw, yw), (xa, ya) in zip(parts.w_batches, parts.a_batches, strict=False):
-                model.train()
-                if epoch > settings.warmup_epochs:  # -- architecture step, on the other half --
-                    parts.a_opt.zero_grad(set_to_none=True)
-                    relax(detach=False)
-                    loss = detection_loss(model, xa, ya, runtime)
-                    parts.a_scaler.scale(loss).backward()
-                    parts.a_scaler.step(parts.a_opt)
-                    parts.a_scaler.update()
-                    a_total += loss.detach().double() * len(ya)
-                relax(detach=True)  # -- weight step, the architecture held --
-                loss = detection_loss(model, xw, yw, runtime)
-                optimizer_step(
-                    loss, parts.w_opt, parts.w_scaler, parts.schedule, settings.grad_clip
-                )
-                w_total += loss.detach().double() * len(yw)
-                seen += len(yw)
-            backbone.relaxation = None
-            train_loss = epoch_loss(w_total, seen, epoch)
-            searched = list(zip(keys, logits, strict=True))
-            best = {k: choices[k][int(v.detach().argmax())] for k, v in searched}
-            arch = with_values(base, best)
-            cell = derived_cell(arch)
-            _, val = score_candidate(
-                model, arch, data, DERIVED_BN_IMAGES, seed, runtime, per_class=False
-            )
-            probs.append({k: F.softmax(v.detach(), -1).cpu().tolist() for k, v in searched})
-            metrics = {
-                **prob_metrics(keys, choices, logits),
-                "search_train_loss": train_loss,
-                "search_derived_val_map_50": val["map_50"],
-                "search_derived_val_map": val["map"],
-                "search_seconds": time.perf_counter() - start,
-            }
-            if epoch > settings.warmup_epochs:
-                metrics["search_arch_loss"] = a_total.item() / max(1, seen)
-            if log_epoch is not None:
-                log_epoch(epoch, metrics)
-    finally:
-        backbone.relaxation = None
-    return SpineNetSearchResult(cell, probs, metrics)

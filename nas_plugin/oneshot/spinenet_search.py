@@ -1,23 +1,24 @@
 """Gradient-based search of the SpineNet detection supernet (:mod:`nas_plugin.supernets.spinenet`):
-``gdas`` and ``proxyless`` on ``search_space=spinenet``, the shape of
+``darts`` (first order), ``gdas`` and ``proxyless`` on ``search_space=spinenet``, the shape of
 :mod:`nas_plugin.oneshot.autodeeplab_search`.
 
 Every searched key (``model.blocks.block_<k>.{level,type,input_1,input_2}``,
 ``model.pyramid.fusion``) gets a vector of architecture logits, one per value of the sweep's
-space. Every step draws **one architecture** from them, gates its path (each gate is 1 in value,
-with a straight-through gradient to the key's logits: a block's output by its level and type
-gates, each resampled input by its input gate, the pyramid by the fusion gate) and computes only
-that path:
+space. ``gdas`` and ``proxyless`` draw **one architecture** from them every step, gate its path
+(each gate is 1 in value, with a straight-through gradient to the key's logits: a block's output
+by its level and type gates, each resampled input by its input gate, the pyramid by the fusion
+gate) and compute only that path:
 
 - ``gdas``: a Gumbel-max draw per key, the gradient of the tempered Gumbel-softmax, the
   temperature annealed linearly from ``tau_max`` to ``tau_min`` (Dong & Yang, 2019);
 - ``proxyless``: a draw from ``softmax(logits)`` per key, BinaryConnect's gradient through the
   softmax (Cai et al., 2019).
 
-A key's gradient comes from its sampled value only: its alternatives would be other blocks or
-levels, a forward of their own each (a level changes every tensor after it). This is GDAS's and
-ProxylessNAS's single-path estimate; DARTS's relaxation of every key at once is
-:mod:`~nas_plugin.oneshot.spinenet_darts`.
+There a key's gradient comes from its sampled value only: its alternatives would be other blocks
+or levels, a forward of their own each (a level changes every tensor after it). ``darts``
+computes them all: the expected network under ``softmax(logits)``
+(:class:`~nas_plugin.oneshot.spinenet_darts.Relaxation`), a gradient to every value of every
+key, at about five times a single path's cost per step.
 
 The architecture step (Adam on the logits, after ``warmup_epochs``) takes FCOS's loss on one
 half of the training split, the weight step (SGD with momentum, cosine schedule, gradient
@@ -41,6 +42,7 @@ from nas_plugin.hardware.device import Runtime
 from nas_plugin.models.spinenet import check_model_config
 from nas_plugin.oneshot.bilevel import BilevelTraining, epoch_loss, temperature
 from nas_plugin.oneshot.settings import SearchSettings
+from nas_plugin.oneshot.spinenet_darts import Relaxation, fixed_weights
 from nas_plugin.supernets.nb201 import binary_gates, gumbel_hard
 from nas_plugin.supernets.spinenet import (
     SpineNetSupernet,
@@ -52,7 +54,7 @@ from nas_plugin.tasks.detection import DetectionModel, channel_stats, shift_labe
 from nas_plugin.tasks.detection_data import DetectionData
 from nas_plugin.tasks.training import optimizer_step
 
-METHODS = ("gdas", "proxyless")
+METHODS = ("darts", "gdas", "proxyless")
 # Training images the derived detector's BatchNorm statistics are re-estimated on, every epoch.
 DERIVED_BN_IMAGES = 256
 
@@ -140,13 +142,20 @@ def search_spinenet(
     ``log_epoch(epoch, metrics)`` after every epoch (1-based).
 
     Raises:
-        ValueError: a method other than gdas or proxyless; a latency term; too few images.
+        ValueError: a method other than darts (order 1), gdas or proxyless; a latency term; too
+            few images.
         FloatingPointError: the weight loss became NaN or infinite.
     """
     if settings.method not in METHODS:
         raise ValueError(
-            f"method {settings.method!r} does not search the SpineNet supernet: allowed "
-            f"{list(METHODS)} (single-path gradient searches)"
+            f"method {settings.method!r} does not search the SpineNet supernet by gradient: "
+            f"allowed {list(METHODS)} (enas: nas_plugin/oneshot/spinenet_enas.py)"
+        )
+    if settings.method == "darts" and settings.order != 1:
+        raise ValueError(
+            f"order={settings.order!r}: DARTS on the SpineNet supernet is first order only "
+            "(its second-order step would run the relaxed detector four times a step); "
+            "expected 1"
         )
     runtime = runtime or Runtime.cpu()
     device = runtime.device
@@ -178,6 +187,30 @@ def search_spinenet(
         backbone.set_arch(args["blocks"], args["fusion"])
         backbone.gates = {k: g[picked[k]] for k, g in gates.items()}
 
+    unsearched = fixed_weights(base, choices, device)
+
+    def relax(detach: bool) -> None:
+        """DARTS: the expected network under softmax(logits) (held, without a gradient)."""
+        weights = {
+            k: (list(choices[k]), F.softmax(v.detach() if detach else v, dim=-1))
+            for k, v in zip(keys, logits, strict=True)
+        }
+        backbone.relaxation = Relaxation({**unsearched, **weights})
+
+    def architecture_step(tau: float) -> None:
+        relax(detach=False) if settings.method == "darts" else use(draw(tau))
+
+    def weight_step(tau: float) -> None:
+        if settings.method == "darts":
+            relax(detach=True)
+            return
+        with torch.no_grad():  # a drawn path, its gates held at 1
+            gates = {k: g.detach() for k, g in draw(tau).items()}
+        use(gates)
+
+    def discrete() -> None:
+        backbone.gates, backbone.relaxation = {}, None
+
     probs: list[dict[str, list[float]]] = []
     metrics: dict[str, float] = {}
     cell: dict[str, Any] = {}
@@ -191,20 +224,18 @@ def search_spinenet(
             model.train()
             if epoch > settings.warmup_epochs:  # -- architecture step, on the other half --
                 parts.a_opt.zero_grad(set_to_none=True)
-                use(draw(tau))
+                architecture_step(tau)
                 loss = detection_loss(model, xa, ya, runtime)
                 parts.a_scaler.scale(loss).backward()
                 parts.a_scaler.step(parts.a_opt)
                 parts.a_scaler.update()
                 a_total += loss.detach().double() * len(ya)
-            with torch.no_grad():  # -- weight step: a drawn path, its gates held at 1 --
-                gates = {k: g.detach() for k, g in draw(tau).items()}
-            use(gates)
+            weight_step(tau)  # -- weight step, the architecture held --
             loss = detection_loss(model, xw, yw, runtime)
             optimizer_step(loss, parts.w_opt, parts.w_scaler, parts.schedule, settings.grad_clip)
             w_total += loss.detach().double() * len(yw)
             seen += len(yw)
-        backbone.gates = {}
+        discrete()
         train_loss = epoch_loss(w_total, seen, epoch)
         best = {k: choices[k][int(v.detach().argmax())] for k, v in zip(keys, logits, strict=True)}
         arch = with_values(base, best)
@@ -212,7 +243,7 @@ def search_spinenet(
         _, val = score_candidate(
             model, arch, data, DERIVED_BN_IMAGES, seed, runtime, per_class=False
         )
-        backbone.gates = {}
+        discrete()
         probs.append(
             {k: F.softmax(v.detach(), -1).cpu().tolist() for k, v in zip(keys, logits, strict=True)}
         )
