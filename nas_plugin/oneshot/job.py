@@ -44,6 +44,14 @@ ENAS: ``search_mean_child_miou``, its reward) instead of ``search_derived_val_ac
 derived arch string and cell carry the path and the app's ``model.decoder.skip``
 (:mod:`nas_plugin.space.autodeeplab`); ``search/betas.json`` too. With ``warmup_epochs`` (darts,
 gdas), ``search_arch_loss`` is logged from the first epoch with architecture steps on.
+
+With ``search_space=spinenet`` (the strategy hands its values as ``choices``) the job searches
+the SpineNet detection supernet instead (:mod:`~nas_plugin.oneshot.spinenet_search`, DARTS's
+relaxation in :mod:`~nas_plugin.oneshot.spinenet_darts`; ENAS:
+:mod:`~nas_plugin.oneshot.spinenet_enas`):
+per epoch ``prob.<key>.<value>`` (ENAS: the controller's sampling frequencies),
+``search_derived_val_map_50`` and ``search_derived_val_map``; ``search/probs.json`` and
+``search/choices.json``; the derived cell holds every block's fields and the pyramid's fusion.
 """
 
 from __future__ import annotations
