@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import REPO, clean_env, perturb_supernet, run_app
+from conftest import REPO, clean_env, perturb_supernet, run_app_in_process
 from omegaconf import OmegaConf
 
 from nas_plugin.supernets.elastic_mbconv import ElasticConfigError, ElasticMBConv, ElasticSpace
@@ -111,7 +111,7 @@ def test_bad_config_stops_before_training(tmp_path) -> None:
 
 
 def test_ofa_app_registers_one_version_per_budget_loadable_without_supernet(tmp_path) -> None:
-    run = run_app(
+    run = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "ofa.py"),
         "train.epochs={full: 1, kernel: 1, depth: 1, expand: 1}",
