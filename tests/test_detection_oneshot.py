@@ -244,10 +244,10 @@ def test_a_gdas_sweep_trains_the_derived_detector_and_registers_it(tmp_path) -> 
     assert version.tags["run_id"] == trial.info.run_id
 
 
-@pytest.mark.e2e
-def test_an_enas_sweep_searches_with_its_controller_and_trains_the_derived_detector(
-    tmp_path,
-) -> None:
+def one_shot_sweep(tmp_path, strategy: str, *options: str):
+    """A real multirun of the detection pipeline: ``strategy``'s one search of 1 epoch on 64
+    generated images, then its derived detector trained 1 epoch as the only trial. Returns the
+    search run (its ``nas.derived_arch`` checked to be what the trial trained) and the run."""
     result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "detection.py"),
@@ -255,12 +255,11 @@ def test_an_enas_sweep_searches_with_its_controller_and_trains_the_derived_detec
         "task.shapes.count=64",
         "hardware.measure=false",
         "train.epochs=1",
-        "hydra/sweeper/strategy=enas",
+        f"hydra/sweeper/strategy={strategy}",
         "hydra/sweeper/search_space=spinenet",
         "hydra.sweeper.strategy.epochs=1",
         "hydra.sweeper.strategy.batch_size=16",
-        "hydra.sweeper.strategy.controller_steps=2",
-        "hydra.sweeper.strategy.derive_samples=3",
+        *options,
         "hydra.sweeper.leaderboard_columns=[]",
         "hydra.sweeper.registry.enabled=false",
         "log_model=false",
@@ -271,7 +270,21 @@ def test_an_enas_sweep_searches_with_its_controller_and_trains_the_derived_detec
     (search,) = client.search_runs(
         [experiment.experiment_id], filter_string="tags.`nas.role` = 'search'"
     )
-    assert search.data.params["search.method"] == "enas"
+    assert search.data.params["search.method"] == strategy
+    arch = spinenet.from_arch_str(search.data.tags["nas.derived_arch"])
+    (trial,) = result.runs("nas-detection-shapes")[1]
+    assert trial.data.tags["nas.search_run_id"] == search.info.run_id
+    for key, value in arch.items():  # the trial trained the derived architecture
+        assert trial.data.params[f"model.{key}"] == str(value), key
+    return search
+
+
+@pytest.mark.e2e
+def test_an_enas_sweep_searches_with_its_controller_and_trains_the_derived_detector(
+    tmp_path,
+) -> None:
+    options = ["controller_steps=2", "derive_samples=3"]
+    search = one_shot_sweep(tmp_path, "enas", *(f"hydra.sweeper.strategy.{o}" for o in options))
     assert search.data.params["search.controller_steps"] == "2"
     metrics = search.data.metrics
     for name in ("search_mean_child_map_50", "search_controller_entropy", "search_baseline"):
@@ -279,44 +292,12 @@ def test_an_enas_sweep_searches_with_its_controller_and_trains_the_derived_detec
     # The controller's frequencies of every fusion, summing to one.
     fusions = [metrics[f"prob.pyramid.fusion.{f}"] for f in ("none", "top_down", "bidirectional")]
     assert sum(fusions) == pytest.approx(1.0)
-    arch = spinenet.from_arch_str(search.data.tags["nas.derived_arch"])
-    (trial,) = result.runs("nas-detection-shapes")[1]
-    assert trial.data.tags["nas.search_run_id"] == search.info.run_id
-    for key, value in arch.items():
-        assert trial.data.params[f"model.{key}"] == str(value), key
 
 
 @pytest.mark.e2e
 def test_a_darts_sweep_relaxes_the_whole_space_and_trains_the_derived_detector(tmp_path) -> None:
-    result = run_app_in_process(
-        tmp_path,
-        str(REPO / "pipelines" / "detection.py"),
-        "-m",
-        "task.shapes.count=64",
-        "hardware.measure=false",
-        "train.epochs=1",
-        "hydra/sweeper/strategy=darts",
-        "hydra/sweeper/search_space=spinenet",
-        "hydra.sweeper.strategy.epochs=1",
-        "hydra.sweeper.strategy.batch_size=16",
-        "hydra.sweeper.leaderboard_columns=[]",
-        "hydra.sweeper.registry.enabled=false",
-        "log_model=false",
-    )
-    assert result.proc.returncode == 0, result.output
-    client = result.client()
-    experiment = client.get_experiment_by_name("nas-detection-shapes")
-    (search,) = client.search_runs(
-        [experiment.experiment_id], filter_string="tags.`nas.role` = 'search'"
-    )
-    assert search.data.params["search.method"] == "darts"
-    metrics = search.data.metrics
+    metrics = one_shot_sweep(tmp_path, "darts").data.metrics
     assert metrics["search_arch_loss"] > 0 and "search_derived_val_map_50" in metrics
     # Every block's level has its softmax weights, summing to one.
     levels = [metrics[f"prob.blocks.block_3.level.{v}"] for v in (2, 3, 4, 5)]
     assert sum(levels) == pytest.approx(1.0)
-    arch = spinenet.from_arch_str(search.data.tags["nas.derived_arch"])
-    (trial,) = result.runs("nas-detection-shapes")[1]
-    assert trial.data.tags["nas.search_run_id"] == search.info.run_id
-    for key, value in arch.items():
-        assert trial.data.params[f"model.{key}"] == str(value), key
