@@ -207,47 +207,11 @@ def test_an_enas_search_follows_its_seed_and_trains_its_controller() -> None:
     assert spinenet.from_arch_str(spinenet.to_arch_str(cell)) == cell
 
 
-@pytest.mark.e2e
-def test_a_gdas_sweep_trains_the_derived_detector_and_registers_it(tmp_path) -> None:
-    result = run_app_in_process(
-        tmp_path,
-        str(REPO / "pipelines" / "detection.py"),
-        "-m",
-        "task.shapes.count=80",
-        "hardware.measure=false",
-        "train.epochs=1",
-        "hydra/sweeper/strategy=gdas",
-        "hydra/sweeper/search_space=spinenet",
-        "hydra.sweeper.strategy.epochs=1",
-        "hydra.sweeper.strategy.batch_size=16",
-        "hydra.sweeper.leaderboard_columns=[]",
-    )
-    assert result.proc.returncode == 0, result.output
-    client = result.client()
-    experiment = client.get_experiment_by_name("nas-detection-shapes")
-    searches = client.search_runs(
-        [experiment.experiment_id], filter_string="tags.`nas.role` = 'search'"
-    )
-    assert len(searches) == 1
-    search = searches[0]
-    arch = spinenet.from_arch_str(search.data.tags["nas.derived_arch"])
-    stored = {a.path for a in client.list_artifacts(search.info.run_id, "search")}
-    assert {"search/genotype.json", "search/probs.json", "search/choices.json"} <= stored
-    assert "search_derived_val_map_50" in search.data.metrics
-    _, trials = result.runs("nas-detection-shapes")
-    assert len(trials) == 1
-    trial = trials[0]
-    assert trial.data.tags["nas.search_run_id"] == search.info.run_id
-    for key, value in arch.items():  # the trial trained the derived architecture
-        assert trial.data.params[f"model.{key}"] == str(value), key
-    version = client.get_model_version_by_alias("nas-detection-shapes", "champion")
-    assert version.tags["run_id"] == trial.info.run_id
-
-
 def one_shot_sweep(tmp_path, strategy: str, *options: str):
     """A real multirun of the detection pipeline: ``strategy``'s one search of 1 epoch on 64
-    generated images, then its derived detector trained 1 epoch as the only trial. Returns the
-    search run (its ``nas.derived_arch`` checked to be what the trial trained) and the run."""
+    generated images, then its derived detector trained 1 epoch as the only trial; no model
+    logged or registered unless ``options`` (last, so they win) say so. Returns the run, the
+    search run and the trial, the trial checked to have trained the search's architecture."""
     result = run_app_in_process(
         tmp_path,
         str(REPO / "pipelines" / "detection.py"),
@@ -259,10 +223,10 @@ def one_shot_sweep(tmp_path, strategy: str, *options: str):
         "hydra/sweeper/search_space=spinenet",
         "hydra.sweeper.strategy.epochs=1",
         "hydra.sweeper.strategy.batch_size=16",
-        *options,
         "hydra.sweeper.leaderboard_columns=[]",
         "hydra.sweeper.registry.enabled=false",
         "log_model=false",
+        *options,
     )
     assert result.proc.returncode == 0, result.output
     client = result.client()
@@ -276,15 +240,27 @@ def one_shot_sweep(tmp_path, strategy: str, *options: str):
     assert trial.data.tags["nas.search_run_id"] == search.info.run_id
     for key, value in arch.items():  # the trial trained the derived architecture
         assert trial.data.params[f"model.{key}"] == str(value), key
-    return search
+    return result, search, trial
+
+
+@pytest.mark.e2e
+def test_a_gdas_sweep_trains_the_derived_detector_and_registers_it(tmp_path) -> None:
+    registered = ["hydra.sweeper.registry.enabled=true", "log_model=true"]
+    result, search, trial = one_shot_sweep(tmp_path, "gdas", *registered)
+    client = result.client()
+    stored = {a.path for a in client.list_artifacts(search.info.run_id, "search")}
+    assert {"search/genotype.json", "search/probs.json", "search/choices.json"} <= stored
+    assert "search_derived_val_map_50" in search.data.metrics
+    version = client.get_model_version_by_alias("nas-detection-shapes", "champion")
+    assert version.tags["run_id"] == trial.info.run_id
 
 
 @pytest.mark.e2e
 def test_an_enas_sweep_searches_with_its_controller_and_trains_the_derived_detector(
     tmp_path,
 ) -> None:
-    options = ["controller_steps=2", "derive_samples=3"]
-    search = one_shot_sweep(tmp_path, "enas", *(f"hydra.sweeper.strategy.{o}" for o in options))
+    options = [f"hydra.sweeper.strategy.{o}" for o in ("controller_steps=2", "derive_samples=3")]
+    _, search, _ = one_shot_sweep(tmp_path, "enas", *options)
     assert search.data.params["search.controller_steps"] == "2"
     metrics = search.data.metrics
     for name in ("search_mean_child_map_50", "search_controller_entropy", "search_baseline"):
@@ -296,7 +272,7 @@ def test_an_enas_sweep_searches_with_its_controller_and_trains_the_derived_detec
 
 @pytest.mark.e2e
 def test_a_darts_sweep_relaxes_the_whole_space_and_trains_the_derived_detector(tmp_path) -> None:
-    metrics = one_shot_sweep(tmp_path, "darts").data.metrics
+    metrics = one_shot_sweep(tmp_path, "darts")[1].data.metrics
     assert metrics["search_arch_loss"] > 0 and "search_derived_val_map_50" in metrics
     # Every block's level has its softmax weights, summing to one.
     levels = [metrics[f"prob.blocks.block_3.level.{v}"] for v in (2, 3, 4, 5)]

@@ -356,6 +356,25 @@ def check_model_config(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def architecture_cell(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture keys of a model config, relative to ``model``: ``blocks.block_<k>.
+    {level,type,input_1,input_2}`` of every block and ``pyramid.fusion`` (a one-shot search's
+    derived cell; a ValueError naming a bad key)."""
+    args = check_model_config(model_cfg)
+    cell: dict[str, Any] = {}
+    for k, (level, kind, first, second) in enumerate(args["blocks"], start=1):
+        cell.update(
+            {
+                f"blocks.block_{k}.level": level,
+                f"blocks.block_{k}.type": kind,
+                f"blocks.block_{k}.input_1": first,
+                f"blocks.block_{k}.input_2": second,
+            }
+        )
+    cell["pyramid.fusion"] = args["fusion"]
+    return cell
+
+
 def build_spinenet(model_cfg: Mapping[str, Any], num_classes: int, in_chans: int) -> FCOS:
     """The FCOS detector ``model_cfg`` describes (see :func:`build_detector`): in train mode
     ``detector(images, targets)`` gives its losses, in eval mode ``detector(images)`` a list of

@@ -21,7 +21,8 @@ independent):
 With one-hot weights it computes exactly the architecture they pick (tested). Where the
 single-path searches (:mod:`~nas_plugin.oneshot.spinenet_search`) run one block per step, the
 relaxation runs a block per (level, type) and a resampling per (input, its level, this level):
-tens of times the compute of one path, the price of a gradient to every alternative.
+about five times a single path's time per step here (0.7 s against 0.13 s for 32 images on one
+core), the price of a gradient to every alternative.
 
 The search (:func:`~nas_plugin.oneshot.spinenet_search.search_spinenet`, the loop gdas and
 proxyless share) alternates DARTS's first-order steps on the halves of the training split: the
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from nas_plugin.models.spinenet import (
     LEVELS,
     OUTPUT_LEVELS,
-    check_model_config,
+    architecture_cell,
     fuse,
     level_sizes,
     resolve_input,
@@ -71,13 +72,7 @@ def fixed_weights(
 
 def app_values(base: Mapping[str, Any]) -> dict[str, Any]:
     """The app's value of every architecture key (``base``: its model config)."""
-    args = check_model_config(base)
-    values = {
-        block_key(k, field): value
-        for k, spec in enumerate(args["blocks"], start=1)
-        for field, value in zip(FIELDS, spec, strict=True)
-    }
-    return {**values, FUSION_KEY: args["fusion"]}
+    return {f"model.{key}": value for key, value in architecture_cell(base).items()}
 
 
 class Relaxation:

@@ -41,7 +41,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from nas_plugin.hardware.device import Runtime
-from nas_plugin.models.spinenet import check_model_config, network_key
+from nas_plugin.models.spinenet import architecture_cell, check_model_config, network_key
 from nas_plugin.oneshot.bilevel import epoch_loss
 from nas_plugin.oneshot.data import loader
 from nas_plugin.oneshot.enas import (
@@ -55,8 +55,8 @@ from nas_plugin.oneshot.settings import SearchSettings
 from nas_plugin.oneshot.spinenet_search import (
     DERIVED_BN_IMAGES,
     SpineNetSearchResult,
-    derived_cell,
     detection_loss,
+    prob_metrics,
     searched_supernet,
 )
 from nas_plugin.supernets.spinenet import (
@@ -64,7 +64,7 @@ from nas_plugin.supernets.spinenet import (
     score_candidate,
     with_values,
 )
-from nas_plugin.tasks.detection import map_50
+from nas_plugin.tasks.detection import map_50, scorable
 from nas_plugin.tasks.detection_data import DetectionData
 from nas_plugin.tasks.training import optimizer_step
 
@@ -141,12 +141,7 @@ def search_spinenet_enas(
         model.eval()
         with torch.no_grad(), batch_statistics(model), runtime.autocast():
             found = model.detect(runtime.to_device(images))
-        predictions = [
-            {"boxes": f["boxes"].float().cpu(), "scores": f["scores"].float().cpu(),
-             "labels": f["labels"].cpu()}
-            for f in found
-        ]  # fmt: skip
-        return map_50(predictions, list(targets))
+        return map_50(scorable(found), list(targets))
 
     def sampled_map(row: torch.Tensor, batch: tuple[torch.Tensor, list]) -> float:
         return child_map(tuple(row.tolist()), *batch)
@@ -211,16 +206,12 @@ def search_spinenet_enas(
         else:
             row = tuple(controller.greedy_indices().tolist())
         arch = arch_of(row)
-        cell = derived_cell(arch)
+        cell = architecture_cell(arch)
         _, val = score_candidate(
             model, arch, data, DERIVED_BN_IMAGES, seed, runtime, per_class=False
         )
         metrics = {
-            **{
-                f"prob.{key.removeprefix('model.')}.{value}": float(p)
-                for key, freqs in zip(keys, frequencies, strict=True)
-                for value, p in zip(choices[key], freqs, strict=True)
-            },
+            **prob_metrics(keys, choices, frequencies),
             "search_train_loss": train_loss,
             # search_mean_child_map_50: the rewards' mAP@0.5, on minibatches of the other half
             **phase.metrics("map_50"),

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas_plugin.hardware.device import Runtime
-from nas_plugin.models.spinenet import check_model_config
+from nas_plugin.models.spinenet import architecture_cell, check_model_config
 from nas_plugin.oneshot.bilevel import BilevelTraining, epoch_loss, temperature
 from nas_plugin.oneshot.settings import SearchSettings
 from nas_plugin.oneshot.spinenet_darts import Relaxation, fixed_weights
@@ -66,32 +66,16 @@ class SpineNetSearchResult:
     metrics: dict[str, float]
 
 
-def derived_cell(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture keys of a model config, relative to ``model``: ``blocks.block_<k>.
-    {level,type,input_1,input_2}`` of every block and ``pyramid.fusion``."""
-    args = check_model_config(model_cfg)
-    cell: dict[str, Any] = {}
-    for k, (level, kind, first, second) in enumerate(args["blocks"], start=1):
-        cell.update(
-            {
-                f"blocks.block_{k}.level": level,
-                f"blocks.block_{k}.type": kind,
-                f"blocks.block_{k}.input_1": first,
-                f"blocks.block_{k}.input_2": second,
-            }
-        )
-    cell["pyramid.fusion"] = args["fusion"]
-    return cell
-
-
-def prob_metrics(keys: Sequence[str], choices: Mapping[str, Sequence[Any]], logits: Any) -> dict:
-    """``prob.<key without model.>.<value>``: each searched value's softmax probability."""
-    out = {}
-    for key, vector in zip(keys, logits, strict=True):
-        probs = F.softmax(vector.detach(), dim=-1).cpu().tolist()
-        for value, p in zip(choices[key], probs, strict=True):
-            out[f"prob.{key.removeprefix('model.')}.{value}"] = float(p)
-    return out
+def prob_metrics(
+    keys: Sequence[str], choices: Mapping[str, Sequence[Any]], probs: Sequence[Sequence[float]]
+) -> dict[str, float]:
+    """``prob.<key without model.>.<value>``: each searched value's probability (``probs``: per
+    key of ``keys``, one per value of ``choices[key]``)."""
+    return {
+        f"prob.{key.removeprefix('model.')}.{value}": float(p)
+        for key, row in zip(keys, probs, strict=True)
+        for value, p in zip(choices[key], row, strict=True)
+    }
 
 
 def searched_supernet(
@@ -239,16 +223,15 @@ def search_spinenet(
         train_loss = epoch_loss(w_total, seen, epoch)
         best = {k: choices[k][int(v.detach().argmax())] for k, v in zip(keys, logits, strict=True)}
         arch = with_values(base, best)
-        cell = derived_cell(arch)
+        cell = architecture_cell(arch)
         _, val = score_candidate(
             model, arch, data, DERIVED_BN_IMAGES, seed, runtime, per_class=False
         )
         discrete()
-        probs.append(
-            {k: F.softmax(v.detach(), -1).cpu().tolist() for k, v in zip(keys, logits, strict=True)}
-        )
+        softmax = [F.softmax(v.detach(), -1).cpu().tolist() for v in logits]
+        probs.append(dict(zip(keys, softmax, strict=True)))
         metrics = {
-            **prob_metrics(keys, choices, logits),
+            **prob_metrics(keys, choices, softmax),
             "search_train_loss": train_loss,
             "search_derived_val_map_50": val["map_50"],
             "search_derived_val_map": val["map"],

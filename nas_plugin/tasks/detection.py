@@ -252,16 +252,22 @@ def evaluate(
     for images, targets in batches:
         with runtime.autocast():
             found = model.detect(runtime.to_device(images))
-        predictions += [
-            {
-                "boxes": f["boxes"].float().cpu(),
-                "scores": f["scores"].float().cpu(),
-                "labels": f["labels"].cpu(),
-            }
-            for f in found
-        ]
+        predictions += scorable(found)
         truths += targets
     return detection_scores(predictions, truths, data.class_names if per_class else None)
+
+
+def scorable(found: list[Target]) -> list[Target]:
+    """Detections ({boxes, scores, labels} per image) as float32 / integer CPU tensors, what
+    torchmetrics scores (autocast may have made them bf16 or fp16, on an accelerator)."""
+    return [
+        {
+            "boxes": f["boxes"].float().cpu(),
+            "scores": f["scores"].float().cpu(),
+            "labels": f["labels"].cpu(),
+        }
+        for f in found
+    ]
 
 
 def detection_scores(
