@@ -82,13 +82,13 @@ def test_a_search_follows_its_seed_and_moves_the_logits(method: str) -> None:
     assert spinenet.from_arch_str(spinenet.to_arch_str(cell)) == cell
 
 
-def test_every_one_shot_strategy_takes_spinenet_and_darts_first_order_only() -> None:
+def test_every_one_shot_strategy_takes_spinenet_and_darts_either_order() -> None:
     space = SearchSpace([parse_param(k, v) for k, v in CHOICES.items()])
     for name in ("darts", "gdas", "proxyless", "enas"):
         strategy = make_strategy({"name": name, "prefix": "model.cell"}, space, 0)
         assert strategy.search_settings()["choices"] == CHOICES
-    with pytest.raises(StrategyError, match="order=2 is not built on search_space=spinenet"):
-        make_strategy({"name": "darts", "prefix": "model.cell", "order": 2}, space, 0)
+    second = make_strategy({"name": "darts", "prefix": "model.cell", "order": 2}, space, 0)
+    assert second.search_settings()["order"] == 2
     with pytest.raises(StrategyError, match="latency_weight=0.5 is not allowed"):
         make_strategy(
             {"name": "proxyless", "prefix": "model.cell", "latency_weight": 0.5}, space, 0
@@ -139,8 +139,25 @@ def test_a_darts_search_follows_its_seed_and_moves_the_logits() -> None:
         assert all(abs(p - 1 / len(values)) > 1e-4 for p in probs[key]), key  # every key learns
     assert 0.0 <= metrics["search_derived_val_map_50"] <= 1.0
     assert metrics["search_arch_loss"] > 0 and metrics["search_train_loss"] > 0
-    with pytest.raises(ValueError, match="first order only"):
-        search_spinenet(SearchSettings(method="darts", order=2), data, BASE, CHOICES, 64, 3)
+    with pytest.raises(ValueError, match="order=2: gdas on the SpineNet supernet is first order"):
+        search_spinenet(SearchSettings(method="gdas", order=2), data, BASE, CHOICES, 64, 3)
+
+
+def test_a_second_order_darts_search_follows_its_seed_and_steps_unlike_the_first_order() -> None:
+    data = small_data()
+    settings = SearchSettings(method="darts", order=2, epochs=1, batch_size=16, arch_lr=0.05)
+    runs = [search_spinenet(settings, data, BASE, CHOICES, 64, seed=3) for _ in range(2)]
+    assert runs[0].cell == runs[1].cell and runs[0].probs == runs[1].probs
+    probs, metrics = runs[0].probs[-1], runs[0].metrics
+    for key, values in CHOICES.items():
+        assert all(abs(p - 1 / len(values)) > 1e-4 for p in probs[key]), key  # every key learns
+    assert 0.0 < metrics["search_arch_loss"] < 100.0
+    # The unrolled gradient moves the logits elsewhere than the first-order one.
+    first = search_spinenet(
+        SearchSettings(method="darts", epochs=1, batch_size=16, arch_lr=0.05),
+        data, BASE, CHOICES, 64, seed=3,
+    )  # fmt: skip
+    assert first.probs != runs[0].probs
 
 
 def test_the_choice_controller_is_a_distribution_over_every_architecture() -> None:

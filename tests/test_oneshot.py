@@ -167,7 +167,7 @@ def _digits_batches(n: int = 2, size: int = 32) -> list[tuple[torch.Tensor, torc
 
 
 def test_second_order_darts_steps_virtually_as_the_momentum_optimiser_would() -> None:
-    from nas_plugin.oneshot.search import unrolled_step, virtual_step
+    from nas_plugin.oneshot.bilevel import unrolled_step, virtual_step
 
     torch.manual_seed(0)
     torch.set_num_threads(1)

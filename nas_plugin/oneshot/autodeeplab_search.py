@@ -11,7 +11,7 @@ the task's ``ignore_index``.
   probabilities (:func:`~nas_plugin.supernets.autodeeplab.move_probs`) on every trellis move:
   every node of the trellis is computed. Second order (``order=2``): the architecture gradient
   of ``alpha`` and ``beta`` at the weights after one virtual weight step, the Hessian-vector
-  product by finite differences, in fp32 (:func:`~nas_plugin.oneshot.search.unrolled_step`, as
+  product by finite differences, in fp32 (:func:`~nas_plugin.oneshot.bilevel.unrolled_step`, as
   the NB201 search).
 - ``gdas``: one operation per edge (Gumbel-max over ``alpha``) and one path (a Gumbel-max move
   per layer from the current level, :func:`~nas_plugin.supernets.autodeeplab.gumbel_path`),
@@ -56,8 +56,8 @@ from nas_plugin.oneshot.autodeeplab_parts import (  # noqa: F401 (callers import
     beta_metrics,
     score_subnetwork,
 )
-from nas_plugin.oneshot.bilevel import BilevelTraining, epoch_loss, temperature
-from nas_plugin.oneshot.search import alpha_metrics, unrolled_step
+from nas_plugin.oneshot.bilevel import BilevelTraining, epoch_loss, temperature, unrolled_step
+from nas_plugin.oneshot.search import alpha_metrics
 from nas_plugin.oneshot.settings import SearchSettings
 from nas_plugin.space.autodeeplab import MOVES
 from nas_plugin.space.nb201 import EDGES, OPS

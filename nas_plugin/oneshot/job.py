@@ -35,10 +35,11 @@ searches (finished or failed) of the same parent and runs only the missing or in
 so the derived cells, and so the trials' numbering, are the same as before. Hydra job
 directories: ``<sweep dir>/search-<k>``.
 
-With ``model.kind=autodeeplab`` (``search_space=autodeeplab``; ``darts`` first order, ``gdas``,
-``proxyless``, ``enas``) the job runs :mod:`~nas_plugin.oneshot.autodeeplab_search` (ENAS:
-:mod:`~nas_plugin.oneshot.autodeeplab_enas`) on the segmentation task instead: per epoch also
-``beta.layer_<k>.<level>.<move>`` (ENAS: the controller's move frequencies),
+With ``model.kind=autodeeplab`` (``search_space=autodeeplab``; ``darts`` first or second
+order, ``gdas``, ``proxyless``, ``enas``) the job runs
+:mod:`~nas_plugin.oneshot.autodeeplab_search` (ENAS: :mod:`~nas_plugin.oneshot.autodeeplab_enas`)
+on the segmentation task instead: per epoch also ``beta.layer_<k>.<level>.<move>`` (ENAS: the
+controller's move frequencies),
 ``search_path.layer_<k>``, ``search_derived_val_miou`` (darts: ``search_supernet_val_miou``;
 ENAS: ``search_mean_child_miou``, its reward) instead of ``search_derived_val_accuracy``; the
 derived arch string and cell carry the path and the app's ``model.decoder.skip``

@@ -38,15 +38,20 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
 
 from nas_plugin.hardware.device import Runtime
-from nas_plugin.oneshot.bilevel import BilevelTraining, epoch_loss, temperature
+from nas_plugin.oneshot.bilevel import (  # noqa: F401 (virtual_step: re-exported)
+    BilevelTraining,
+    epoch_loss,
+    temperature,
+    unrolled_step,
+    virtual_step,
+)
 from nas_plugin.oneshot.latency import expected_latency, load_lut, measure_lut, op_costs
 from nas_plugin.oneshot.settings import (  # noqa: F401 (re-exported: callers import them here)
     DERIVED_BN_IMAGES,
@@ -251,75 +256,3 @@ def _relax(
     if method == "gdas":
         return gumbel_hard(alpha, tau, generator), True
     return binary_gates(alpha, generator), True
-
-
-def virtual_step(
-    w_opt: torch.optim.SGD, params: list[torch.Tensor], grads: list[torch.Tensor]
-) -> list[torch.Tensor]:
-    """The weights one step of ``w_opt`` (SGD, no dampening or Nesterov) would give with these
-    gradients, without taking it: ``w - lr * (momentum * buffer + g + weight_decay * w)``, as
-    DARTS's ``_compute_unrolled_model`` (no buffer yet: the first step, plain SGD)."""
-    group = w_opt.param_groups[0]
-    lr, momentum, decay = group["lr"], group["momentum"], group["weight_decay"]
-    out = []
-    for p, g in zip(params, grads, strict=True):
-        step = g + decay * p
-        buffer = w_opt.state.get(p, {}).get("momentum_buffer")
-        if buffer is not None and momentum:
-            step = step + momentum * buffer
-        out.append((p - lr * step).detach())
-    return out
-
-
-def unrolled_step(
-    net: nn.Module,
-    arch_params: Sequence[nn.Parameter],
-    arch_inputs: Callable[[], dict[str, torch.Tensor]],
-    xw: torch.Tensor,
-    yw: torch.Tensor,
-    xa: torch.Tensor,
-    ya: torch.Tensor,
-    w_opt: torch.optim.SGD,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-) -> float:
-    """Second-order DARTS: set each architecture parameter's ``.grad`` to the gradient of the
-    architecture loss at the weights after one virtual step of ``w_opt``
-    (:func:`virtual_step`), ``xi`` = its lr. ``arch_inputs()`` gives the supernet's keyword
-    arguments from the architecture parameters (NB201: ``weights=softmax(alpha)``; Auto-DeepLab:
-    the cell and move weights), ``loss_fn(logits, labels)`` the loss.
-
-    In fp32 whatever the runtime's precision (autocast off): the Hessian-vector product's
-    finite differences move the weights by ``eps = 0.01 / |grad|``, which bf16 would round
-    away."""
-    xi = w_opt.param_groups[0]["lr"]
-    names = [n for n, _ in net.named_parameters()]
-    params = [p for _, p in net.named_parameters()]
-    buffers = dict(net.named_buffers())
-    arch_params = list(arch_params)
-
-    def loss_at(weights_: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        state = {**dict(zip(names, weights_, strict=True)), **buffers}
-        logits = functional_call(net, state, (x,), arch_inputs())
-        return loss_fn(logits, y)
-
-    def grad(loss: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-        # A parameter the loss does not reach gets a zero gradient.
-        found = torch.autograd.grad(loss, inputs, allow_unused=True)
-        return [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, found, strict=True)]
-
-    with torch.autocast(device_type=xw.device.type, enabled=False):
-        grads = grad(loss_at(params, xw, yw), params)
-        unrolled = [w.requires_grad_() for w in virtual_step(w_opt, params, grads)]
-        val_loss = loss_at(unrolled, xa, ya)
-        found = grad(val_loss, [*arch_params, *unrolled])
-        g_arch, g_unrolled = found[: len(arch_params)], found[len(arch_params) :]
-        norm = torch.sqrt(sum((g * g).sum() for g in g_unrolled))
-        eps = 0.01 / float(norm.clamp_min(1e-12))
-        with torch.no_grad():
-            plus = [p + eps * g for p, g in zip(params, g_unrolled, strict=True)]
-            minus = [p - eps * g for p, g in zip(params, g_unrolled, strict=True)]
-        g_plus = grad(loss_at(plus, xw, yw), arch_params)
-        g_minus = grad(loss_at(minus, xw, yw), arch_params)
-    for param, g, gp, gm in zip(arch_params, g_arch, g_plus, g_minus, strict=True):
-        param.grad = g - xi * (gp - gm) / (2 * eps)
-    return val_loss.item()

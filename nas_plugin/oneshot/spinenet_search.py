@@ -1,6 +1,6 @@
 """Gradient-based search of the SpineNet detection supernet (:mod:`nas_plugin.supernets.spinenet`):
-``darts`` (first order), ``gdas`` and ``proxyless`` on ``search_space=spinenet``, the shape of
-:mod:`nas_plugin.oneshot.autodeeplab_search`.
+``darts`` (first or second order), ``gdas`` and ``proxyless`` on ``search_space=spinenet``, the
+shape of :mod:`nas_plugin.oneshot.autodeeplab_search`.
 
 Every searched key (``model.blocks.block_<k>.{level,type,input_1,input_2}``,
 ``model.pyramid.fusion``) gets a vector of architecture logits, one per value of the sweep's
@@ -18,7 +18,10 @@ There a key's gradient comes from its sampled value only: its alternatives would
 or levels, a forward of their own each (a level changes every tensor after it). ``darts``
 computes them all: the expected network under ``softmax(logits)``
 (:class:`~nas_plugin.oneshot.spinenet_darts.Relaxation`), a gradient to every value of every
-key, at about five times a single path's cost per step.
+key, at about five times a single path's cost per step. Second order (``order=2``): the
+logits' gradient at the weights after one virtual weight step, the Hessian-vector product by
+finite differences, in fp32 (:func:`~nas_plugin.oneshot.bilevel.unrolled_gradients`): four
+relaxed passes per architecture step instead of one.
 
 The architecture step (Adam on the logits, after ``warmup_epochs``) takes FCOS's loss on one
 half of the training split, the weight step (SGD with momentum, cosine schedule, gradient
@@ -37,10 +40,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from nas_plugin.hardware.device import Runtime
 from nas_plugin.models.spinenet import architecture_cell, check_model_config
-from nas_plugin.oneshot.bilevel import BilevelTraining, epoch_loss, temperature
+from nas_plugin.oneshot.bilevel import (
+    BilevelTraining,
+    epoch_loss,
+    temperature,
+    unrolled_gradients,
+)
 from nas_plugin.oneshot.settings import SearchSettings
 from nas_plugin.oneshot.spinenet_darts import Relaxation, fixed_weights
 from nas_plugin.supernets.nb201 import binary_gates, gumbel_hard
@@ -126,8 +135,8 @@ def search_spinenet(
     ``log_epoch(epoch, metrics)`` after every epoch (1-based).
 
     Raises:
-        ValueError: a method other than darts (order 1), gdas or proxyless; a latency term; too
-            few images.
+        ValueError: a method other than darts (order 1 or 2), gdas or proxyless (order 1); a
+            latency term; too few images.
         FloatingPointError: the weight loss became NaN or infinite.
     """
     if settings.method not in METHODS:
@@ -135,11 +144,11 @@ def search_spinenet(
             f"method {settings.method!r} does not search the SpineNet supernet by gradient: "
             f"allowed {list(METHODS)} (enas: nas_plugin/oneshot/spinenet_enas.py)"
         )
-    if settings.method == "darts" and settings.order != 1:
+    second_order = settings.method == "darts" and settings.order == 2
+    if settings.order != 1 and not second_order:
         raise ValueError(
-            f"order={settings.order!r}: DARTS on the SpineNet supernet is first order only "
-            "(its second-order step would run the relaxed detector four times a step); "
-            "expected 1"
+            f"order={settings.order!r}: {settings.method} on the SpineNet supernet is first "
+            "order (darts: 1 or 2)"
         )
     runtime = runtime or Runtime.cpu()
     device = runtime.device
@@ -192,6 +201,26 @@ def search_spinenet(
             gates = {k: g.detach() for k, g in draw(tau).items()}
         use(gates)
 
+    detector = model.detector  # every parameter of the model is the detector's
+    names = [n for n, _ in detector.named_parameters()]
+    params = [p for _, p in detector.named_parameters()]
+    buffers = dict(detector.named_buffers())
+
+    def loss_at(
+        images: torch.Tensor, targets: list
+    ) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+        """FCOS's loss of the batch with the detector's weights replaced, the relaxation built
+        afresh from the logits (each call's graph is freed by its gradient)."""
+        images = list(runtime.to_device(images))
+        targets = shift_labels([{k: runtime.to_device(v) for k, v in t.items()} for t in targets])
+
+        def loss(weights: list[torch.Tensor]) -> torch.Tensor:
+            relax(detach=False)
+            state = {**dict(zip(names, weights, strict=True)), **buffers}
+            return sum(functional_call(detector, state, (images, targets)).values())
+
+        return loss
+
     def discrete() -> None:
         backbone.gates, backbone.relaxation = {}, None
 
@@ -206,7 +235,13 @@ def search_spinenet(
         seen = 0
         for (xw, yw), (xa, ya) in zip(parts.w_batches, parts.a_batches, strict=False):
             model.train()
-            if epoch > settings.warmup_epochs:  # -- architecture step, on the other half --
+            if epoch > settings.warmup_epochs and second_order:  # logits' grad: fp32, unscaled
+                parts.a_opt.zero_grad(set_to_none=True)
+                a_total += len(ya) * unrolled_gradients(
+                    params, logits, loss_at(xw, yw), loss_at(xa, ya), parts.w_opt
+                )
+                parts.a_opt.step()
+            elif epoch > settings.warmup_epochs:  # -- architecture step, on the other half --
                 parts.a_opt.zero_grad(set_to_none=True)
                 architecture_step(tau)
                 loss = detection_loss(model, xa, ya, runtime)

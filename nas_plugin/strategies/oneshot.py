@@ -18,8 +18,8 @@ the cell, ``model.path.layer_<k>``, ``model.decoder.skip``), searched there by d
 second order), gdas, proxyless and enas (no latency term there); the searched cell then also
 holds the path and the app's decoder skip. On SpineNet's (``search_space=spinenet``: the block
 levels, types and inputs and the pyramid's fusion) gdas, proxyless and enas search a single path
-per step and darts (first order) the relaxation of every key at once; the cell then holds every
-block's fields and the fusion.
+per step and darts (first or second order) the relaxation of every key at once; the cell then
+holds every block's fields and the fusion.
 
 Here, as for every strategy, only encodings and numbers: the options are validated before the
 sweep starts and passed to the search jobs as plain values.
@@ -178,11 +178,6 @@ class Darts(OneShotStrategy):
         self.settings["warmup_epochs"] = _warmup(self.name, warmup_epochs, self.options.epochs)
         if isinstance(order, bool) or order not in (1, 2):
             raise StrategyError(f"strategy 'darts': order={order!r} must be 1 or 2")
-        if order == 2 and self.space_kind == "spinenet":
-            raise StrategyError(
-                "strategy 'darts': order=2 is not built on search_space=spinenet (its virtual "
-                "step would run the relaxed detector four times a step): use order=1"
-            )
         self.settings["order"] = order
 
 
