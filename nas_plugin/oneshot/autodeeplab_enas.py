@@ -46,7 +46,6 @@ from nas_plugin.oneshot.autodeeplab_parts import (
     beta_metrics,
     score_subnetwork,
 )
-from nas_plugin.oneshot.bilevel import epoch_loss
 from nas_plugin.oneshot.data import loader
 from nas_plugin.oneshot.enas import (
     DERIVE_IMAGES,
@@ -64,7 +63,6 @@ from nas_plugin.space.nb201 import EDGE_KEYS, EDGES, OPS
 from nas_plugin.supernets.autodeeplab import AutoDeepLabSupernet
 from nas_plugin.tasks.segmentation import iou_scores, recalibration_loader
 from nas_plugin.tasks.segmentation_data import SegmentationData
-from nas_plugin.tasks.training import optimizer_step
 
 Architecture = tuple[tuple[str, ...], tuple[str, ...]]  # (cell operations, path moves)
 
@@ -147,6 +145,15 @@ def search_autodeeplab_enas(
         x, y = next(iter(loader(training.a_half, DERIVE_IMAGES, seed + 2, data)))
         return preprocess(runtime.to_device(x)), runtime.to_device(y)
 
+    def child_loss(
+        row: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, int]:
+        x, y = preprocess(runtime.to_device(batch[0])), runtime.to_device(batch[1])
+        net.train()
+        with runtime.autocast():
+            logits = net.forward_path(x, *to_architecture(row))
+        return F.cross_entropy(logits.float(), y, ignore_index=ignore), len(y)
+
     alphas: list[list[list[float]]] = []
     betas: list[list[list[list[float]]]] = []
     metrics: dict[str, float] = {}
@@ -155,23 +162,9 @@ def search_autodeeplab_enas(
     start = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
         # (a) the shared weights, one controller-sampled child per step
-        net.train()
-        controller.eval()
-        w_total = torch.zeros((), dtype=torch.float64, device=device)
-        seen = 0
-        for xw, yw in training.w_batches:
-            xw, yw = preprocess(runtime.to_device(xw)), runtime.to_device(yw)
-            with torch.no_grad():
-                sample, _, _ = controller(generator=generator)
-            with runtime.autocast():
-                logits = net.forward_path(xw, *to_architecture(sample[0]))
-            loss = F.cross_entropy(logits.float(), yw, ignore_index=ignore)
-            optimizer_step(
-                loss, training.w_opt, training.w_scaler, training.schedule, settings.grad_clip
-            )
-            w_total += loss.detach().double() * len(yw)
-            seen += len(yw)
-        train_loss = epoch_loss(w_total, seen, epoch)
+        train_loss = training.train_weights(
+            controller, generator, settings.grad_clip, epoch, child_loss
+        )
         # (b) the controller, by REINFORCE on held-out minibatches
         phase = train_controller(
             controller,

@@ -293,6 +293,34 @@ class EnasTraining:
         while True:
             yield from self.a_batches
 
+    def train_weights(
+        self,
+        controller: nn.Module,
+        generator: torch.Generator,
+        grad_clip: float,
+        epoch: int,
+        child_loss: Callable[[torch.Tensor, Any], tuple[torch.Tensor, int]],
+    ) -> float:
+        """ENAS's phase (a), the shared weights: one pass over the weight half, each step
+        training one child the controller samples; ``child_loss(row, batch)`` gives its loss
+        (the network in train mode) and the batch's size. Returns the epoch's mean loss.
+
+        Raises:
+            FloatingPointError: the loss became NaN or infinite."""
+        controller.eval()
+        total: torch.Tensor | None = None
+        seen = 0
+        for batch in self.w_batches:
+            with torch.no_grad():
+                sample, _, _ = controller(generator=generator)
+            loss, count = child_loss(sample[0], batch)
+            optimizer_step(loss, self.w_opt, self.w_scaler, self.schedule, grad_clip)
+            weighted = loss.detach().double() * count
+            total = weighted if total is None else total + weighted
+            seen += count
+        assert total is not None  # of() checked that the half holds a batch
+        return epoch_loss(total, seen, epoch)
+
 
 @dataclass
 class ControllerPhase:
@@ -424,6 +452,15 @@ def search_enas(
         x, y = next(iter(loader(training.a_half, DERIVE_IMAGES, seed + 2, data)))
         return preprocess(runtime.to_device(x)), runtime.to_device(y)
 
+    def path_loss(
+        row: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, int]:
+        x, y = preprocess(runtime.to_device(batch[0])), runtime.to_device(batch[1])
+        net.train()
+        with runtime.autocast():
+            logits = net(x, path=to_ops(row))
+        return F.cross_entropy(logits.float(), y), len(y)
+
     alphas: list[list[list[float]]] = []
     metrics: dict[str, float] = {}
     baseline: float | None = None
@@ -431,23 +468,9 @@ def search_enas(
     start = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
         # (a) the shared weights, one controller-sampled path per step
-        net.train()
-        controller.eval()
-        w_total = torch.zeros((), dtype=torch.float64, device=device)
-        seen = 0
-        for xw, yw in training.w_batches:
-            xw, yw = preprocess(runtime.to_device(xw)), runtime.to_device(yw)
-            with torch.no_grad():
-                cell, _, _ = controller(generator=generator)
-            with runtime.autocast():
-                logits = net(xw, path=to_ops(cell[0]))
-            loss = F.cross_entropy(logits.float(), yw)
-            optimizer_step(
-                loss, training.w_opt, training.w_scaler, training.schedule, settings.grad_clip
-            )
-            w_total += loss.detach().double() * len(yw)
-            seen += len(yw)
-        train_loss = epoch_loss(w_total, seen, epoch)
+        train_loss = training.train_weights(
+            controller, generator, settings.grad_clip, epoch, path_loss
+        )
         # (b) the controller, by REINFORCE on held-out minibatches
         phase = train_controller(
             controller,

@@ -42,7 +42,6 @@ from torch import nn
 
 from nas_plugin.hardware.device import Runtime
 from nas_plugin.models.spinenet import architecture_cell, check_model_config, network_key
-from nas_plugin.oneshot.bilevel import epoch_loss
 from nas_plugin.oneshot.data import loader
 from nas_plugin.oneshot.enas import (
     MARGINAL_SAMPLES,
@@ -66,7 +65,6 @@ from nas_plugin.supernets.spinenet import (
 )
 from nas_plugin.tasks.detection import map_50, scorable
 from nas_plugin.tasks.detection_data import DetectionData
-from nas_plugin.tasks.training import optimizer_step
 
 # Held-out images every derive candidate is scored on (one fixed batch). Fewer than the NB201
 # search's 256: a detector's forward, box decoding and NMS cost far more than a classifier's.
@@ -112,7 +110,6 @@ def search_spinenet_enas(
         FloatingPointError: the weight loss became NaN or infinite.
     """
     runtime = runtime or Runtime.cpu()
-    device = runtime.device
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = searched_supernet(settings, data, base, resolution, runtime)
@@ -155,6 +152,11 @@ def search_spinenet_enas(
         indices = tuple(row.tolist())
         return first_of_network.setdefault(network_key(values_of(indices), app), indices)
 
+    def child_loss(row: torch.Tensor, batch: tuple[torch.Tensor, list]) -> tuple[torch.Tensor, int]:
+        use(row)
+        model.train()
+        return detection_loss(model, *batch, runtime), len(batch[1])
+
     probs: list[dict[str, list[float]]] = []
     metrics: dict[str, float] = {}
     cell: dict[str, Any] = {}
@@ -163,21 +165,9 @@ def search_spinenet_enas(
     start = time.perf_counter()
     for epoch in range(1, settings.epochs + 1):
         # (a) the shared weights, one controller-sampled detector per step
-        controller.eval()
-        w_total = torch.zeros((), dtype=torch.float64, device=device)
-        seen = 0
-        for images, targets in training.w_batches:
-            with torch.no_grad():
-                sample, _, _ = controller(generator=generator)
-            use(sample[0])
-            model.train()
-            loss = detection_loss(model, images, targets, runtime)
-            optimizer_step(
-                loss, training.w_opt, training.w_scaler, training.schedule, settings.grad_clip
-            )
-            w_total += loss.detach().double() * len(targets)
-            seen += len(targets)
-        train_loss = epoch_loss(w_total, seen, epoch)
+        train_loss = training.train_weights(
+            controller, generator, settings.grad_clip, epoch, child_loss
+        )
         # (b) the controller, by REINFORCE on held-out minibatches
         phase = train_controller(
             controller,
