@@ -12,6 +12,7 @@ import torch
 from conftest import REPO, run_app_in_process
 from omegaconf import OmegaConf
 
+from nas_plugin.hardware.device import Runtime
 from nas_plugin.models.spinenet import check_model_config
 from nas_plugin.oneshot.enas import ChoiceController
 from nas_plugin.oneshot.settings import SearchSettings
@@ -294,3 +295,38 @@ def test_a_darts_sweep_relaxes_the_whole_space_and_trains_the_derived_detector(t
     # Every block's level has its softmax weights, summing to one.
     levels = [metrics[f"prob.blocks.block_3.level.{v}"] for v in (2, 3, 4, 5)]
     assert sum(levels) == pytest.approx(1.0)
+
+
+GPU = pytest.mark.gpu
+# On the CPU only second-order DARTS in bf16 (its unrolled step turns autocast off); on CUDA all.
+RUNTIME_CASES = [
+    pytest.param("cpu", "darts", 2, id="cpu-darts2"),
+    *(
+        pytest.param("cuda", method, order, marks=GPU, id=f"cuda-{method}{order}")
+        for method, order in [
+            ("darts", 1),
+            ("darts", 2),
+            ("gdas", 1),
+            ("proxyless", 1),
+            ("enas", 1),
+        ]
+    ),
+]
+
+
+@pytest.mark.parametrize(("device", "method", "order"), RUNTIME_CASES)
+def test_a_bf16_detection_search_runs_on_the_runtime(device: str, method: str, order: int) -> None:
+    data = small_data()
+    settings = SearchSettings(
+        method=method, order=order, epochs=1, batch_size=16, controller_steps=2, derive_samples=4
+    )
+    runtime = Runtime(torch.device(device), "bf16")
+    search = search_spinenet_enas if method == "enas" else search_spinenet
+    first = search(settings, data, BASE, CHOICES, 64, 3, runtime=runtime)
+    again = search(settings, data, BASE, CHOICES, 64, 3, runtime=runtime)
+    assert 0.0 < first.metrics["search_train_loss"] < 100.0  # finite in bf16
+    assert 0.0 <= first.metrics["search_derived_val_map_50"] <= 1.0
+    for key, values in CHOICES.items():
+        assert first.cell[key.removeprefix("model.")] in values
+    if method in ("gdas", "proxyless", "enas"):  # the same draws (CPU generator) on any device
+        assert first.cell == again.cell
