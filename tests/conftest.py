@@ -132,6 +132,30 @@ def run_without_gpu(code: str, cwd: Path, timeout: int = 300):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def cpu_only_predictions(tracking_uri: str, model_uri: str, inputs, cwd: Path) -> dict:
+    """Load ``model_uri`` in a fresh process that sees no GPU, with mlflow.pyfunc and with
+    mlflow.pytorch (map_location cpu), and predict ``inputs`` with both: their output shapes,
+    how often their argmax agree, and mlflow.pytorch's argmax per input."""
+    import numpy as np
+
+    np.save(cwd / "inputs.npy", np.asarray(inputs, dtype=np.float32))
+    check = (
+        "import json, mlflow, mlflow.pytorch, numpy as np, torch\n"
+        "assert not torch.cuda.is_available()\n"
+        f"mlflow.set_tracking_uri({tracking_uri!r})\n"
+        "x = np.load('inputs.npy')\n"
+        f"pyfunc = np.asarray(mlflow.pyfunc.load_model({model_uri!r}).predict(x))\n"
+        # A torch.export (pt2) module refuses .eval(); log_model saved it in eval mode already.
+        f"net = mlflow.pytorch.load_model({model_uri!r}, map_location='cpu')\n"
+        "with torch.no_grad():\n"
+        "    torch_out = net(torch.from_numpy(x)).numpy()\n"
+        "print(json.dumps({'pyfunc': list(pyfunc.shape), 'torch': list(torch_out.shape),\n"
+        "    'agree': float((pyfunc.argmax(1) == torch_out.argmax(1)).mean()),\n"
+        "    'argmax': torch_out.argmax(1).tolist()}))\n"
+    )
+    return run_without_gpu(check, cwd)
+
+
 def run_app(cwd: Path, script: str, *args: str, timeout: int = 600) -> AppRun:
     proc = subprocess.run(
         [sys.executable, script, *args],

@@ -225,3 +225,54 @@ def test_augmentations_keep_the_native_size() -> None:
         transform = augmentation({"dataset": "image_folder", "resolution": 8, "augment": name})
         assert transform(image).shape == (3, 8, 8)
     assert augmentation({"dataset": "digits", "augment": "none"}) is None
+
+
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)], ids=["cpu", "cuda"]
+)
+def test_log_model_of_a_model_on_the_device_loads_and_predicts_without_a_gpu(
+    tmp_path: Path, device: str
+) -> None:
+    from conftest import cpu_only_predictions
+    from sklearn.datasets import load_digits
+
+    from nas_plugin.models import build_model
+    from nas_plugin.tracking.model_logging import log_model
+
+    torch.manual_seed(0)
+    model = build_model(OmegaConf.load(CONF / "model" / "mbconv.yaml"), 10, 1).to(device)
+    x = (load_digits().images[:8] / 16.0).astype(np.float32)[:, None]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run():
+        model_uri = log_model(model, x[:4])
+    assert next(model.parameters()).device.type == device  # back where it trains
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(x).to(device)).argmax(1).cpu()
+    predicted = cpu_only_predictions(uri, model_uri, x, tmp_path)
+    assert predicted["pyfunc"] == predicted["torch"] == [8, 10]
+    assert predicted["agree"] == 1.0 and predicted["argmax"] == expected.tolist()
+
+
+@pytest.mark.parametrize(
+    ("capability", "auto", "bf16_allowed"), [((7, 5), "16-mixed", False), ((9, 0), "bf16", True)]
+)
+def test_precision_auto_takes_bf16_only_where_the_gpu_computes_it(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], auto: str, bf16_allowed: bool
+) -> None:
+    # torch.cuda.is_bf16_supported() says yes on a T4 or V100 too (emulated): the choice must
+    # follow the chosen device's compute capability.
+    asked: list[torch.device] = []
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_capability", lambda d=None: asked.append(d) or capability
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Tesla T4")
+    gpu = torch.device("cuda", 1)
+    assert resolve_precision("auto", gpu) == auto
+    assert asked[0] == gpu  # the trial's cuda:N, not the current device
+    if bf16_allowed:
+        assert resolve_precision("bf16", gpu) == "bf16"
+    else:
+        with pytest.raises(DeviceError, match=r"Tesla T4 \(compute capability 7.5\) has no native"):
+            resolve_precision("bf16", gpu)

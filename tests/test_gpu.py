@@ -3,12 +3,10 @@ that loads on a CPU-only process, GPU hardware cost and one GPU per parallel tri
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
 import pytest
 import torch
-from conftest import REPO, run_app, run_without_gpu
+from conftest import REPO, cpu_only_predictions, run_app
 from omegaconf import OmegaConf
 from sklearn.datasets import load_digits
 from test_text_pipeline import trial_cfg
@@ -29,27 +27,6 @@ TINY = [
     "hydra.sweeper.strategy.population_size=2",
     "hydra.sweeper.strategy.sample_size=1",
 ]
-
-
-def cpu_only_predictions(tracking_uri: str, model_uri: str, inputs, cwd: Path) -> dict:
-    """Load ``model_uri`` in a fresh process that sees no GPU, with mlflow.pyfunc and with
-    mlflow.pytorch (map_location cpu), and predict ``inputs`` with both."""
-    import numpy as np
-
-    np.save(cwd / "inputs.npy", np.asarray(inputs, dtype=np.float32))
-    check = (
-        "import json, mlflow, mlflow.pytorch, numpy as np, torch\n"
-        "assert not torch.cuda.is_available()\n"
-        f"mlflow.set_tracking_uri({tracking_uri!r})\n"
-        "x = np.load('inputs.npy')\n"
-        f"pyfunc = np.asarray(mlflow.pyfunc.load_model({model_uri!r}).predict(x))\n"
-        f"net = mlflow.pytorch.load_model({model_uri!r}, map_location='cpu').eval()\n"
-        "with torch.no_grad():\n"
-        "    torch_out = net(torch.from_numpy(x)).numpy()\n"
-        "print(json.dumps({'pyfunc': list(pyfunc.shape), 'torch': list(torch_out.shape),\n"
-        "    'agree': float((pyfunc.argmax(1) == torch_out.argmax(1)).mean())}))\n"
-    )
-    return run_without_gpu(check, cwd)
 
 
 def test_vision_sweep_on_cuda_tags_every_trial_and_registers_a_model_that_loads_on_cpu(tmp_path):

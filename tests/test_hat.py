@@ -269,3 +269,33 @@ def test_text_sweep_with_estimator_supernet_trains_the_transformer_supernet_once
     assert sorted(t.data.tags["nas.supernet"] for t in trials) == ["loaded", "trained"]
     assert all("val_accuracy" in t.data.metrics and "latency_ms" in t.data.metrics for t in trials)
     assert run.client().get_model_version_by_alias("nas-text-text_classification", "champion")
+
+
+def test_sandwich_training_in_fp16_steps_through_the_gradient_scaler(monkeypatch):
+    # fp16 autocast and its scaler run on the CPU too (the trial's config refuses fp16 there,
+    # so the runtime is built directly): every step must be scaled, unscaled, stepped.
+    from nas_plugin.hardware.device import Runtime
+    from nas_plugin.tasks.text import EncodedSplit
+
+    calls: list[str] = []
+
+    class Spy(torch.amp.GradScaler):
+        def unscale_(self, optimizer):
+            calls.append("unscale")
+            return super().unscale_(optimizer)
+
+        def step(self, optimizer, *args, **kwargs):
+            calls.append("step")
+            return super().step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(Runtime, "grad_scaler", lambda self: Spy("cpu"))
+    net = _supernet().train()
+    gen = random.Random(0)
+    rows = [[gen.randrange(1, VOCAB) for _ in range(gen.randrange(3, 10))] for _ in range(24)]
+    split = EncodedSplit(rows, torch.tensor([len(r) % 2 for r in rows]).numpy())
+    settings = SandwichSettings(epochs=1, batch_size=12, random_subnets=1)
+    before = net.model.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
+    metrics = train_sandwich(net, split, 0, settings, 0, Runtime(torch.device("cpu"), "16-mixed"))
+    assert calls == ["unscale", "step"] * 2  # 24 rows, batches of 12; clipping unscales first
+    assert 0 < metrics["supernet_train_loss"] < 10
+    assert not torch.equal(before, net.model.bert.encoder.layer[0].attention.self.query.weight)

@@ -87,18 +87,27 @@ def resolve_precision(spec: Any, device: torch.device, key: str = "train.precisi
     if text == "auto":
         if device.type != "cuda":
             return "32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "16-mixed"
+        return "bf16" if native_bf16(device) else "16-mixed"
     if text == "16-mixed" and device.type == "cpu":
         raise DeviceError(
             f"{key} = {spec!r} is not allowed on the CPU: fp16 mixed precision needs CUDA or "
             "MPS; use bf16 or 32 on the CPU"
         )
-    if text == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if text == "bf16" and device.type == "cuda" and not native_bf16(device):
         raise DeviceError(
-            f"{key} = {spec!r} is not allowed: {torch.cuda.get_device_name(device)} has no "
-            "bfloat16 support; use 16-mixed or 32"
+            f"{key} = {spec!r} is not allowed: {torch.cuda.get_device_name(device)} (compute "
+            f"capability {'.'.join(map(str, torch.cuda.get_device_capability(device)))}) has no "
+            "native bfloat16 (8.0+); use 16-mixed or 32"
         )
     return text
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` itself computes in bfloat16 in hardware (compute capability
+    8.0+, or a ROCm GPU). Not ``torch.cuda.is_bf16_supported()``: it counts software emulation
+    (a T4 or V100 says yes, then cuDNN has no bf16 convolutions) and asks the current device,
+    not ``cuda:N``."""
+    return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
 
 
 @dataclass(frozen=True)

@@ -220,11 +220,10 @@ class ElasticTransformer(nn.Module):
         if key not in self._skeletons:
             with torch.random.fork_rng():  # building must not move the training's RNG
                 net = self._build(self.space.model_config(values))
-            for param in net.parameters():
-                param.requires_grad_(False)
-            self._skeletons[key] = net
-        device = next(self.model.parameters()).device
-        return self._skeletons[key].to(device)
+            # Emptied, on no device: functional_call replaces every parameter and buffer
+            # (sliced_state), so a cached skeleton costs no (GPU) memory.
+            self._skeletons[key] = net.to("meta")
+        return self._skeletons[key]
 
     def sliced_state(self, values: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """The sub-transformer's parameters and buffers as views of the shared ones: for every
@@ -330,6 +329,7 @@ def train_sandwich(
     from nas_plugin.tasks.text import warmup_cosine
 
     runtime = runtime or Runtime(torch.device("cpu"))
+    scaler = runtime.grad_scaler()  # enabled for fp16 only
     space = supernet.space
     rng = random.Random(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -370,10 +370,12 @@ def train_sandwich(
                         f"supernet loss is {loss.item()} at epoch {epoch} for {arch}: lower the "
                         f"learning rate (now {settings.lr})"
                     )
-                loss.backward()  # summed over the sandwich's sub-transformers
+                scaler.scale(loss).backward()  # summed over the sandwich's sub-transformers
             if settings.grad_clip > 0:
+                scaler.unscale_(optimizer)  # clip the true gradients
                 nn.utils.clip_grad_norm_(supernet.model.parameters(), settings.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)  # skipped (and the scale lowered) on inf/NaN gradients
+            scaler.update()
             scheduler.step()
         loss_largest = total.item() / max(1, seen)
         if on_epoch is not None:

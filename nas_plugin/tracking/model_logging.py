@@ -15,6 +15,8 @@ import torch
 from mlflow.models import infer_signature
 from mlflow.models.model import ModelInfo
 
+from nas_plugin.hardware.device import on_cpu
+
 MODEL_URI_TAG = "nas.model_uri"
 
 log = logging.getLogger(__name__)
@@ -67,11 +69,12 @@ def log_model(
             f"input_example has shape {example.shape}: pass a batch of at least 2 inputs "
             "(first dimension) so that the logged model accepts any batch size"
         )
-    # Saved in eval mode: MLflow's pyfunc predict does not switch a model to eval itself.
-    with _eval_mode(model):
+    # Saved in eval mode: MLflow's pyfunc predict does not switch a model to eval itself. From
+    # the CPU: MLflow traces torch.export with the example on the CPU, and a pickled CUDA model
+    # would not load on a machine without one; the model goes back to its device afterwards.
+    with on_cpu(model), _eval_mode(model):
         with torch.no_grad():
-            device = next(model.parameters(), torch.empty(0)).device
-            prediction = model(torch.from_numpy(example).to(device)).cpu().numpy()
+            prediction = model(torch.from_numpy(example)).numpy()
         signature = infer_signature(example, prediction)
         if not getattr(model, "supports_torch_export", True):
             # Known untraceable: no attempt, which would cost a trace and print its graph.
