@@ -88,6 +88,7 @@ def test_every_one_shot_strategy_takes_spinenet_and_darts_either_order() -> None
     for name in ("darts", "gdas", "proxyless", "enas"):
         strategy = make_strategy({"name": name, "prefix": "model.cell"}, space, 0)
         assert strategy.search_settings()["choices"] == CHOICES
+    assert strategy.search_settings()["reward"] == "score"  # enas's auto: mAP@0.5 here
     second = make_strategy({"name": "darts", "prefix": "model.cell", "order": 2}, space, 0)
     assert second.search_settings()["order"] == 2
     with pytest.raises(StrategyError, match="latency_weight=0.5 is not allowed"):
@@ -330,3 +331,15 @@ def test_a_bf16_detection_search_runs_on_the_runtime(device: str, method: str, o
         assert first.cell[key.removeprefix("model.")] in values
     if method in ("gdas", "proxyless", "enas"):  # the same draws (CPU generator) on any device
         assert first.cell == again.cell
+
+
+def test_an_enas_search_rewarded_by_the_loss_scores_detectors_by_exp_minus_fcos_loss() -> None:
+    data = small_data()
+    settings = SearchSettings(
+        method="enas", epochs=1, batch_size=16, controller_steps=3, derive_samples=4,
+        reward="loss",
+    )  # fmt: skip
+    metrics = search_spinenet_enas(settings, data, BASE, CHOICES, 64, 3).metrics
+    assert "search_mean_child_map_50" not in metrics
+    assert 0.0 < metrics["search_mean_child_exp_neg_loss"] < 1.0
+    assert 0.0 <= metrics["search_derived_val_map_50"] <= 1.0  # scored as ever, on val

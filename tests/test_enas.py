@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,7 @@ def test_enas_options_are_checked_by_name() -> None:
     settings = strategy.search_settings()
     assert (settings["method"], settings["controller_steps"], settings["epochs"]) == ("enas", 5, 2)
     assert settings["lstm_size"] == 64 and settings["tanh_constant"] == 1.1
+    assert settings["reward"] == "score"  # auto: the accuracy on NB201, as in ENAS
     for option, value, message in [
         ("baseline_decay", 1.0, "baseline_decay=1.0 must be a number in [0, 1)"),
         ("temperature", 0, "temperature=0 must be a number > 0"),
@@ -117,6 +119,7 @@ def test_enas_options_are_checked_by_name() -> None:
         ("derive_samples", 0, "derive_samples=0 must be a positive integer"),
         ("entropy_weight", -1e-4, "entropy_weight=-0.0001 must be a number >= 0"),
         ("order", 2, "unknown option(s) ['order']"),
+        ("reward", "miou", "reward='miou' is not allowed: expected one of auto, score, loss"),
     ]:
         with pytest.raises(StrategyError, match=re.escape(f"strategy 'enas': {message}")):
             make_strategy({"name": "enas", option: value}, space, 0)
@@ -146,6 +149,9 @@ def test_enas_search_is_reproducible_per_seed() -> None:
         assert sum(first.alphas[-1][e]) == pytest.approx(1.0)
     assert 0.0 < first.metrics["search_controller_entropy"] <= 1.6095
     assert 0.0 <= first.metrics["search_mean_reward"] <= 1.0
+    by_loss = search(replace(settings, reward="loss"), data, preprocess, 4, 1, 16, 5)
+    assert 0.0 < by_loss.metrics["search_mean_child_exp_neg_loss"] < 1.0
+    assert "search_mean_child_accuracy" not in by_loss.metrics
 
 
 @pytest.mark.parametrize(

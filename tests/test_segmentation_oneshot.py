@@ -275,6 +275,37 @@ def test_a_bf16_search_runs_on_the_runtime(tiny_scenes, method, device):
         assert (first.ops, first.moves) == (again.ops, again.moves)
 
 
+def test_an_enas_search_rewarded_by_the_loss_scores_children_by_exp_minus_their_loss(
+    tiny_scenes,
+):
+    data, preprocess = tiny_scenes
+    arch = AutoDeepLabArch(layers=3, channels=4, aspp_channels=8, rates=(1,))
+    runs = {
+        reward: search_autodeeplab(
+            SearchSettings(
+                method="enas", epochs=1, batch_size=16, controller_steps=4, derive_samples=8,
+                reward=reward, arch_lr=0.05,
+            ),
+            data, preprocess, arch, 1,
+        )
+        for reward in ("score", "loss")
+    }  # fmt: skip
+    loss, score = runs["loss"].metrics, runs["score"].metrics
+    assert "search_mean_child_miou" not in loss and "search_mean_child_exp_neg_loss" not in score
+    assert 0.0 < loss["search_mean_child_exp_neg_loss"] < 1.0
+    # The reward is the child's score plus the entropy bonus (1e-4 per nat): the score dominates.
+    assert loss["search_mean_reward"] == pytest.approx(
+        loss["search_mean_child_exp_neg_loss"], abs=1e-2
+    )
+    # Same seed, same first samples: the controller's updates differ with the reward.
+    assert runs["loss"].alphas != runs["score"].alphas
+    space = _space(REPO / "conf/plugin/hydra/sweeper/search_space/autodeeplab.yaml")
+    strategy = make_strategy({"name": "enas"}, space, 0)
+    assert strategy.search_settings()["reward"] == "loss"  # auto, on this space
+    chosen = make_strategy({"name": "enas", "reward": "score"}, space, 0).search_settings()
+    assert chosen["reward"] == "score"
+
+
 def _space(path: Path) -> SearchSpace:
     params = OmegaConf.to_container(OmegaConf.load(path).params)
     return SearchSpace([parse_param(k, v) for k, v in params.items()])
@@ -356,9 +387,13 @@ def test_enas_sweep_searches_the_supernet_and_trains_the_derived_network(tmp_pat
     moves = [cell[f"path.layer_{k}"] for k in (1, 2, 3, 4)]
     assert _on_trellis(moves)
     metrics = search.data.metrics
-    assert {"search_mean_child_miou", "search_controller_entropy", "search_derived_val_miou"} <= (
-        set(metrics)
-    )
+    # reward auto: exp(-loss) on this space (minibatch mIoU barely ranks young children)
+    assert search.data.params["search.reward"] == "loss"
+    assert {
+        "search_mean_child_exp_neg_loss",
+        "search_controller_entropy",
+        "search_derived_val_miou",
+    } <= set(metrics)
     assert [metrics[f"search_path.layer_{k}"] for k in (1, 2, 3, 4)] == [
         2 ** (lv + 2) for lv in path_levels(moves)
     ]

@@ -4,8 +4,9 @@ and ``train.compile``, resolved once into a :class:`Runtime` that every training
 ``train.device``: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
 ``train.precision``: ``auto`` (bf16 on a CUDA device of compute capability 8.0+, else fp16
 mixed on CUDA; 32 on CPU and MPS), ``32``, ``bf16`` (autocast to bfloat16) or ``16-mixed``
-(autocast to float16 with a gradient scaler; CUDA and MPS only). ``train.channels_last``: ``auto`` (on for CUDA),
-``true`` or ``false``. ``train.compile``: ``false`` (default) or ``true`` (``torch.compile``).
+(autocast to float16 with a gradient scaler; CUDA and MPS only). ``train.channels_last``:
+``auto`` (on for CUDA), ``true`` or ``false``. ``train.compile``: ``false`` (default) or ``true``
+(``torch.compile``).
 
 Resolving a device that is not there raises :class:`DeviceError`, naming the key, the value and
 the devices this machine has, so a sweep can check it before any trial starts.

@@ -54,6 +54,8 @@ from nas_plugin.oneshot.enas import (
     EnasTraining,
     collapse_metrics,
     derive_cell,
+    loss_reward,
+    score_name,
     to_ops,
     train_controller,
 )
@@ -133,8 +135,10 @@ def search_autodeeplab_enas(
     def child_miou(architecture: Architecture, x: torch.Tensor, y: torch.Tensor) -> float:
         # Training-mode BatchNorm (the batch's statistics, as ENAS): no gradient.
         with torch.no_grad(), runtime.autocast():
-            logits = net.forward_path(x, *architecture)
-        return batch_miou(logits.float(), y, data)
+            logits = net.forward_path(x, *architecture).float()
+        if settings.reward == "loss":
+            return loss_reward(F.cross_entropy(logits, y, ignore_index=ignore))
+        return batch_miou(logits, y, data)
 
     def sampled_miou(row: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
         x, y = batch
@@ -201,7 +205,7 @@ def search_autodeeplab_enas(
             },
             "search_train_loss": train_loss,
             # search_controller_entropy: per decision (6 operations of 5, then moves of 2 or 3)
-            **phase.metrics("miou"),
+            **phase.metrics(score_name(settings, "miou")),
             "search_derived_val_miou": scores["miou"],
             "search_derived_val_pixel_accuracy": scores["pixel_accuracy"],
             **collapse_metrics(ops),

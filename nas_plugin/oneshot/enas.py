@@ -322,6 +322,17 @@ class EnasTraining:
         return epoch_loss(total, seen, epoch)
 
 
+def loss_reward(loss: torch.Tensor) -> float:
+    """``exp(-loss)`` of a child's held-out minibatch (``reward=loss``): in (0, 1], higher is
+    better, ENAS's language-model reward ``c / perplexity`` with c = 1."""
+    return float(torch.exp(-loss.detach().float()))
+
+
+def score_name(settings: SearchSettings, task_score: str) -> str:
+    """The name the rewards' child score is logged under (``search_mean_child_<name>``)."""
+    return "exp_neg_loss" if settings.reward == "loss" else task_score
+
+
 @dataclass
 class ControllerPhase:
     """One epoch's REINFORCE steps: each step's reward, child score and entropy per decision."""
@@ -442,7 +453,10 @@ def search_enas(
     def accuracy(ops: tuple[str, ...], x: torch.Tensor, y: torch.Tensor) -> float:
         # Training-mode BatchNorm (the batch's statistics, as ENAS): no gradient.
         with torch.no_grad(), runtime.autocast():
-            return float((net(x, path=ops).argmax(-1) == y).float().mean())
+            logits = net(x, path=ops).float()
+        if settings.reward == "loss":
+            return loss_reward(F.cross_entropy(logits, y))
+        return float((logits.argmax(-1) == y).float().mean())
 
     def child_accuracy(row: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
         x, y = batch
@@ -508,7 +522,7 @@ def search_enas(
             },
             "search_train_loss": train_loss,
             # search_controller_entropy: per decision, nats (uniform: ln 5 = 1.609; 0: one cell)
-            **phase.metrics("accuracy"),
+            **phase.metrics(score_name(settings, "accuracy")),
             "search_derived_val_accuracy": scored["val_accuracy"],
             **collapse_metrics(ops),
             "search_seconds": time.perf_counter() - start,

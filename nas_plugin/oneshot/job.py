@@ -41,7 +41,8 @@ order, ``gdas``, ``proxyless``, ``enas``) the job runs
 on the segmentation task instead: per epoch also ``beta.layer_<k>.<level>.<move>`` (ENAS: the
 controller's move frequencies),
 ``search_path.layer_<k>``, ``search_derived_val_miou`` (darts: ``search_supernet_val_miou``;
-ENAS: ``search_mean_child_miou``, its reward) instead of ``search_derived_val_accuracy``; the
+ENAS: ``search_mean_child_exp_neg_loss`` or, with ``reward=score``, ``search_mean_child_miou``,
+its rewards' mean) instead of ``search_derived_val_accuracy``; the
 derived arch string and cell carry the path and the app's ``model.decoder.skip``
 (:mod:`nas_plugin.space.autodeeplab`); ``search/betas.json`` too. With ``warmup_epochs`` (darts,
 gdas), ``search_arch_loss`` is logged from the first epoch with architecture steps on.

@@ -39,6 +39,9 @@ class SearchSettings(SearchOptions):
     baseline_decay: float = 0.99
     controller_steps: int = 20
     derive_samples: int = 100
+    # What rewards a child (and picks the derived one): "score", the task's metric on a held-out
+    # minibatch (accuracy, mIoU, mAP@0.5); "loss", exp(-its loss) there (ENAS's c / perplexity).
+    reward: str = "score"
     # Filled by the search job from the app's config.
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -48,6 +48,8 @@ from nas_plugin.oneshot.enas import (
     ChoiceController,
     EnasTraining,
     derive_cell,
+    loss_reward,
+    score_name,
     train_controller,
 )
 from nas_plugin.oneshot.settings import SearchSettings
@@ -135,6 +137,10 @@ def search_spinenet_enas(
 
     def child_map(row: Sequence[int], images: torch.Tensor, targets: list) -> float:
         use(row)
+        if settings.reward == "loss":  # FCOS returns its losses in train mode
+            model.train()
+            with torch.no_grad(), batch_statistics(model):
+                return loss_reward(detection_loss(model, images, list(targets), runtime))
         model.eval()
         with torch.no_grad(), batch_statistics(model), runtime.autocast():
             found = model.detect(runtime.to_device(images))
@@ -204,7 +210,7 @@ def search_spinenet_enas(
             **prob_metrics(keys, choices, frequencies),
             "search_train_loss": train_loss,
             # search_mean_child_map_50: the rewards' mAP@0.5, on minibatches of the other half
-            **phase.metrics("map_50"),
+            **phase.metrics(score_name(settings, "map_50")),
             "search_derived_val_map_50": val["map_50"],
             "search_derived_val_map": val["map"],
             "search_seconds": time.perf_counter() - start,
