@@ -120,12 +120,10 @@ def run_job(estimator: Any, cfg: Any, runtime: Any) -> dict[str, float]:
 
 def log_best_model(estimator: Any, cfg: Any, runtime: Any) -> bool:
     """The trial's detector, rebuilt as its trial scored it, logged from the CPU."""
-    from nas_plugin.hardware.device import on_cpu
     from nas_plugin.tasks.detection import input_example
     from nas_plugin.tasks.reporting import require_model_logging
 
     reporter = require_model_logging("estimator=supernet's best-model logging")
     model, data, _, _ = _candidate(estimator, cfg, runtime)
-    with on_cpu(model):  # loads and predicts on a CPU-only machine too
-        reporter.log_image_model(model, input_example(data.val))
+    reporter.log_image_model(model, input_example(data.val))
     return True

@@ -330,7 +330,6 @@ class SupernetEstimator(Estimator):
         import mlflow
         import torch
 
-        from nas_plugin.hardware.device import on_cpu
         from nas_plugin.tasks.reporting import require_model_logging
         from nas_plugin.tasks.training import set_threads
         from nas_plugin.tasks.vision import input_example
@@ -346,8 +345,7 @@ class SupernetEstimator(Estimator):
                 torch.set_num_threads(previous)
         try:
             model, shared, metrics, _ = self._candidate(cfg, runtime)
-            with on_cpu(model):  # loads and predicts on a CPU-only machine too
-                reporter.log_image_model(model, input_example(shared.data.val))
+            reporter.log_image_model(model, input_example(shared.data.val))
         finally:
             torch.set_num_threads(previous)
         run = mlflow.active_run()

@@ -46,7 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from nas_plugin.hardware.cost import measure_cost
-from nas_plugin.hardware.device import Runtime, on_cpu
+from nas_plugin.hardware.device import Runtime
 from nas_plugin.oneshot.spos import ScoringBatches
 from nas_plugin.space import Encoding, SearchSpace
 from nas_plugin.strategies import make_strategy
@@ -376,8 +376,7 @@ def _budget_run(
         metrics["within_budget"] = float(metrics[evaluate.latency_key] <= budget_ms)
         mlflow.log_metrics(metrics)
         example = torch.stack([data.val[i][0] for i in range(INPUT_EXAMPLE_SIZE)])
-        with on_cpu(sub):  # loads and predicts on a CPU-only machine too
-            uri = current_reporter().log_image_model(sub, example)
+        uri = current_reporter().log_image_model(sub, example)
         version = register_for_budget(
             client, cfg, uri, budget_ms, given, run.info.run_id, parent_id, arch, metrics, "ofa"
         )

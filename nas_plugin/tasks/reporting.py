@@ -52,7 +52,9 @@ class TrialReporter:
         return False
 
     def log_image_model(self, model: Any, input_example: Any) -> str | None:
-        """Log a trained torch model (raw images in) and return its model URI, or None."""
+        """Log a trained torch model (raw images in) from the CPU, so that it loads and predicts
+        on a CPU-only machine (the model stays on its device), and return its model URI, or
+        None."""
         return None
 
     def log_text_model(

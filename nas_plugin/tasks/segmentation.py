@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nas_plugin.hardware.device import Runtime, on_cpu
+from nas_plugin.hardware.device import Runtime
 from nas_plugin.models import build_model
 from nas_plugin.tasks.reporting import EpochLoop, current_reporter
 from nas_plugin.tasks.segmentation_data import (
@@ -104,8 +104,7 @@ def run_segmentation_trial(cfg: DictConfig) -> dict[str, float]:
     results.update(train_loss=train_loss, train_seconds=seconds, epochs=float(loop.epochs_done))
 
     if cfg.get("log_model", False) and reporter.recording and not loop.pruned:
-        with on_cpu(model):  # loads and predicts on a CPU-only machine too
-            reporter.log_image_model(model, input_example(data.val))
+        reporter.log_image_model(model, input_example(data.val))
     return results
 
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from nas_plugin.hardware.device import Runtime, on_cpu
+from nas_plugin.hardware.device import Runtime
 from nas_plugin.models import build_model
 from nas_plugin.tasks.reporting import EpochLoop, current_reporter
 from nas_plugin.tasks.training import (
@@ -118,8 +118,7 @@ def run_vision_trial(cfg: DictConfig) -> dict[str, float]:
 
     # A pruned trial's model is not worth the upload: it is never the one registered.
     if cfg.get("log_model", False) and reporter.recording and not loop.pruned:
-        with on_cpu(model):  # loads and predicts on a CPU-only machine too
-            reporter.log_image_model(model, input_example(data.val))
+        reporter.log_image_model(model, input_example(data.val))
     return results
 
 
